@@ -1,0 +1,141 @@
+//! `Idempotency-Key` on mutating calls: the same key and body get the first answer
+//! again; the same key with another body is refused.
+
+use super::ApiError;
+use crate::domain::FieldError;
+use crate::read_model::{self, Claim};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// An answer (success or refusal), in a form that can be stored and given again.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let location = match (self.status, self.body.get("id").and_then(Value::as_str)) {
+            (StatusCode::CREATED | StatusCode::ACCEPTED, Some(id)) => {
+                Some(format!("/api/v1/orders/{id}"))
+            }
+            _ => None,
+        };
+        if self.status.is_client_error() || self.status.is_server_error() {
+            return super::error::problem_response(self.status, self.body);
+        }
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response
+    }
+}
+
+/// The request's `Idempotency-Key`, if it has a usable one.
+pub fn request_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.trim().is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::Validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )])),
+    }
+}
+
+/// A hash of the request that ignores key order and white space.
+pub fn request_hash(value: &Value) -> String {
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<_> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for k in keys {
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for item in items {
+                    canonical(item, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(value, &mut text);
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+/// Whether to do the work, and for which order.
+pub enum Begin {
+    /// Go on; `order_id` is the one the key is bound to (or the fresh one).
+    Proceed(Uuid),
+    /// Give this stored answer again.
+    Replay(Reply),
+}
+
+/// Claims `key` for the request, or finds what it already says.
+pub async fn begin(
+    db: &PgPool,
+    scope: &str,
+    key: Option<&str>,
+    request: &Value,
+    order_id: Uuid,
+) -> Result<Begin, ApiError> {
+    let Some(key) = key else {
+        return Ok(Begin::Proceed(order_id));
+    };
+    match read_model::claim_key(db, scope, key, &request_hash(request), order_id).await? {
+        Claim::Proceed { order_id } => Ok(Begin::Proceed(order_id)),
+        Claim::Replay { status, body } => Ok(Begin::Replay(Reply {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+        })),
+        Claim::Reused => Err(ApiError::IdempotencyKeyReused),
+    }
+}
+
+/// Stores a final answer under `key`. A `202` is not final: a repeat waits again.
+pub async fn finish(
+    db: &PgPool,
+    scope: &str,
+    key: Option<&str>,
+    reply: &Reply,
+) -> Result<(), ApiError> {
+    if let (Some(key), false) = (key, reply.status == StatusCode::ACCEPTED) {
+        read_model::store_response(db, scope, key, reply.status.as_u16(), &reply.body).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hash_ignores_key_order_but_not_values() {
+        let a = json!({"a": 1, "b": {"x": [1, 2], "y": "z"}});
+        let b = json!({"b": {"y": "z", "x": [1, 2]}, "a": 1});
+        let c = json!({"a": 2, "b": {"x": [1, 2], "y": "z"}});
+        assert_eq!(request_hash(&a), request_hash(&b));
+        assert_ne!(request_hash(&a), request_hash(&c));
+    }
+}

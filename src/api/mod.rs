@@ -1,0 +1,58 @@
+//! The REST API (`/api/v1`): routes, the shared state, problem+json errors and the
+//! JSON body extractor.
+
+mod error;
+mod health;
+mod idempotency;
+mod orders;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::downstream::Downstream;
+use crate::engine::admin::Admin;
+use crate::engine::ingress::Ingress;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: PgPool,
+    pub ingress: Ingress,
+    pub admin: Admin,
+    pub downstream: Downstream,
+    pub settings: Arc<ApiSettings>,
+}
+
+/// The configuration the handlers use.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// How long a create or a payment waits for its saga before answering `202`.
+    pub create_wait: Duration,
+}
+
+impl ApiSettings {
+    /// Settings taken from the service configuration.
+    pub fn from_config(config: &Config) -> Self {
+        ApiSettings {
+            create_wait: config.create_wait,
+        }
+    }
+}
+
+/// The whole API, ready to serve.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .nest("/api/v1", orders::router().merge(health::router()))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

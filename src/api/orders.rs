@@ -1,0 +1,281 @@
+//! `/orders`: create, read, list, pay, status history.
+
+use super::error::{body_rejection, from_value, parse_body};
+use super::idempotency::{self, Begin, Reply};
+use super::{ApiError, ApiState};
+use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
+use crate::engine::ingress::IngressError;
+use crate::read_model::{self, Cursor, ListFilter};
+use crate::workflows::{CommandOutcome, PayRequest, ORDER_OBJECT};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The order routes.
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/orders", post(create_order).get(list_orders))
+        .route("/orders/{id}", get(get_order))
+        .route("/orders/by-number/{order_number}", get(get_order_by_number))
+        .route("/orders/{id}/payments", post(pay_order))
+        .route("/orders/{id}/status-history", get(status_history))
+}
+
+/// `POST /orders`: runs the create saga and answers once it rests, or with `202`.
+#[tracing::instrument(skip_all, fields(order.id))]
+async fn create_order(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Reply, ApiError> {
+    let request = parse_body(&body.map_err(body_rejection)?)?;
+    let new: NewOrder = from_value(request.clone())?;
+    let errors = new.validate();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let key = idempotency::request_key(&headers)?;
+    let scope = "create_order";
+    let id = match idempotency::begin(&state.db, scope, key.as_deref(), &request, Uuid::new_v4())
+        .await?
+    {
+        Begin::Replay(reply) => return Ok(reply),
+        Begin::Proceed(id) => id,
+    };
+    tracing::Span::current().record("order.id", tracing::field::display(id));
+
+    let outcome = state
+        .ingress
+        .call::<_, OrderView>(
+            ORDER_OBJECT,
+            &id.to_string(),
+            "create",
+            &new,
+            state.settings.create_wait,
+        )
+        .await;
+    let reply = match outcome {
+        Ok(_) => Reply {
+            status: StatusCode::CREATED,
+            body: json!(read_back(&state, id).await?),
+        },
+        Err(IngressError::Failed {
+            status: 400,
+            message,
+        }) => {
+            return Err(ApiError::Validation(vec![FieldError::new("body", message)]));
+        }
+        Err(e) => accepted_or_unavailable(&state, id, e).await?,
+    };
+    idempotency::finish(&state.db, scope, key.as_deref(), &reply).await?;
+    Ok(reply)
+}
+
+/// `POST /orders/{id}/payments`: pays a draft.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn pay_order(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Reply, ApiError> {
+    let id = order_id(&id)?;
+    let request = parse_body(&body.map_err(body_rejection)?)?;
+    let payment: NewPayment = from_value(request.clone())?;
+    let errors = payment.validate("");
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if read_model::get_order(&state.db, id).await?.is_none() {
+        return Err(ApiError::OrderNotFound);
+    }
+    let key = idempotency::request_key(&headers)?;
+    let scope = format!("pay_order:{id}");
+    if let Begin::Replay(reply) =
+        idempotency::begin(&state.db, &scope, key.as_deref(), &request, id).await?
+    {
+        return Ok(reply);
+    }
+
+    let pay = PayRequest {
+        method: payment.method.trim().to_owned(),
+        amount: payment.amount,
+        request_key: key.clone(),
+    };
+    let outcome = state
+        .ingress
+        .call::<_, CommandOutcome>(
+            ORDER_OBJECT,
+            &id.to_string(),
+            "pay",
+            &pay,
+            state.settings.create_wait,
+        )
+        .await;
+    let reply = match outcome {
+        Ok(CommandOutcome::Done { .. }) => Reply {
+            status: StatusCode::OK,
+            body: json!(read_back(&state, id).await?),
+        },
+        Ok(CommandOutcome::Refused {
+            status,
+            code,
+            message,
+        }) => {
+            let error = ApiError::Refused {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+                code,
+                message,
+            };
+            Reply {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+                body: error.body(),
+            }
+        }
+        Err(e) => accepted_or_unavailable(&state, id, e).await?,
+    };
+    idempotency::finish(&state.db, &scope, key.as_deref(), &reply).await?;
+    Ok(reply)
+}
+
+/// The order from the read model, which the saga wrote before it rested.
+async fn read_back(state: &ApiState, id: Uuid) -> Result<OrderView, ApiError> {
+    read_model::get_order(&state.db, id).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "order {id} rested but is not in the read model"
+        ))
+    })
+}
+
+/// The saga has not rested in time (or the engine could not be asked): `202` with the
+/// order as it stands; it goes on inside Restate.
+async fn accepted_or_unavailable(
+    state: &ApiState,
+    id: Uuid,
+    error: IngressError,
+) -> Result<Reply, ApiError> {
+    if let IngressError::Failed { status, message } = &error {
+        tracing::error!(order.id = %id, status, message, "order handler failed");
+    }
+    let current = match read_model::get_order(&state.db, id).await? {
+        Some(order) => Some(order),
+        None => state
+            .ingress
+            .call::<_, Option<OrderView>>(
+                ORDER_OBJECT,
+                &id.to_string(),
+                "get",
+                &(),
+                Duration::from_secs(1),
+            )
+            .await
+            .ok()
+            .flatten(),
+    };
+    match (current, &error) {
+        (Some(order), _) => Ok(Reply {
+            status: StatusCode::ACCEPTED,
+            body: json!(order),
+        }),
+        (None, IngressError::StillRunning(_)) => Ok(Reply {
+            status: StatusCode::ACCEPTED,
+            body: json!({ "id": id, "status": "pending" }),
+        }),
+        (None, _) => Err(ApiError::Unavailable(format!(
+            "the order engine is unavailable: {error}"
+        ))),
+    }
+}
+
+/// `GET /orders/{id}`.
+async fn get_order(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let id = order_id(&id)?;
+    let order = read_model::get_order(&state.db, id).await?;
+    order.map(Json).ok_or(ApiError::OrderNotFound)
+}
+
+/// `GET /orders/by-number/{order_number}`.
+async fn get_order_by_number(
+    State(state): State<ApiState>,
+    Path(number): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order = read_model::get_order_by_number(&state.db, &number).await?;
+    order.map(Json).ok_or(ApiError::OrderNotFound)
+}
+
+/// `GET /orders/{id}/status-history`.
+async fn status_history(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = order_id(&id)?;
+    let history = read_model::status_history(&state.db, id).await?;
+    history
+        .map(|h| Json(json!(h)))
+        .ok_or(ApiError::OrderNotFound)
+}
+
+/// `GET /orders`: newest first, filtered, a page at a time.
+async fn list_orders(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<read_model::OrderPage>, ApiError> {
+    let filter = list_filter(&params)?;
+    Ok(Json(read_model::list_orders(&state.db, &filter).await?))
+}
+
+fn list_filter(params: &HashMap<String, String>) -> Result<ListFilter, ApiError> {
+    let mut errors = Vec::new();
+    let mut parse = |name: &str, what: &str, f: &dyn Fn(&str) -> bool| {
+        let value = params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        if let Some(v) = value {
+            if !f(v) {
+                errors.push(FieldError::new(name, format!("must be {what}")));
+            }
+        }
+        value.map(str::to_owned)
+    };
+    let customer_id = parse("customer_id", "a UUID", &|v| v.parse::<Uuid>().is_ok());
+    let status = parse("status", "an order status", &|v| {
+        v.parse::<OrderStatus>().is_ok()
+    });
+    let from = parse("created_from", "an RFC 3339 time", &|v| {
+        v.parse::<DateTime<Utc>>().is_ok()
+    });
+    let to = parse("created_to", "an RFC 3339 time", &|v| {
+        v.parse::<DateTime<Utc>>().is_ok()
+    });
+    let limit = parse("limit", "a whole number from 1 to 200", &|v| {
+        v.parse::<i64>().is_ok_and(|n| (1..=200).contains(&n))
+    });
+    let cursor = parse("cursor", "a cursor returned by a previous page", &|v| {
+        Cursor::decode(v).is_some()
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(ListFilter {
+        customer_id: customer_id.and_then(|v| v.parse().ok()),
+        status: status.and_then(|v| v.parse().ok()),
+        created_from: from.and_then(|v| v.parse().ok()),
+        created_to: to.and_then(|v| v.parse().ok()),
+        after: cursor.and_then(|v| Cursor::decode(&v)),
+        limit: limit.and_then(|v| v.parse().ok()).unwrap_or(50),
+    })
+}
+
+/// An order id from the path; anything that is not a UUID names no order.
+fn order_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::OrderNotFound)
+}

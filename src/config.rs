@@ -1,0 +1,236 @@
+//! Configuration, read once from the environment (see the README for every variable).
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Addresses of the services the sagas call; `None` means "start the simulator".
+#[derive(Debug, Clone, Default)]
+pub struct DownstreamAddrs {
+    pub warehouse: Option<String>,
+    pub payment: Option<String>,
+    pub fulfillment: Option<String>,
+    pub notification: Option<String>,
+    pub pubsub: Option<String>,
+}
+
+impl DownstreamAddrs {
+    /// True when at least one service has no address and so needs the simulator.
+    pub fn any_missing(&self) -> bool {
+        [
+            &self.warehouse,
+            &self.payment,
+            &self.fulfillment,
+            &self.notification,
+            &self.pubsub,
+        ]
+        .iter()
+        .any(|a| a.is_none())
+    }
+
+    /// Fills every missing address with `url`.
+    pub fn or_all(&self, url: &str) -> DownstreamAddrs {
+        let pick = |a: &Option<String>| Some(a.clone().unwrap_or_else(|| url.to_owned()));
+        DownstreamAddrs {
+            warehouse: pick(&self.warehouse),
+            payment: pick(&self.payment),
+            fulfillment: pick(&self.fulfillment),
+            notification: pick(&self.notification),
+            pubsub: pick(&self.pubsub),
+        }
+    }
+}
+
+/// Everything the service and the embedded default can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_dsn: Option<String>,
+    pub bind_host: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub restate_endpoint_port: u16,
+    /// The URL restate-server uses to reach this service's endpoint.
+    pub restate_endpoint_url: Option<String>,
+    pub restate_ingress_url: Option<String>,
+    pub restate_admin_url: Option<String>,
+    pub restate_ingress_port: u16,
+    pub restate_admin_port: u16,
+    pub restate_node_port: u16,
+    pub restate_server_bin: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub sim_port: u16,
+    pub return_window_days: u32,
+    pub auto_cancel_draft_after: Duration,
+    pub downstream: DownstreamAddrs,
+    pub pubsub_name: String,
+    pub downstream_timeout: Duration,
+    /// How long `POST /orders` waits for the saga to rest before answering `202`.
+    pub create_wait: Duration,
+    pub stuck_after: Duration,
+    pub db_max_connections: u32,
+}
+
+/// A variable that could not be understood; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, so tests can supply their own values.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env(&get);
+        let draft_hours: Decimal = env.parse("ORDER_AUTO_CANCEL_DRAFT_HOURS", Decimal::from(24))?;
+        let draft_secs = (draft_hours * Decimal::from(3600))
+            .to_f64()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .ok_or_else(|| ConfigError {
+                var: "ORDER_AUTO_CANCEL_DRAFT_HOURS",
+                value: draft_hours.to_string(),
+                reason: "must be a positive number of hours".into(),
+            })?;
+        Ok(Config {
+            database_dsn: env.string("ORDER_DATABASE_DSN"),
+            bind_host: env
+                .string("ORDER_BIND_HOST")
+                .unwrap_or_else(|| "0.0.0.0".into()),
+            http_port: env.parse("ORDER_HTTP_PORT", 8004)?,
+            grpc_port: env.parse("ORDER_GRPC_PORT", 9004)?,
+            restate_endpoint_port: env.parse("ORDER_RESTATE_ENDPOINT_PORT", 9080)?,
+            restate_endpoint_url: env.url("ORDER_RESTATE_ENDPOINT_URL")?,
+            restate_ingress_url: env.url("ORDER_RESTATE_INGRESS_URL")?,
+            restate_admin_url: env.url("ORDER_RESTATE_ADMIN_URL")?,
+            restate_ingress_port: env.parse("ORDER_RESTATE_INGRESS_PORT", 8080)?,
+            restate_admin_port: env.parse("ORDER_RESTATE_ADMIN_PORT", 9070)?,
+            restate_node_port: env.parse("ORDER_RESTATE_NODE_PORT", 5122)?,
+            restate_server_bin: env.string("RESTATE_SERVER_BIN").map(PathBuf::from),
+            data_dir: env
+                .string("ORDER_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".data")),
+            sim_port: env.parse("ORDER_SIM_PORT", 9010)?,
+            return_window_days: env.parse("ORDER_RETURN_WINDOW_DAYS", 30)?,
+            auto_cancel_draft_after: Duration::from_secs_f64(draft_secs),
+            downstream: DownstreamAddrs {
+                warehouse: env.url("ORDER_WAREHOUSE_SERVICE_ADDR")?,
+                payment: env.url("ORDER_PAYMENT_SERVICE_ADDR")?,
+                fulfillment: env.url("ORDER_FULFILLMENT_SERVICE_ADDR")?,
+                notification: env.url("ORDER_NOTIFICATION_SERVICE_ADDR")?,
+                pubsub: env.url("ORDER_PUBSUB_ADDR")?,
+            },
+            pubsub_name: env
+                .string("ORDER_PUBSUB_NAME")
+                .unwrap_or_else(|| "pubsub".into()),
+            downstream_timeout: Duration::from_millis(
+                env.positive("ORDER_DOWNSTREAM_TIMEOUT_MS", 5000)?,
+            ),
+            create_wait: Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS", 3000)?),
+            stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
+            db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
+        })
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn string(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.string(var) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                value: v.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn positive(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let v = self.parse(var, default)?;
+        if v == 0 {
+            return Err(ConfigError {
+                var,
+                value: "0".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(v)
+    }
+
+    fn url(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(None);
+        };
+        let ok = (v.starts_with("http://") || v.starts_with("https://"))
+            && reqwest::Url::parse(&v).is_ok();
+        if !ok {
+            return Err(ConfigError {
+                var,
+                value: v,
+                reason: "must be a full URL such as http://127.0.0.1:9010".into(),
+            });
+        }
+        Ok(Some(v.trim_end_matches('/').to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_api() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.http_port, 8004);
+        assert_eq!(c.restate_endpoint_port, 9080);
+        assert_eq!(c.auto_cancel_draft_after, Duration::from_secs(24 * 3600));
+        assert_eq!(c.pubsub_name, "pubsub");
+        assert_eq!(c.downstream_timeout, Duration::from_millis(5000));
+        assert!(c.downstream.any_missing());
+    }
+
+    #[test]
+    fn fractional_draft_hours_are_allowed() {
+        let c = with(&[("ORDER_AUTO_CANCEL_DRAFT_HOURS", "0.001")]).unwrap();
+        assert_eq!(c.auto_cancel_draft_after, Duration::from_millis(3600));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = with(&[("ORDER_HTTP_PORT", "eighty")]).unwrap_err();
+        assert!(e.to_string().contains("ORDER_HTTP_PORT"), "{e}");
+        let e = with(&[("ORDER_PAYMENT_SERVICE_ADDR", "localhost:1")]).unwrap_err();
+        assert!(e.to_string().contains("ORDER_PAYMENT_SERVICE_ADDR"), "{e}");
+        let e = with(&[("ORDER_AUTO_CANCEL_DRAFT_HOURS", "-1")]).unwrap_err();
+        assert!(
+            e.to_string().contains("ORDER_AUTO_CANCEL_DRAFT_HOURS"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Money as an exact decimal that travels as a string with two fraction digits.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A non-negative amount of money with at most two fraction digits.
+///
+/// On the wire it is always a JSON string (`"19.90"`); a JSON number is refused so
+/// that no amount ever passes through a float.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money(Decimal);
+
+/// Why a string is not a valid amount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("must be a decimal string such as \"19.90\"")]
+    NotDecimal,
+    #[error("must not be negative")]
+    Negative,
+    #[error("must have at most 2 fraction digits")]
+    TooPrecise,
+    #[error("is too large")]
+    Overflow,
+}
+
+impl Money {
+    /// Zero.
+    pub const ZERO: Money = Money(Decimal::ZERO);
+
+    /// Builds an amount from a decimal, refusing negatives and sub-cent precision.
+    pub fn new(value: Decimal) -> Result<Self, MoneyError> {
+        if value.is_sign_negative() && !value.is_zero() {
+            return Err(MoneyError::Negative);
+        }
+        if value.scale() > 2 {
+            return Err(MoneyError::TooPrecise);
+        }
+        if value > Decimal::from(1_000_000_000_000i64) {
+            return Err(MoneyError::Overflow);
+        }
+        Ok(Money(value))
+    }
+
+    /// The amount as a decimal.
+    pub fn amount(self) -> Decimal {
+        self.0
+    }
+
+    /// Sum of two amounts; `None` on overflow.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+
+    /// Difference of two amounts; `None` when it would go below zero.
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        let d = self.0.checked_sub(other.0)?;
+        (!d.is_sign_negative() || d.is_zero()).then_some(Money(d))
+    }
+
+    /// The amount times a quantity; `None` on overflow.
+    pub fn checked_mul(self, quantity: i64) -> Option<Money> {
+        self.0.checked_mul(Decimal::from(quantity)).map(Money)
+    }
+
+    /// `self * numerator / denominator`, rounded half-even to cents.
+    pub fn prorate(self, numerator: i64, denominator: i64) -> Money {
+        let value = self.0 * Decimal::from(numerator) / Decimal::from(denominator);
+        Money(value.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven))
+    }
+
+    /// Sum of many amounts; `None` on overflow.
+    pub fn sum<I: IntoIterator<Item = Money>>(items: I) -> Option<Money> {
+        items
+            .into_iter()
+            .try_fold(Money::ZERO, |acc, m| acc.checked_add(m))
+    }
+}
+
+impl FromStr for Money {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let ok_chars = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            && !s.starts_with('.')
+            && !s.ends_with('.');
+        if !ok_chars {
+            return Err(MoneyError::NotDecimal);
+        }
+        let value = Decimal::from_str(s).map_err(|_| MoneyError::NotDecimal)?;
+        Money::new(value)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = self.0;
+        d.rescale(2);
+        write!(f, "{d}")
+    }
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Money;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal string with at most 2 fraction digits, such as \"19.90\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Money, E> {
+                Money::from_str(v).map_err(|e| E::custom(format!("amount {e}")))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl From<Money> for Decimal {
+    fn from(m: Money) -> Decimal {
+        m.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_two_decimals() {
+        assert_eq!("19.9".parse::<Money>().unwrap().to_string(), "19.90");
+        assert_eq!("5".parse::<Money>().unwrap().to_string(), "5.00");
+    }
+
+    #[test]
+    fn refuses_negative_precise_and_garbage() {
+        assert_eq!("-1.00".parse::<Money>(), Err(MoneyError::Negative));
+        assert_eq!("1.005".parse::<Money>(), Err(MoneyError::TooPrecise));
+        assert_eq!("1e3".parse::<Money>(), Err(MoneyError::NotDecimal));
+        assert_eq!("".parse::<Money>(), Err(MoneyError::NotDecimal));
+    }
+
+    #[test]
+    fn json_number_is_refused() {
+        assert!(serde_json::from_str::<Money>("19.9").is_err());
+        assert_eq!(
+            serde_json::from_str::<Money>("\"19.90\"").unwrap(),
+            "19.90".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn prorate_rounds_half_even() {
+        let m: Money = "10.00".parse().unwrap();
+        assert_eq!(m.prorate(1, 3).to_string(), "3.33");
+        let m: Money = "0.05".parse().unwrap();
+        assert_eq!(m.prorate(1, 2).to_string(), "0.02");
+    }
+}

@@ -1,0 +1,613 @@
+//! The order: what a shop asks for (`NewOrder`), what the service keeps (`Order`) and
+//! what it shows (`OrderView`).
+
+use super::{Currency, Money, OrderStatus, PaymentStatus};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Largest quantity of one item; guards the money arithmetic against overflow.
+const MAX_QUANTITY: i64 = 100_000;
+const MAX_ITEMS: usize = 200;
+
+/// A validation problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error naming `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An order as a shop submits it (`POST /orders`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewOrder {
+    #[serde(default)]
+    pub customer_id: Option<Uuid>,
+    pub currency: Currency,
+    pub items: Vec<NewItem>,
+    #[serde(default)]
+    pub shipping_amount: Money,
+    #[serde(default = "empty_object")]
+    pub shipping_address: Value,
+    #[serde(default = "empty_object")]
+    pub billing_address: Value,
+    #[serde(default)]
+    pub notes: Option<String>,
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+    #[serde(default)]
+    pub payment: Option<NewPayment>,
+}
+
+/// One line of a new order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewItem {
+    pub product_id: Uuid,
+    pub product_sku: String,
+    pub product_name: String,
+    pub warehouse_id: Uuid,
+    pub quantity: i64,
+    pub unit_price: Money,
+    #[serde(default)]
+    pub discount_amount: Money,
+    #[serde(default)]
+    pub tax_amount: Money,
+}
+
+/// A payment for an order: with a create, or later for a draft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewPayment {
+    pub method: String,
+    #[serde(default)]
+    pub amount: Option<Money>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+impl NewPayment {
+    /// Field errors of a payment, with `prefix` naming where it sits in the request.
+    pub fn validate(&self, prefix: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let method = self.method.trim();
+        if method.is_empty() || method.len() > 100 {
+            errors.push(FieldError::new(
+                format!("{prefix}method"),
+                "must be a non-empty string of at most 100 characters",
+            ));
+        }
+        errors
+    }
+}
+
+impl NewOrder {
+    /// Every rule a new order must meet that its types do not already enforce.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.items.is_empty() {
+            errors.push(FieldError::new("items", "must contain at least one item"));
+        }
+        if self.items.len() > MAX_ITEMS {
+            errors.push(FieldError::new(
+                "items",
+                format!("must contain at most {MAX_ITEMS} items"),
+            ));
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            item.validate(&format!("items[{i}]."), &mut errors);
+        }
+        for (field, value) in [
+            ("shipping_address", &self.shipping_address),
+            ("billing_address", &self.billing_address),
+            ("metadata", &self.metadata),
+        ] {
+            if !value.is_object() {
+                errors.push(FieldError::new(field, "must be a JSON object"));
+            }
+        }
+        if self
+            .notes
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 2000)
+        {
+            errors.push(FieldError::new("notes", "must be at most 2000 characters"));
+        }
+        if let Some(payment) = &self.payment {
+            errors.extend(payment.validate("payment."));
+            if payment.amount.is_some_and(|a| Some(a) != self.total()) {
+                errors.push(FieldError::new(
+                    "payment.amount",
+                    "must equal the order total when given",
+                ));
+            }
+        }
+        if errors.is_empty() && self.total().is_none() {
+            errors.push(FieldError::new("items", "order total is too large"));
+        }
+        errors
+    }
+
+    /// The order total, `None` when the lines do not add up (overflow or a discount
+    /// larger than the line).
+    pub fn total(&self) -> Option<Money> {
+        let lines = self
+            .items
+            .iter()
+            .map(NewItem::total_price)
+            .collect::<Option<Vec<_>>>()?;
+        Money::sum(lines)?.checked_add(self.shipping_amount)
+    }
+}
+
+impl NewItem {
+    fn validate(&self, prefix: &str, errors: &mut Vec<FieldError>) {
+        let field = |name: &str| format!("{prefix}{name}");
+        if self.product_sku.trim().is_empty() || self.product_sku.len() > 100 {
+            errors.push(FieldError::new(
+                field("product_sku"),
+                "must be a non-empty string of at most 100 characters",
+            ));
+        }
+        if self.product_name.trim().is_empty() || self.product_name.len() > 255 {
+            errors.push(FieldError::new(
+                field("product_name"),
+                "must be a non-empty string of at most 255 characters",
+            ));
+        }
+        if self.quantity <= 0 || self.quantity > MAX_QUANTITY {
+            errors.push(FieldError::new(
+                field("quantity"),
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
+            return;
+        }
+        match self.gross() {
+            None => errors.push(FieldError::new(field("unit_price"), "is too large")),
+            Some(gross) if self.discount_amount > gross => errors.push(FieldError::new(
+                field("discount_amount"),
+                "must not exceed quantity * unit_price",
+            )),
+            Some(_) => {}
+        }
+    }
+
+    fn gross(&self) -> Option<Money> {
+        self.unit_price.checked_mul(self.quantity)
+    }
+
+    /// `quantity * unit_price - discount_amount + tax_amount`.
+    pub fn total_price(&self) -> Option<Money> {
+        self.gross()?
+            .checked_sub(self.discount_amount)?
+            .checked_add(self.tax_amount)
+    }
+}
+
+/// Why the create saga ended in `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+/// One line of an order as the service keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub id: i32,
+    pub product_id: Uuid,
+    pub product_sku: String,
+    pub product_name: String,
+    pub warehouse_id: Uuid,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub discount_amount: Money,
+    pub tax_amount: Money,
+    pub total_price: Money,
+    pub cancelled_quantity: i64,
+    pub returned_quantity: i64,
+    pub refunded_quantity: i64,
+}
+
+/// One entry of the status history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub from: Option<OrderStatus>,
+    pub to: OrderStatus,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// One attempt to take a payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentAttempt {
+    pub attempt: u32,
+    pub payment_id: Option<String>,
+    pub method: String,
+    pub amount: Money,
+    pub status: String,
+    pub failure_code: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An event the order publishes; its id is fixed by order, topic and version so
+/// that consumers can drop redeliveries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub id: Uuid,
+    pub topic: String,
+    pub order_id: Uuid,
+    pub version: i64,
+    pub at: DateTime<Utc>,
+    pub data: Value,
+}
+
+/// The authoritative order, kept as the state of the order's virtual object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub order_number: String,
+    pub customer_id: Option<Uuid>,
+    pub status: OrderStatus,
+    pub payment_status: PaymentStatus,
+    pub currency: Currency,
+    pub subtotal: Money,
+    pub discount_amount: Money,
+    pub tax_amount: Money,
+    pub shipping_amount: Money,
+    pub total_amount: Money,
+    pub captured_amount: Money,
+    pub refunded_amount: Money,
+    pub items: Vec<OrderItem>,
+    pub shipping_address: Value,
+    pub billing_address: Value,
+    pub notes: Option<String>,
+    pub metadata: Value,
+    pub failure: Option<Failure>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The payment method given with the create, if any.
+    pub payment_method: Option<String>,
+    pub reservation_id: Option<String>,
+    pub payment_id: Option<String>,
+    pub fulfillment_id: Option<String>,
+    pub history: Vec<StatusChange>,
+    pub payments: Vec<PaymentAttempt>,
+}
+
+/// The order as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub order_number: String,
+    pub customer_id: Option<Uuid>,
+    pub status: OrderStatus,
+    pub payment_status: PaymentStatus,
+    pub currency: Currency,
+    pub subtotal: Money,
+    pub discount_amount: Money,
+    pub tax_amount: Money,
+    pub shipping_amount: Money,
+    pub total_amount: Money,
+    pub captured_amount: Money,
+    pub refunded_amount: Money,
+    pub items: Vec<OrderItem>,
+    pub shipping_address: Value,
+    pub billing_address: Value,
+    pub notes: Option<String>,
+    pub metadata: Value,
+    pub failure: Option<Failure>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    /// A new order at version 1, `draft` with payment `pending`. `new` must have
+    /// passed [`NewOrder::validate`].
+    pub fn create(
+        id: Uuid,
+        order_number: String,
+        new: &NewOrder,
+        at: DateTime<Utc>,
+        draft_ttl: Duration,
+    ) -> Order {
+        let items: Vec<OrderItem> = new
+            .items
+            .iter()
+            .zip(1..)
+            .map(|(item, id)| OrderItem {
+                id,
+                product_id: item.product_id,
+                product_sku: item.product_sku.clone(),
+                product_name: item.product_name.clone(),
+                warehouse_id: item.warehouse_id,
+                quantity: item.quantity,
+                unit_price: item.unit_price,
+                discount_amount: item.discount_amount,
+                tax_amount: item.tax_amount,
+                total_price: item.total_price().unwrap_or_default(),
+                cancelled_quantity: 0,
+                returned_quantity: 0,
+                refunded_quantity: 0,
+            })
+            .collect();
+        let sum = |f: fn(&NewItem) -> Option<Money>| {
+            Money::sum(new.items.iter().filter_map(f)).unwrap_or_default()
+        };
+        let mut order = Order {
+            id,
+            order_number,
+            customer_id: new.customer_id,
+            status: OrderStatus::Draft,
+            payment_status: PaymentStatus::Pending,
+            currency: new.currency.clone(),
+            subtotal: sum(|i| i.gross()),
+            discount_amount: sum(|i| Some(i.discount_amount)),
+            tax_amount: sum(|i| Some(i.tax_amount)),
+            shipping_amount: new.shipping_amount,
+            total_amount: new.total().unwrap_or_default(),
+            captured_amount: Money::ZERO,
+            refunded_amount: Money::ZERO,
+            items,
+            shipping_address: new.shipping_address.clone(),
+            billing_address: new.billing_address.clone(),
+            notes: new.notes.clone(),
+            metadata: new.metadata.clone(),
+            failure: None,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+            expires_at: new.payment.is_none().then(|| at + draft_ttl),
+            cancelled_at: None,
+            completed_at: None,
+            payment_method: new.payment.as_ref().map(|p| p.method.clone()),
+            reservation_id: None,
+            payment_id: None,
+            fulfillment_id: None,
+            history: Vec::new(),
+            payments: Vec::new(),
+        };
+        order.record_status(None, OrderStatus::Draft, None, "customer", at);
+        order
+    }
+
+    /// Moves to `to`, recording who and why in the status history. The caller has
+    /// already bumped the version for this change.
+    pub fn transition(
+        &mut self,
+        to: OrderStatus,
+        reason: Option<String>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) {
+        let from = self.status;
+        self.status = to;
+        match to {
+            OrderStatus::Cancelled => self.cancelled_at = Some(at),
+            OrderStatus::Delivered | OrderStatus::Refunded => self.completed_at = Some(at),
+            _ => {}
+        }
+        if to != OrderStatus::Draft {
+            self.expires_at = None;
+        }
+        self.record_status(Some(from), to, reason, actor, at);
+    }
+
+    fn record_status(
+        &mut self,
+        from: Option<OrderStatus>,
+        to: OrderStatus,
+        reason: Option<String>,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) {
+        self.history.push(StatusChange {
+            from,
+            to,
+            reason,
+            actor: actor.to_owned(),
+            at,
+            version: self.version,
+        });
+    }
+
+    /// Records a captured payment.
+    pub fn record_capture(
+        &mut self,
+        attempt: u32,
+        method: &str,
+        payment_id: &str,
+        amount: Money,
+        at: DateTime<Utc>,
+    ) {
+        self.payments.push(PaymentAttempt {
+            attempt,
+            payment_id: Some(payment_id.to_owned()),
+            method: method.to_owned(),
+            amount,
+            status: "captured".into(),
+            failure_code: None,
+            at,
+        });
+        self.payment_method = Some(method.to_owned());
+        self.payment_id = Some(payment_id.to_owned());
+        self.captured_amount = amount;
+        self.payment_status = PaymentStatus::Captured;
+    }
+
+    /// Records a declined payment attempt.
+    pub fn record_decline(&mut self, attempt: u32, method: &str, code: &str, at: DateTime<Utc>) {
+        self.payments.push(PaymentAttempt {
+            attempt,
+            payment_id: None,
+            method: method.to_owned(),
+            amount: self.total_amount,
+            status: "declined".into(),
+            failure_code: Some(code.to_owned()),
+            at,
+        });
+        self.payment_status = PaymentStatus::Failed;
+    }
+
+    /// Records that everything captured was given back.
+    pub fn record_full_refund(&mut self) {
+        self.refunded_amount = self.captured_amount;
+        self.payment_status = PaymentStatus::Refunded;
+    }
+
+    /// Ends the create saga in `failed` with the reason.
+    pub fn fail(&mut self, code: &str, message: &str, at: DateTime<Utc>) {
+        self.failure = Some(Failure {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        });
+        self.transition(OrderStatus::Failed, Some(message.to_owned()), "system", at);
+    }
+
+    /// The number of the next payment attempt, which keys its idempotency.
+    pub fn next_payment_attempt(&self) -> u32 {
+        self.payments.len() as u32 + 1
+    }
+
+    /// An event of this order at its current version.
+    pub fn event(&self, topic: &str) -> OrderEvent {
+        let name = format!("{}:{topic}:{}", self.id, self.version);
+        OrderEvent {
+            id: Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()),
+            topic: topic.to_owned(),
+            order_id: self.id,
+            version: self.version,
+            at: self.updated_at,
+            data: serde_json::to_value(self.view()).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The API resource for this order.
+    pub fn view(&self) -> OrderView {
+        OrderView {
+            id: self.id,
+            order_number: self.order_number.clone(),
+            customer_id: self.customer_id,
+            status: self.status,
+            payment_status: self.payment_status,
+            currency: self.currency.clone(),
+            subtotal: self.subtotal,
+            discount_amount: self.discount_amount,
+            tax_amount: self.tax_amount,
+            shipping_amount: self.shipping_amount,
+            total_amount: self.total_amount,
+            captured_amount: self.captured_amount,
+            refunded_amount: self.refunded_amount,
+            items: self.items.clone(),
+            shipping_address: self.shipping_address.clone(),
+            billing_address: self.billing_address.clone(),
+            notes: self.notes.clone(),
+            metadata: self.metadata.clone(),
+            failure: self.failure.clone(),
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            cancelled_at: self.cancelled_at,
+            completed_at: self.completed_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(qty: i64, price: &str, discount: &str, tax: &str) -> NewItem {
+        NewItem {
+            product_id: Uuid::nil(),
+            product_sku: "SKU-1".into(),
+            product_name: "Mug".into(),
+            warehouse_id: Uuid::nil(),
+            quantity: qty,
+            unit_price: price.parse().unwrap(),
+            discount_amount: discount.parse().unwrap(),
+            tax_amount: tax.parse().unwrap(),
+        }
+    }
+
+    fn order(items: Vec<NewItem>) -> NewOrder {
+        NewOrder {
+            customer_id: None,
+            currency: Currency::parse("USD").unwrap(),
+            items,
+            shipping_amount: "5.00".parse().unwrap(),
+            shipping_address: empty_object(),
+            billing_address: empty_object(),
+            notes: None,
+            metadata: empty_object(),
+            payment: None,
+        }
+    }
+
+    #[test]
+    fn totals_follow_the_money_rules() {
+        let new = order(vec![item(2, "50.00", "10.00", "8.10")]);
+        assert!(new.validate().is_empty());
+        let o = Order::create(
+            Uuid::nil(),
+            "ORD".into(),
+            &new,
+            Utc::now(),
+            Duration::hours(1),
+        );
+        assert_eq!(o.subtotal.to_string(), "100.00");
+        assert_eq!(o.items[0].total_price.to_string(), "98.10");
+        assert_eq!(o.total_amount.to_string(), "103.10");
+        assert_eq!(o.history.len(), 1);
+        assert!(o.expires_at.is_some());
+    }
+
+    #[test]
+    fn validation_names_each_bad_field() {
+        let new = order(vec![
+            item(0, "1.00", "0", "0"),
+            item(1, "1.00", "2.00", "0"),
+        ]);
+        let fields: Vec<_> = new.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["items[0].quantity", "items[1].discount_amount"]);
+        assert_eq!(order(vec![]).validate()[0].field, "items");
+    }
+
+    #[test]
+    fn event_ids_are_stable() {
+        let new = order(vec![item(1, "1.00", "0", "0")]);
+        let o = Order::create(
+            Uuid::nil(),
+            "ORD".into(),
+            &new,
+            Utc::now(),
+            Duration::hours(1),
+        );
+        assert_eq!(
+            o.event("order.created").id,
+            o.clone().event("order.created").id
+        );
+        assert_ne!(o.event("order.created").id, o.event("order.failed").id);
+    }
+}

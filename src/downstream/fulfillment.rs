@@ -1,0 +1,49 @@
+//! Fulfillment: shipping requests.
+
+use super::{DownstreamError, Http};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One line to ship.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FulfillmentLine {
+    pub sku: String,
+    pub warehouse_id: Uuid,
+    pub quantity: i64,
+}
+
+/// Client of the fulfillment service.
+#[derive(Clone)]
+pub struct FulfillmentClient {
+    pub(crate) http: Http,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    fulfillment_id: String,
+}
+
+impl FulfillmentClient {
+    pub(crate) fn new(http: Http) -> Self {
+        FulfillmentClient { http }
+    }
+
+    /// Asks for the lines to be shipped to `shipping_address`.
+    pub async fn create(
+        &self,
+        key: &str,
+        order_id: Uuid,
+        items: &[FulfillmentLine],
+        shipping_address: &Value,
+    ) -> Result<String, DownstreamError> {
+        let body = serde_json::json!({
+            "order_id": order_id, "items": items, "shipping_address": shipping_address,
+        });
+        let c: Created = self
+            .http
+            .post("/v1/fulfillments", key, "application/json", &body)
+            .await?;
+        Ok(c.fulfillment_id)
+    }
+}

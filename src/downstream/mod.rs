@@ -1,0 +1,225 @@
+//! HTTP clients of the services the sagas call, per `downstream-contract.md`.
+//!
+//! Each call is classified once, here: `2xx` succeeds, `402`/`409`/`422` is a final
+//! business rejection, `404` is "not found" (the caller decides), and everything else
+//! (other statuses, timeouts, broken connections) is transient and will be retried.
+
+mod fulfillment;
+mod notification;
+mod payment;
+mod pubsub;
+mod warehouse;
+
+pub use fulfillment::{FulfillmentClient, FulfillmentLine};
+pub use notification::NotificationClient;
+pub use payment::{Capture, PaymentClient, RefundReceipt};
+pub use pubsub::PubSubClient;
+pub use warehouse::{ReservationLine, SkuQuantity, WarehouseClient};
+
+use crate::config::DownstreamAddrs;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A final "no" from a downstream service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub service: String,
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+/// What can go wrong with a downstream call.
+#[derive(Debug, thiserror::Error)]
+pub enum DownstreamError {
+    /// A business rejection: final, the saga compensates.
+    #[error("{} rejected the call: {} ({})", .0.service, .0.code, .0.message)]
+    Rejected(Rejection),
+    /// The thing asked about does not exist.
+    #[error("{service}: not found ({code})")]
+    NotFound { service: &'static str, code: String },
+    /// Anything that may pass: retried with backoff, never compensated.
+    #[error("{service} unavailable: {detail}")]
+    Transient {
+        service: &'static str,
+        detail: String,
+    },
+}
+
+/// All downstream clients, sharing one connection pool.
+#[derive(Clone)]
+pub struct Downstream {
+    pub warehouse: WarehouseClient,
+    pub payment: PaymentClient,
+    pub fulfillment: FulfillmentClient,
+    pub notification: NotificationClient,
+    pub pubsub: PubSubClient,
+}
+
+impl Downstream {
+    /// Clients for `addrs`, each call bounded by `timeout`. Every address must be set.
+    pub fn new(
+        addrs: &DownstreamAddrs,
+        pubsub_name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        let base = |a: &Option<String>, name: &str| {
+            a.clone()
+                .ok_or_else(|| anyhow::anyhow!("no address for the {name} service"))
+        };
+        Ok(Downstream {
+            warehouse: WarehouseClient::new(Http::new(
+                &http,
+                "warehouse",
+                base(&addrs.warehouse, "warehouse")?,
+            )),
+            payment: PaymentClient::new(Http::new(
+                &http,
+                "payment",
+                base(&addrs.payment, "payment")?,
+            )),
+            fulfillment: FulfillmentClient::new(Http::new(
+                &http,
+                "fulfillment",
+                base(&addrs.fulfillment, "fulfillment")?,
+            )),
+            notification: NotificationClient::new(Http::new(
+                &http,
+                "notification",
+                base(&addrs.notification, "notification")?,
+            )),
+            pubsub: PubSubClient::new(
+                Http::new(&http, "pubsub", base(&addrs.pubsub, "pubsub")?),
+                pubsub_name,
+            ),
+        })
+    }
+
+    /// Base URLs by service name, for health checks.
+    pub fn endpoints(&self) -> Vec<(&'static str, &str)> {
+        [
+            &self.warehouse.http,
+            &self.payment.http,
+            &self.fulfillment.http,
+            &self.notification.http,
+            &self.pubsub.http,
+        ]
+        .into_iter()
+        .map(|h| (h.service, h.base_url.as_str()))
+        .collect()
+    }
+
+    /// True when the service at `base_url` answers HTTP at all.
+    pub async fn reachable(&self, base_url: &str) -> bool {
+        self.warehouse
+            .http
+            .client
+            .get(base_url)
+            .send()
+            .await
+            .is_ok()
+    }
+}
+
+/// One service's base URL and the shared client.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    service: &'static str,
+    base_url: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl Http {
+    fn new(client: &reqwest::Client, service: &'static str, base_url: String) -> Self {
+        Http {
+            client: client.clone(),
+            service,
+            base_url,
+        }
+    }
+
+    /// POSTs `body` as JSON with `Idempotency-Key: key` and classifies the answer.
+    pub(crate) async fn post<Req: Serialize, Res: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: &Req,
+    ) -> Result<Res, DownstreamError> {
+        let transient = |detail: String| DownstreamError::Transient {
+            service: self.service,
+            detail,
+        };
+        let payload = serde_json::to_vec(body).map_err(|e| transient(e.to_string()))?;
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .header("Idempotency-Key", key)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(payload)
+            .send()
+            .await
+            .map_err(|e| transient(error_chain(&e)))?;
+        let status = response.status();
+        // Read the whole body before judging: a connection that breaks mid-answer is
+        // as transient as one that never answered.
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transient(error_chain(&e)))?;
+        if status.is_success() {
+            let text = if bytes.is_empty() {
+                &b"null"[..]
+            } else {
+                &bytes[..]
+            };
+            return serde_json::from_slice(text)
+                .map_err(|e| transient(format!("unreadable answer from {path}: {e}")));
+        }
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+        match status.as_u16() {
+            402 | 409 | 422 => Err(DownstreamError::Rejected(Rejection {
+                service: self.service.to_owned(),
+                status: status.as_u16(),
+                code: if err.code.is_empty() {
+                    "rejected".into()
+                } else {
+                    err.code
+                },
+                message: err.message,
+            })),
+            404 => Err(DownstreamError::NotFound {
+                service: self.service,
+                code: err.code,
+            }),
+            s => Err(transient(format!("{path} answered {s} {}", err.code))),
+        }
+    }
+}
+
+/// The error and its causes on one line (reqwest hides the useful part in sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,173 @@
+//! A private PostgreSQL cluster for the embedded default, made with `initdb` and kept
+//! under the data directory between runs.
+
+use super::process::{die_with_parent, free_port, stop};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// A running private cluster.
+pub struct PrivateCluster {
+    child: Child,
+    /// DSN of the service's database in this cluster.
+    pub dsn: String,
+}
+
+const MISSING: &str =
+    "PostgreSQL server binaries (initdb, postgres) not found: install PostgreSQL \
+     (for example `apt-get install postgresql`) or set ORDER_DATABASE_DSN to an existing server";
+
+/// The directory holding `initdb` and `postgres`.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let has_both = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_both(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    if let Some(dir) = versions.into_iter().rev().find(|d| has_both(d)) {
+        return Ok(dir);
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| has_both(d)))
+        .ok_or_else(|| anyhow::anyhow!(MISSING))
+}
+
+/// PostgreSQL refuses to run as root; as root we run it as the `postgres` user, or
+/// `nobody` when there is none.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions; getpwnam reads a static record that we
+    // copy out at once.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        for name in [c"postgres", c"nobody"] {
+            let pw = libc::getpwnam(name.as_ptr());
+            if !pw.is_null() {
+                return Some(((*pw).pw_uid, (*pw).pw_gid));
+            }
+        }
+    }
+    None
+}
+
+fn command(bin: &Path, user: Option<(u32, u32)>) -> Command {
+    let mut cmd = Command::new(bin);
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), (uid, gid))?;
+        }
+    }
+    Ok(())
+}
+
+impl PrivateCluster {
+    /// Starts the cluster in `dir` (creating it with `initdb` the first time) on a free
+    /// loopback port, and makes sure the `orders` database exists.
+    pub async fn start(dir: &Path) -> anyhow::Result<PrivateCluster> {
+        let bin = bin_dir()?;
+        let user = unprivileged_user();
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        if let Some(owner) = user {
+            chown_tree(&dir, owner)?;
+        }
+        let log_path = dir.with_extension("log");
+        if !dir.join("PG_VERSION").exists() {
+            let out = command(&bin.join("initdb"), user)
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "-D",
+                ])
+                .arg(&dir)
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "initdb failed in {} (as root it runs as the postgres user, which must be able to \
+                 reach that folder; or set ORDER_DATABASE_DSN): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port = free_port()?;
+        let log = std::fs::File::create(&log_path)?;
+        if let Some((uid, gid)) = user {
+            let _ = std::os::unix::fs::chown(&log_path, Some(uid), Some(gid));
+        }
+        let mut cmd = command(&bin.join("postgres"), user);
+        cmd.arg("-D")
+            .arg(&dir)
+            .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
+            .args([
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn()?;
+        let mut cluster = PrivateCluster {
+            child,
+            dsn: format!("postgres://postgres@127.0.0.1:{port}/orders"),
+        };
+        let admin_dsn = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let start = Instant::now();
+        let pool = loop {
+            match crate::read_model::connect(&admin_dsn, 1).await {
+                Ok(pool) => break pool,
+                Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                    cluster.stop().await;
+                    anyhow::bail!(
+                        "private PostgreSQL did not start: {e}; see {}",
+                        log_path.display()
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'orders')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if !exists {
+            sqlx::query("CREATE DATABASE orders").execute(&pool).await?;
+        }
+        pool.close().await;
+        Ok(cluster)
+    }
+
+    /// Fast shutdown: SIGINT, then kill after 15 s.
+    pub async fn stop(&mut self) {
+        stop(&mut self.child, libc::SIGINT, Duration::from_secs(15)).await;
+    }
+}

@@ -1,0 +1,36 @@
+//! The PostgreSQL read model: written by the sagas, read by every query endpoint.
+
+mod idempotency;
+mod projection;
+mod queries;
+mod saga_steps;
+
+pub use idempotency::{claim_key, store_response, Claim};
+pub use projection::{allocate_order_number, existing_order_number, project};
+pub use queries::{
+    get_order, get_order_by_number, list_orders, status_history, Cursor, ListFilter, OrderPage,
+    StatusHistoryEntry,
+};
+pub use saga_steps::{record_step, StepRecord};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Opens a pool on `dsn`.
+pub async fn connect(dsn: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(dsn)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies the migrations in `migrations/` (embedded at build time).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations").run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Built-in downstream simulator: warehouse, payment, fulfillment, notification and
+//! Dapr-style pub/sub on one port, per `downstream-contract.md`, with fault injection.
+//!
+//! Local runs point every unset `ORDER_*_SERVICE_ADDR` here; tests assert side effects
+//! through the [`Ledger`] and break calls with [`Fault`]s. Control API:
+//!
+//! | call | effect |
+//! |---|---|
+//! | `POST /_sim/faults` (a [`Fault`] as JSON) | `204`, adds the fault |
+//! | `DELETE /_sim/faults` | `204`, clears all faults |
+//! | `GET /_sim/ledger` | `200`, the [`Ledger`] |
+//! | `POST /_sim/reset` | `204`, clears ledger, faults and idempotency records |
+//! | `POST /_sim/fulfillments/{id}/ship` | `204`, marks a fulfillment shipped (`404` if unknown) |
+//! | `GET /_sim/health` | `200 {"status":"ok"}` |
+
+mod faults;
+mod ledger;
+mod operations;
+mod routes;
+mod services;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use anyhow::Context as _;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use faults::{DropMode, Fault};
+pub use ledger::{
+    Call, Capture, Decline, Event, Fulfillment, FulfillmentStatus, Ledger, Notification, Refund,
+    Release, Reservation, ReservationStatus, ReservedItem, Restock, SkuQty, StockItem,
+};
+
+use services::{Op, Recorded, Reply};
+
+/// The simulator: cheap to clone, all clones share one state.
+#[derive(Debug, Clone, Default)]
+pub struct Simulator {
+    inner: Arc<Mutex<SimState>>,
+}
+
+/// Everything the simulator remembers; guarded by one mutex never held across an `.await`.
+#[derive(Debug, Default)]
+struct SimState {
+    ledger: Ledger,
+    faults: Vec<Fault>,
+    idempotency: HashMap<(Op, String), Recorded>,
+}
+
+/// A simulator serving in a background task; dropping the handle stops it.
+#[derive(Debug)]
+pub struct SimHandle {
+    /// Address actually bound (the real port when bound to port 0).
+    pub addr: SocketAddr,
+    /// The served simulator, for ledger reads and fault injection in-process.
+    pub sim: Simulator,
+    stop: oneshot::Sender<()>,
+}
+
+impl Simulator {
+    /// A simulator with an empty ledger and no faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// All five services plus the control API under `/_sim`.
+    pub fn router(&self) -> Router {
+        routes::service_routes()
+            .merge(control_routes())
+            .fallback(unknown_route)
+            .with_state(self.clone())
+    }
+
+    /// Binds `addr` (port 0 allowed) and serves a new simulator in a background task.
+    pub async fn spawn(addr: SocketAddr) -> anyhow::Result<SimHandle> {
+        Self::new().bind(addr).await
+    }
+
+    /// Binds `addr` and serves this simulator in a background task.
+    pub async fn bind(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("Failed to bind the simulator to {addr}"))?;
+        let addr = listener
+            .local_addr()
+            .context("Failed to read the simulator's address")?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = self.router();
+        tokio::spawn(async move {
+            // Fires on `shutdown()` and when the handle (the sender) is dropped.
+            let signal = async {
+                let _ = stopped.await;
+            };
+            let served = axum::serve(listener, router).with_graceful_shutdown(signal);
+            if let Err(error) = served.await {
+                tracing::error!(sim = true, %error, "simulator server failed");
+            }
+        });
+        tracing::info!(sim = true, %addr, "downstream simulator listening");
+        Ok(SimHandle {
+            addr,
+            sim: self.clone(),
+            stop,
+        })
+    }
+
+    /// A snapshot of the ledger.
+    pub fn ledger(&self) -> Ledger {
+        self.state().ledger.clone()
+    }
+
+    /// Adds a fault; faults are tried in the order they were added.
+    ///
+    /// # Panics
+    /// If the fault is invalid (see [`Fault::validate`]), since it would never fire.
+    pub fn inject(&self, fault: Fault) {
+        if let Err(reason) = self.try_inject(fault) {
+            panic!("invalid simulator fault: {reason}");
+        }
+    }
+
+    fn try_inject(&self, fault: Fault) -> Result<(), String> {
+        fault.validate()?;
+        tracing::info!(sim = true, ?fault, "fault added");
+        self.state().faults.push(fault);
+        Ok(())
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+        tracing::info!(sim = true, "faults cleared");
+    }
+
+    /// Clears the ledger, the faults and the idempotency records.
+    pub fn reset(&self) {
+        *self.state() = SimState::default();
+        tracing::info!(sim = true, "simulator reset");
+    }
+
+    /// Marks a fulfillment shipped so that cancelling it answers `409 already_shipped`.
+    /// Returns `false` if there is no such fulfillment.
+    pub fn mark_shipped(&self, fulfillment_id: &str) -> bool {
+        let mut state = self.state();
+        let Ok(fulfillment) = state.fulfillment(fulfillment_id) else {
+            return false;
+        };
+        fulfillment.status = FulfillmentStatus::Shipped;
+        true
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        // A panicking test thread must not wedge the simulator for the others.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT` (or the bound address when it is not a wildcard).
+    pub fn base_url(&self) -> String {
+        match self.addr {
+            SocketAddr::V4(addr) if addr.ip().is_unspecified() => {
+                format!("http://127.0.0.1:{}", addr.port())
+            }
+            SocketAddr::V6(addr) if addr.ip().is_unspecified() => {
+                format!("http://[::1]:{}", addr.port())
+            }
+            addr => format!("http://{addr}"),
+        }
+    }
+
+    /// Stops accepting connections and lets in-flight calls finish.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(());
+    }
+}
+
+fn control_routes() -> Router<Simulator> {
+    Router::new()
+        .route("/_sim/faults", post(add_fault).delete(clear_faults))
+        .route("/_sim/ledger", get(get_ledger))
+        .route("/_sim/reset", post(reset))
+        .route("/_sim/fulfillments/{id}/ship", post(ship_fulfillment))
+        .route("/_sim/health", get(health))
+}
+
+async fn add_fault(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let added = serde_json::from_slice::<Fault>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|fault| sim.try_inject(fault));
+    match added {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(reason) => {
+            routes::reply_response(Reply::bad_request(format!("invalid fault: {reason}")))
+        }
+    }
+}
+
+async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_ledger(State(sim): State<Simulator>) -> Json<Ledger> {
+    Json(sim.ledger())
+}
+
+async fn reset(State(sim): State<Simulator>) -> StatusCode {
+    sim.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn ship_fulfillment(State(sim): State<Simulator>, Path(id): Path<String>) -> Response {
+    if sim.mark_shipped(&id) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let reply = Reply::error(
+        StatusCode::NOT_FOUND,
+        "fulfillment_not_found",
+        format!("no fulfillment {id}"),
+    );
+    routes::reply_response(reply)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn unknown_route() -> Response {
+    let reply = Reply::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "the simulator has no such route",
+    );
+    routes::reply_response(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    async fn spawn() -> SimHandle {
+        Simulator::spawn(([127, 0, 0, 1], 0).into()).await.unwrap()
+    }
+
+    async fn post(
+        sim: &SimHandle,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        let url = format!("{}{path}", sim.base_url());
+        let request = reqwest::Client::new().post(url).json(&body);
+        let request = if key.is_empty() {
+            request
+        } else {
+            request.header("Idempotency-Key", key)
+        };
+        request.send().await
+    }
+
+    fn charge() -> Value {
+        json!({ "order_id": "o-1", "amount": "20.00", "currency": "USD", "method": "pm_card_visa" })
+    }
+
+    #[tokio::test]
+    async fn charge_applies_once_when_dropped_after_and_retried() {
+        let sim = spawn().await;
+        sim.sim.inject(
+            Fault::new("payment")
+                .on("charge")
+                .with_drop(DropMode::After)
+                .with_times(1),
+        );
+
+        let first = match post(&sim, "/v1/payments", "o-1:charge", charge()).await {
+            Ok(response) => response.bytes().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        let retry = post(&sim, "/v1/payments", "o-1:charge", charge())
+            .await
+            .unwrap();
+
+        assert!(
+            first.is_err(),
+            "a dropped call must not look like an answer"
+        );
+        assert_eq!(retry.status(), reqwest::StatusCode::CREATED);
+        let ledger = sim.sim.ledger();
+        assert_eq!(ledger.captures.len(), 1);
+        let calls: Vec<_> = ledger
+            .calls
+            .iter()
+            .map(|c| (c.status, c.replayed))
+            .collect();
+        assert_eq!(calls, [(0, false), (201, true)]);
+    }
+
+    #[tokio::test]
+    async fn status_fault_skips_side_effect_when_injected_through_control_api() {
+        let sim = spawn().await;
+        let fault =
+            json!({ "service": "warehouse", "operation": "reserve", "status": 503, "times": 1 });
+        let items = json!([{ "product_id": "p", "sku": "A", "warehouse_id": "w", "quantity": 1 }]);
+        let reserve = json!({ "order_id": "o-1", "items": items });
+
+        let added = post(&sim, "/_sim/faults", "", fault).await.unwrap();
+        let faulted = post(&sim, "/v1/reservations", "o-1:reserve", reserve.clone())
+            .await
+            .unwrap();
+        let faulted_status = faulted.status();
+        let faulted_body: Value = faulted.json().await.unwrap();
+        let retried = post(&sim, "/v1/reservations", "o-1:reserve", reserve)
+            .await
+            .unwrap();
+        let url = format!("{}/_sim/ledger", sim.base_url());
+        let ledger: Ledger = reqwest::get(url).await.unwrap().json().await.unwrap();
+
+        assert_eq!(added.status(), reqwest::StatusCode::NO_CONTENT);
+        assert_eq!(faulted_status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(faulted_body["code"], "injected_fault");
+        assert_eq!(retried.status(), reqwest::StatusCode::CREATED);
+        assert_eq!(ledger.reservations.len(), 1);
+        let statuses: Vec<_> = ledger.calls.iter().map(|c| c.status).collect();
+        assert_eq!(statuses, [503, 201]);
+    }
+
+    #[tokio::test]
+    async fn cancel_answers_already_shipped_when_marked_shipped() {
+        let sim = spawn().await;
+        let items = json!([{ "sku": "A", "warehouse_id": "w", "quantity": 1 }]);
+        let body = json!({ "order_id": "o-1", "items": items, "shipping_address": {} });
+        let created: Value = post(&sim, "/v1/fulfillments", "o-1:ship", body)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["fulfillment_id"].as_str().unwrap();
+
+        let shipped = post(
+            &sim,
+            &format!("/_sim/fulfillments/{id}/ship"),
+            "",
+            json!({}),
+        )
+        .await
+        .unwrap();
+        let cancel = post(
+            &sim,
+            &format!("/v1/fulfillments/{id}/cancel"),
+            "o-1:cancel",
+            json!({}),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(shipped.status(), reqwest::StatusCode::NO_CONTENT);
+        assert_eq!(cancel.status(), reqwest::StatusCode::CONFLICT);
+        let body: Value = cancel.json().await.unwrap();
+        assert_eq!(body["code"], "already_shipped");
+    }
+
+    #[tokio::test]
+    async fn publish_records_every_event_when_sent_as_cloudevents_json() {
+        let sim = spawn().await;
+        let event = json!({
+            "specversion": "1.0", "id": "o-1:created", "source": "order-service",
+            "type": "order.created", "time": "2025-01-01T00:00:00Z",
+            "datacontenttype": "application/json", "data": { "order_id": "o-1" }
+        });
+        let url = format!("{}/v1.0/publish/pubsub/order.created", sim.base_url());
+        let client = reqwest::Client::new();
+        let publish = || {
+            client
+                .post(&url)
+                .header("content-type", "application/cloudevents+json")
+                .body(event.to_string())
+                .send()
+        };
+
+        let first = publish().await.unwrap();
+        let second = publish().await.unwrap();
+
+        assert_eq!(first.status(), reqwest::StatusCode::NO_CONTENT);
+        assert_eq!(second.status(), reqwest::StatusCode::NO_CONTENT);
+        let events = sim.sim.ledger().events;
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            (events[0].type_.as_str(), events[0].id.as_str()),
+            ("order.created", "o-1:created")
+        );
+    }
+
+    #[tokio::test]
+    async fn spawn_stops_serving_when_shut_down() {
+        let sim = spawn().await;
+        let url = format!("{}/_sim/health", sim.base_url());
+        assert!(reqwest::get(&url).await.unwrap().status().is_success());
+
+        sim.shutdown();
+
+        for _ in 0..100 {
+            if reqwest::get(&url).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the simulator still answers after shutdown");
+    }
+}

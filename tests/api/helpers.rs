@@ -1,0 +1,382 @@
+//! Test harness: each `TestApp` gets its own database, restate-server, simulator and
+//! service process, all on free ports, so tests run in parallel.
+
+use order_service::engine::process::free_port;
+use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
+use order_service::sim::{Fault, Ledger, SimHandle, Simulator};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// The server that test databases are created on.
+fn admin_dsn() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Extra environment for the service process.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub env: Vec<(&'static str, String)>,
+}
+
+pub struct TestApp {
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT/api/v1`
+    pub api: String,
+    pub sim: SimHandle,
+    pub db: PgPool,
+    db_name: String,
+    dir: PathBuf,
+    restate: Option<RestateServer>,
+    restate_settings: RestateSettings,
+    service: Option<Child>,
+    service_env: Vec<(String, String)>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let dir = std::env::temp_dir().join(format!("order-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let db_name = format!("order_test_{}", Uuid::new_v4().simple());
+        let admin = PgPool::connect(&admin_dsn())
+            .await
+            .expect("test PostgreSQL (TEST_DATABASE_URL) reachable");
+        sqlx::query(&format!("CREATE DATABASE {db_name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let dsn = replace_db(&admin_dsn(), &db_name);
+
+        let sim = Simulator::spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+
+        let restate_settings = RestateSettings {
+            bin: find_binary(
+                std::env::var_os("RESTATE_SERVER_BIN")
+                    .map(PathBuf::from)
+                    .as_deref(),
+            )
+            .unwrap(),
+            base_dir: dir.join("restate"),
+            ingress_port: free_port().unwrap(),
+            admin_port: free_port().unwrap(),
+            node_port: free_port().unwrap(),
+        };
+        let restate = RestateServer::start(&restate_settings)
+            .await
+            .expect("restate-server starts");
+
+        let http_port = free_port().unwrap();
+        let mut service_env: Vec<(String, String)> = vec![
+            ("ORDER_DATABASE_DSN", dsn.clone()),
+            ("ORDER_BIND_HOST", "127.0.0.1".into()),
+            ("ORDER_HTTP_PORT", http_port.to_string()),
+            (
+                "ORDER_RESTATE_ENDPOINT_PORT",
+                free_port().unwrap().to_string(),
+            ),
+            ("ORDER_RESTATE_INGRESS_URL", restate.ingress_url.clone()),
+            ("ORDER_RESTATE_ADMIN_URL", restate.admin_url.clone()),
+            ("ORDER_WAREHOUSE_SERVICE_ADDR", sim.base_url()),
+            ("ORDER_PAYMENT_SERVICE_ADDR", sim.base_url()),
+            ("ORDER_FULFILLMENT_SERVICE_ADDR", sim.base_url()),
+            ("ORDER_NOTIFICATION_SERVICE_ADDR", sim.base_url()),
+            ("ORDER_PUBSUB_ADDR", sim.base_url()),
+            ("ORDER_DOWNSTREAM_TIMEOUT_MS", "3000".into()),
+            ("ORDER_DB_MAX_CONNECTIONS", "8".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in options.env {
+            service_env.retain(|(key, _)| key != k);
+            service_env.push((k.to_owned(), v));
+        }
+
+        let mut app = TestApp {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            api: format!("http://127.0.0.1:{http_port}/api/v1"),
+            sim,
+            db: PgPool::connect(&dsn).await.unwrap(),
+            db_name,
+            dir,
+            restate: Some(restate),
+            restate_settings,
+            service: None,
+            service_env,
+        };
+        app.start_service().await;
+        app
+    }
+
+    /// Starts the service process and waits for its `ready` line.
+    pub async fn start_service(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("service.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-service"));
+        cmd.arg("serve")
+            .envs(
+                self.service_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,restate_sdk=warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::from(log)
+            })
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("service binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("ready http://") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "service did not print its ready line; see {}",
+            self.dir.join("service.log").display()
+        );
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.service = Some(child);
+    }
+
+    /// Kills the service process at once, as a crash would.
+    pub async fn kill_service(&mut self) {
+        if let Some(mut child) = self.service.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// Kills restate-server at once, as a crash would.
+    pub async fn kill_restate(&mut self) {
+        if let Some(restate) = self.restate.take() {
+            restate.kill().await;
+        }
+    }
+
+    /// Starts restate-server again on the same data and ports.
+    pub async fn restart_restate(&mut self) {
+        self.restate = Some(
+            RestateServer::start(&self.restate_settings)
+                .await
+                .expect("restate-server restarts"),
+        );
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.sim.sim.ledger()
+    }
+
+    pub fn inject(&self, fault: Value) {
+        let fault: Fault = serde_json::from_value(fault).expect("fault");
+        self.sim.sim.inject(fault);
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.post(format!("{}{path}", self.api)).json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let res = req.send().await.expect("request sent");
+        read(res).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        read(res).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .expect("request sent");
+        let (status, body, _) = read(res).await;
+        (status, body)
+    }
+
+    /// Creates an order and returns the answer.
+    pub async fn create(&self, body: &Value) -> (u16, Value) {
+        let (status, body, _) = self.post("/orders", body, None).await;
+        (status, body)
+    }
+
+    /// Polls the order until `done` holds, for at most `limit`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, order) = self.get(&format!("/orders/{id}")).await;
+            if status == 200 && done(&order) {
+                return order;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "order {id} did not get there in {limit:?}: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the simulator's ledger satisfies `done`.
+    pub async fn wait_for_ledger(&self, limit: Duration, done: impl Fn(&Ledger) -> bool) -> Ledger {
+        let start = Instant::now();
+        loop {
+            let ledger = self.ledger();
+            if done(&ledger) {
+                return ledger;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "ledger did not get there in {limit:?}: {ledger:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(child) = self.service.as_mut() {
+            let _ = child.start_kill();
+        }
+        let (db_name, dir) = (self.db_name.clone(), self.dir.clone());
+        let restate = self.restate.take();
+        // Clean up on a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Some(r) = restate {
+                    r.kill().await;
+                }
+                if let Ok(admin) = PgPool::connect(&admin_dsn()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                }
+            });
+            if std::env::var_os("TEST_KEEP").is_none() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        })
+        .join();
+    }
+}
+
+async fn read(res: reqwest::Response) -> (u16, Value, reqwest::header::HeaderMap) {
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let bytes = res.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+fn replace_db(dsn: &str, db: &str) -> String {
+    let (base, query) = match dsn.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (dsn, None),
+    };
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// An order body: `(sku, quantity, unit_price)` per line, with a payment when
+/// `method` is given.
+pub fn order_body(lines: &[(&str, i64, &str)], method: Option<&str>) -> Value {
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|(sku, qty, price)| {
+            json!({
+                "product_id": Uuid::new_v4(), "product_sku": sku, "product_name": format!("Product {sku}"),
+                "warehouse_id": "6f1c1a54-0000-4000-8000-000000000001", "quantity": qty,
+                "unit_price": price, "discount_amount": "0.00", "tax_amount": "0.00",
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "customer_id": Uuid::new_v4(),
+        "currency": "USD",
+        "items": items,
+        "shipping_amount": "5.00",
+        "shipping_address": {"line1": "1 Main St", "city": "Springfield", "country": "US"},
+        "billing_address": {},
+        "notes": null,
+        "metadata": {"channel": "web"},
+    });
+    if let Some(method) = method {
+        body["payment"] = json!({ "method": method });
+    }
+    body
+}
+
+/// The seed's example order: 2 x 50.00, discount 10.00, tax 8.10, shipping 5.00.
+pub fn mug_order(method: Option<&str>) -> Value {
+    let mut body = order_body(&[("SKU-MUG", 2, "50.00")], method);
+    body["items"][0]["discount_amount"] = json!("10.00");
+    body["items"][0]["tax_amount"] = json!("8.10");
+    body
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real service binary, a real restate-server, a real
+//! PostgreSQL and the downstream simulator over HTTP.
+
+mod crash;
+mod create_order;
+mod dev_mode;
+mod drafts;
+mod helpers;
+mod idempotency;
+mod queries;
+mod validation;

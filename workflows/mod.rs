@@ -1,0 +1,45 @@
+//! The Restate side: the order virtual object and the sagas its handlers run.
+
+mod create_order;
+mod expire_draft;
+mod order;
+mod pay_order;
+mod saga;
+mod steps;
+
+pub use order::{CommandOutcome, OrderObject, PayRequest, ORDER_OBJECT};
+
+use crate::downstream::Downstream;
+use restate_sdk::prelude::*;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// What the sagas need from the outside world.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: PgPool,
+    pub downstream: Downstream,
+    /// How long a draft waits for its payment before it is cancelled.
+    pub draft_ttl: Duration,
+}
+
+/// The Restate endpoint serving every handler of this service.
+pub fn endpoint(deps: Deps) -> Endpoint {
+    // Transient failures are retried by Restate itself: quickly at first, then every
+    // 10 s; after 100 attempts (about a quarter of an hour) the invocation pauses
+    // and the order shows up as stuck for an operator to resume.
+    let retry = ServiceOptions::new()
+        .retry_policy_initial_interval(Duration::from_millis(100))
+        .retry_policy_exponentiation_factor(2.0)
+        .retry_policy_max_interval(Duration::from_secs(10))
+        .retry_policy_max_attempts(100)
+        .retry_policy_pause_on_max_attempts()
+        .journal_retention(Duration::from_secs(24 * 3600));
+    Endpoint::builder()
+        .bind(
+            OrderObject::new(deps)
+                .into_service_definition()
+                .options(retry),
+        )
+        .build()
+}

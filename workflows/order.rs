@@ -1,0 +1,169 @@
+//! The order virtual object: one per order, keyed by the order id. It holds the
+//! authoritative state and serializes every change to its order; each exclusive
+//! handler runs one saga.
+
+use super::create_order::create_order;
+use super::expire_draft::expire_draft;
+use super::pay_order::{charge_and_confirm, OnDecline};
+use super::saga::{Compensation, Saga, ORDER_STATE};
+use super::Deps;
+use crate::domain::{Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
+use restate_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The object's name in Restate.
+pub const ORDER_OBJECT: &str = "Order";
+
+/// The order virtual object.
+pub struct OrderObject {
+    deps: Deps,
+}
+
+impl OrderObject {
+    /// The object with what its sagas need.
+    pub fn new(deps: Deps) -> Self {
+        OrderObject { deps }
+    }
+}
+
+/// A payment for a draft (`POST /orders/{id}/payments`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayRequest {
+    pub method: String,
+    #[serde(default)]
+    pub amount: Option<Money>,
+    /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
+    #[serde(default)]
+    pub request_key: Option<String>,
+}
+
+/// How a command on an existing order ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Done; the order as it now rests.
+    Done { order: Box<OrderView> },
+    /// Refused, with the HTTP status and problem code the API answers with.
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl CommandOutcome {
+    fn refused(status: u16, code: &str, message: impl Into<String>) -> Self {
+        CommandOutcome::Refused {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[restate_sdk::object(name = "Order")]
+impl OrderObject {
+    /// Creates the order and runs the create saga until it rests (`confirmed`,
+    /// `draft` or `failed`). A repeat returns the order as it stands.
+    #[handler]
+    async fn create(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(new): Json<NewOrder>,
+    ) -> HandlerResult<Json<OrderView>> {
+        if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
+            return Ok(Json(order.view()));
+        }
+        let errors = new.validate();
+        if !errors.is_empty() {
+            let detail = serde_json::to_string(&errors).unwrap_or_default();
+            return Err(TerminalError::new_with_code(400, detail).into());
+        }
+        let order = create_order(&ctx, &self.deps, order_id(&ctx)?, new).await?;
+        Ok(Json(order.view()))
+    }
+
+    /// Pays a draft, which then goes on as a paid create.
+    #[handler]
+    async fn pay(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<PayRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let request_state = req.request_key.as_ref().map(|k| format!("request:pay:{k}"));
+        if let Some(key) = &request_state {
+            if let Some(Json(first)) = ctx.get::<Json<CommandOutcome>>(key).await? {
+                return Ok(Json(first));
+            }
+        }
+        let outcome = self.pay_draft(&ctx, req).await?;
+        if let Some(key) = &request_state {
+            ctx.set(key, Json(outcome.clone()));
+        }
+        Ok(Json(outcome))
+    }
+
+    /// Fired by the draft's timer: cancels it if it is still unpaid.
+    #[handler]
+    async fn expire_draft(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
+            expire_draft(&ctx, &self.deps, order).await?;
+        }
+        Ok(())
+    }
+
+    /// The order as the object holds it, for inspection while a saga runs.
+    #[handler]
+    async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<Json<Option<OrderView>>> {
+        let order = ctx.get::<Json<Order>>(ORDER_STATE).await?;
+        Ok(Json(order.map(|Json(o)| o.view())))
+    }
+}
+
+impl OrderObject {
+    async fn pay_draft(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: PayRequest,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+            return Ok(CommandOutcome::refused(
+                404,
+                "order_not_found",
+                "no such order",
+            ));
+        };
+        if order.status != OrderStatus::Draft {
+            let message = format!("only a draft can be paid; this order is {}", order.status);
+            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+        }
+        if req.amount.is_some_and(|a| a != order.total_amount) {
+            let message = format!("amount must equal the order total {}", order.total_amount);
+            return Ok(CommandOutcome::refused(422, "validation_failed", message));
+        }
+
+        let saga_name = format!("pay_order#{}", order.next_payment_attempt());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name);
+        if let Some(reservation_id) = order.reservation_id.clone() {
+            saga.on_rejection(Compensation::ReleaseStock { reservation_id });
+        }
+        let order =
+            charge_and_confirm(&mut saga, order, &req.method, vec![], OnDecline::KeepDraft).await?;
+
+        Ok(match (order.status, order.payment_status) {
+            (OrderStatus::Draft, PaymentStatus::Failed) => {
+                CommandOutcome::refused(402, "payment_declined", "the payment was declined")
+            }
+            _ => CommandOutcome::Done {
+                order: Box::new(order.view()),
+            },
+        })
+    }
+}
+
+fn order_id(ctx: &ObjectContext<'_>) -> Result<Uuid, TerminalError> {
+    ctx.key()
+        .parse()
+        .map_err(|_| TerminalError::new_with_code(400, "the order key must be a UUID"))
+}
