@@ -298,8 +298,10 @@ impl Drop for TestApp {
         if let Some(child) = self.service.as_mut() {
             let _ = child.start_kill();
         }
+        // Dropping the server kills it (kill_on_drop); waiting for it from another
+        // runtime would never see it exit, so it is not awaited.
+        drop(self.restate.take());
         let (db_name, dir) = (self.db_name.clone(), self.dir.clone());
-        let restate = self.restate.take();
         // Clean up on a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -307,9 +309,6 @@ impl Drop for TestApp {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                if let Some(r) = restate {
-                    r.kill().await;
-                }
                 if let Ok(admin) = PgPool::connect(&admin_dsn()).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
                         .execute(&admin)
