@@ -3,6 +3,9 @@
 
 /// REST API (axum): routes, problem+json errors, idempotency.
 pub mod api;
+/// `order-service bench`: load figures beside the engine floor and a no-journal
+/// reference.
+pub mod bench;
 /// Configuration from the environment.
 pub mod config;
 /// Pure order types and rules.

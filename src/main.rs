@@ -1,7 +1,7 @@
 //! `order-service dev | serve | migrate | sim`.
 
 use order_service::config::Config;
-use order_service::{read_model, sim, startup, telemetry};
+use order_service::{bench, read_model, sim, startup, telemetry};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: order-service <command>
@@ -10,7 +10,8 @@ const USAGE: &str = "usage: order-service <command>
            restate-server, the downstream simulator and the service
   serve    the service alone, against the configured PostgreSQL, Restate and services
   migrate  apply the read-model migrations to ORDER_DATABASE_DSN and exit
-  sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)";
+  sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)
+  bench    load figures for create-order and get-order on a fresh embedded default";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -28,6 +29,7 @@ async fn main() -> ExitCode {
         "serve" => startup::serve(config).await,
         "migrate" => migrate(config).await,
         "sim" => run_sim(config).await,
+        "bench" => bench::run(config).await,
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

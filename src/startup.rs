@@ -161,7 +161,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// SIGTERM.
 pub async fn dev(config: Config) -> anyhow::Result<()> {
     let mut stack = DevStack::default();
-    let started = stack.start(&config).await;
+    let started = match stack.start(&config).await {
+        Ok(backends) => RunningService::start(&config, &backends).await,
+        Err(e) => Err(e),
+    };
     match started {
         Ok(service) => {
             announce_ready(&service);
@@ -180,14 +183,15 @@ pub async fn dev(config: Config) -> anyhow::Result<()> {
 
 /// The processes `dev` started, so that it can stop them in reverse order.
 #[derive(Default)]
-struct DevStack {
+pub struct DevStack {
     postgres: Option<PrivateCluster>,
     restate: Option<RestateServer>,
     sim: Option<SimHandle>,
 }
 
 impl DevStack {
-    async fn start(&mut self, config: &Config) -> anyhow::Result<RunningService> {
+    /// Starts whatever `config` does not point at, and says where everything is.
+    pub async fn start(&mut self, config: &Config) -> anyhow::Result<Backends> {
         std::fs::create_dir_all(&config.data_dir)?;
         let database_dsn = match &config.database_dsn {
             Some(dsn) => dsn.clone(),
@@ -224,16 +228,16 @@ impl DevStack {
         } else {
             config.downstream.clone()
         };
-        let backends = Backends {
+        Ok(Backends {
             database_dsn,
             ingress_url,
             admin_url,
             downstream,
-        };
-        RunningService::start(config, &backends).await
+        })
     }
 
-    async fn stop(&mut self) {
+    /// Stops what [`DevStack::start`] started, newest first.
+    pub async fn stop(&mut self) {
         if let Some(restate) = self.restate.take() {
             restate.stop().await;
         }

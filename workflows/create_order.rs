@@ -6,25 +6,17 @@
 //! 4. With one: charge, fulfil and confirm (see [`super::pay_order`]).
 
 use super::pay_order::{self, OnDecline};
+use super::expire_draft;
 use super::saga::{Compensation, Saga};
 use super::steps::{publish_events, reserve_stock};
-use super::{expire_draft, Deps};
 use crate::domain::{NewOrder, Order};
 use restate_sdk::prelude::*;
-use uuid::Uuid;
 
-/// Runs the saga for a new order keyed `id`.
-pub async fn create_order(
-    ctx: &ObjectContext<'_>,
-    deps: &Deps,
-    id: Uuid,
-    new: NewOrder,
-) -> Result<Order, TerminalError> {
-    let mut saga = Saga::new(ctx, deps, id, "create_order".into());
-
+/// Runs the saga for a new order (the saga's order id).
+pub async fn create_order(saga: &mut Saga<'_, '_>, new: NewOrder) -> Result<Order, TerminalError> {
     let (order, events) = saga.commit_new(&new).await?;
 
-    let reservation_id = match reserve_stock(&mut saga, &order).await? {
+    let reservation_id = match reserve_stock(saga, &order).await? {
         Ok(reservation_id) => reservation_id,
         Err(refused) => {
             let message = match refused.message.as_str() {
@@ -32,7 +24,7 @@ pub async fn create_order(
                 m => m.to_owned(),
             };
             return pay_order::fail_order(
-                &mut saga,
+                saga,
                 &order,
                 events,
                 "insufficient_stock",
@@ -53,12 +45,12 @@ pub async fn create_order(
                 vec![]
             })
             .await?;
-        expire_draft::schedule(ctx, deps.draft_ttl);
-        publish_events(&mut saga, &[events, more].concat()).await?;
+        expire_draft::schedule(saga.ctx, saga.deps.draft_ttl);
+        publish_events(saga, &[events, more].concat()).await?;
         return Ok(order);
     };
 
     let mut order = order;
     order.reservation_id = Some(reservation_id);
-    pay_order::charge_and_confirm(&mut saga, order, &method, events, OnDecline::FailOrder).await
+    pay_order::charge_and_confirm(saga, order, &method, events, OnDecline::FailOrder).await
 }

@@ -7,7 +7,6 @@
 use super::order::OrderObjectClient;
 use super::saga::Saga;
 use super::steps::{notify_customer, publish_events, release_stock};
-use super::Deps;
 use crate::domain::{Order, OrderStatus};
 use restate_sdk::prelude::*;
 use std::time::Duration;
@@ -20,20 +19,10 @@ pub fn schedule(ctx: &ObjectContext<'_>, after: Duration) {
         .send_after(after);
 }
 
-/// Cancels `order` if it is still an unpaid draft; a paid or cancelled one is left
-/// alone.
-pub async fn expire_draft(
-    ctx: &ObjectContext<'_>,
-    deps: &Deps,
-    order: Order,
-) -> Result<(), TerminalError> {
-    if order.status != OrderStatus::Draft {
-        return Ok(());
-    }
-    let mut saga = Saga::new(ctx, deps, order.id, "expire_draft".into());
-
+/// Cancels `order`, an unpaid draft.
+pub async fn expire_draft(saga: &mut Saga<'_, '_>, order: Order) -> Result<(), TerminalError> {
     if let Some(reservation_id) = order.reservation_id.clone() {
-        if let Err(refused) = release_stock(&mut saga, &reservation_id, None).await? {
+        if let Err(refused) = release_stock(saga, &reservation_id, None).await? {
             tracing::error!(order.id = %order.id, ?refused, "warehouse refused to release a draft's stock");
         }
     }
@@ -45,6 +34,6 @@ pub async fn expire_draft(
             vec!["order.cancelled"]
         })
         .await?;
-    publish_events(&mut saga, &events).await?;
-    notify_customer(&mut saga, &order, "order_cancelled").await
+    publish_events(saga, &events).await?;
+    notify_customer(saga, &order, "order_cancelled").await
 }

@@ -80,8 +80,10 @@ impl OrderObject {
             let detail = serde_json::to_string(&errors).unwrap_or_default();
             return Err(TerminalError::new_with_code(400, detail).into());
         }
-        let order = create_order(&ctx, &self.deps, order_id(&ctx)?, new).await?;
-        Ok(Json(order.view()))
+        let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
+        let order = create_order(&mut saga, new).await;
+        saga.finish().await;
+        Ok(Json(order?.view()))
     }
 
     /// Pays a draft, which then goes on as a paid create.
@@ -107,10 +109,17 @@ impl OrderObject {
     /// Fired by the draft's timer: cancels it if it is still unpaid.
     #[handler]
     async fn expire_draft(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
-        if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
-            expire_draft(&ctx, &self.deps, order).await?;
+        // A paid or cancelled order is left alone.
+        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+            return Ok(());
+        };
+        if order.status != OrderStatus::Draft {
+            return Ok(());
         }
-        Ok(())
+        let mut saga = Saga::new(&ctx, &self.deps, order.id, "expire_draft".into());
+        let expired = expire_draft(&mut saga, order).await;
+        saga.finish().await;
+        Ok(expired?)
     }
 
     /// The order as the object holds it, for inspection while a saga runs.

@@ -35,6 +35,16 @@ pub struct Saga<'a, 'ctx> {
     name: String,
     seq: i32,
     compensations: Vec<Compensation>,
+    /// Steps that went through and are not in the read model yet.
+    done: Vec<StepRecord>,
+}
+
+/// What a journaled step returns: its outcome and when it ran.
+#[derive(Serialize, Deserialize)]
+struct StepDone<T> {
+    outcome: Result<T, Rejection>,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
 }
 
 /// Now, at the precision PostgreSQL keeps, so that state and read model agree.
@@ -52,13 +62,14 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             name,
             seq: 0,
             compensations: Vec::new(),
+            done: Vec::new(),
         }
     }
 
     /// Runs `action` as the journaled step `step`. A transient error fails the attempt
     /// and Restate retries it with backoff; a business rejection is journaled and
     /// returned as `Err`, for the saga to compensate. Every attempt is recorded for
-    /// operators.
+    /// operators: failures at once, the final outcome with the next commit.
     pub async fn step<T, F, Fut>(
         &mut self,
         step: &'static str,
@@ -96,47 +107,61 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             self.name.clone(),
             self.seq,
         );
-        let Json(outcome) = self
+        let Json(done) = self
             .ctx
             .run(move || async move {
                 let started_at = now();
-                let result = action().await;
-                let (outcome, error) = match &result {
-                    Ok(_) => ("succeeded", None),
-                    Err(DownstreamError::Rejected(_)) => ("rejected", None),
-                    Err(e) => ("failed", Some(e.to_string())),
+                let outcome = match action().await {
+                    Ok(v) => Ok(v),
+                    Err(DownstreamError::Rejected(r)) => Err(r),
+                    Err(e) => {
+                        // A failed attempt is not journaled, so it is recorded now.
+                        tracing::warn!(order.id = %order_id, step, error = %e, "step failed, will retry");
+                        let record = StepRecord {
+                            order_id,
+                            saga,
+                            seq,
+                            step,
+                            outcome: "failed",
+                            error: Some(e.to_string()),
+                            compensates,
+                            started_at,
+                            ended_at: now(),
+                        };
+                        read_model::record_steps(&db, &[record]).await.ok();
+                        return Err(HandlerError::from(e));
+                    }
                 };
-                let error = error.or_else(|| match &result {
-                    Err(DownstreamError::Rejected(r)) => Some(format!("{}: {}", r.code, r.message)),
-                    _ => None,
-                });
-                let record = StepRecord {
-                    order_id,
-                    saga: &saga,
-                    seq,
-                    step,
+                Ok(Json(StepDone {
                     outcome,
-                    error,
-                    compensates,
                     started_at,
                     ended_at: now(),
-                };
-                // The record is for people; a failure to write it must not fail the step.
-                if let Err(e) = read_model::record_step(&db, &record).await {
-                    tracing::warn!(order.id = %order_id, step, error = %e, "could not record saga step");
-                }
-                match result {
-                    Ok(v) => Ok(Json(Ok(v))),
-                    Err(DownstreamError::Rejected(r)) => Ok(Json(Err(r))),
-                    Err(e) => {
-                        tracing::warn!(order.id = %order_id, step, error = %e, "step failed, will retry");
-                        Err(HandlerError::from(e))
-                    }
-                }
+                }))
             })
             .name(step)
             .await?;
-        Ok(outcome)
+        self.done.push(StepRecord {
+            order_id: self.order_id,
+            saga: self.name.clone(),
+            seq,
+            step,
+            outcome: if done.outcome.is_ok() { "succeeded" } else { "rejected" },
+            error: done.outcome.as_ref().err().map(|r| format!("{}: {}", r.code, r.message)),
+            compensates,
+            started_at: done.started_at,
+            ended_at: done.ended_at,
+        });
+        Ok(done.outcome)
+    }
+
+    /// Writes the record of the steps not yet written with a commit. It runs outside
+    /// the journal, so a replay writes the same rows again, which changes nothing.
+    pub async fn finish(&mut self) {
+        let steps = std::mem::take(&mut self.done);
+        if let Err(e) = read_model::record_steps(&self.deps.db, &steps).await {
+            // The record is for people; losing it must not fail the saga.
+            tracing::warn!(order.id = %self.order_id, error = %e, "could not record saga steps");
+        }
     }
 
     /// Remembers what to undo should a later step be refused.
@@ -184,6 +209,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     {
         let db = self.deps.db.clone();
         let mut next = order.clone();
+        let steps = std::mem::take(&mut self.done);
         let outcome = self
             .step("update_read_model", move || async move {
                 let at = now();
@@ -191,7 +217,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 next.updated_at = at;
                 let topics = change(&mut next, at);
                 let events: Vec<OrderEvent> = topics.into_iter().map(|t| next.event(t)).collect();
-                read_model::project(&db, &next, &events)
+                read_model::project(&db, &next, &events, &steps)
                     .await
                     .map_err(db_error)?;
                 Ok((next, events))
@@ -209,6 +235,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         new: &NewOrder,
     ) -> Result<(Order, Vec<OrderEvent>), TerminalError> {
         let (db, id, ttl) = (self.deps.db.clone(), self.order_id, self.deps.draft_ttl);
+        let steps = std::mem::take(&mut self.done);
         let new = new.clone();
         let outcome = self
             .step("update_read_model", move || async move {
@@ -228,7 +255,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 };
                 let order = Order::create(id, number, &new, at, ttl);
                 let events = vec![order.event("order.created")];
-                read_model::project(&db, &order, &events)
+                read_model::project(&db, &order, &events, &steps)
                     .await
                     .map_err(db_error)?;
                 Ok((order, events))

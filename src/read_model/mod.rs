@@ -11,7 +11,7 @@ pub use queries::{
     get_order, get_order_by_number, list_orders, status_history, Cursor, ListFilter, OrderPage,
     StatusHistoryEntry,
 };
-pub use saga_steps::{record_step, StepRecord};
+pub use saga_steps::{record_steps, StepRecord};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;

@@ -1,6 +1,7 @@
 //! Writes an order's state into the read model. Every write carries the order
 //! version and only ever moves a row forward, so replaying it is a no-op.
 
+use super::StepRecord;
 use crate::domain::{Order, OrderEvent};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -33,10 +34,17 @@ pub async fn allocate_order_number(pool: &PgPool, day: NaiveDate) -> sqlx::Resul
     Ok(format!("ORD-{}-{n:06}", day.format("%Y%m%d")))
 }
 
-/// Writes `order` at its version, with the events it emitted at that version.
-/// Returns false when the read model already holds this version or a newer one.
-pub async fn project(pool: &PgPool, order: &Order, events: &[OrderEvent]) -> sqlx::Result<bool> {
+/// Writes `order` at its version, with the events it emitted at that version and
+/// the saga steps that led to it. Returns false when the read model already holds
+/// this version or a newer one.
+pub async fn project(
+    pool: &PgPool,
+    order: &Order,
+    events: &[OrderEvent],
+    steps: &[StepRecord],
+) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
+    super::record_steps(&mut *tx, steps).await?;
     let money = |m: crate::domain::Money| Decimal::from(m);
     let document = serde_json::to_value(order.view()).expect("order view serializes");
     let written = sqlx::query(
@@ -99,6 +107,7 @@ pub async fn project(pool: &PgPool, order: &Order, events: &[OrderEvent]) -> sql
     .rows_affected()
         == 1;
     if !written {
+        tx.commit().await?;
         return Ok(false);
     }
 

@@ -1,46 +1,54 @@
 //! The per-order record of saga steps that operators read.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// The outcome of one attempt at one saga step.
+/// One attempt at one saga step, or its final outcome.
 #[derive(Debug, Clone)]
-pub struct StepRecord<'a> {
+pub struct StepRecord {
     pub order_id: Uuid,
-    pub saga: &'a str,
+    pub saga: String,
     pub seq: i32,
-    pub step: &'a str,
+    pub step: &'static str,
     /// `succeeded`, `rejected` or `failed` (a transient error: it will be retried).
-    pub outcome: &'a str,
+    pub outcome: &'static str,
     pub error: Option<String>,
-    pub compensates: Option<&'a str>,
+    pub compensates: Option<&'static str>,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
 }
 
-/// Adds one attempt to the step's row. Each attempt runs this once at most, so the
-/// count is what the step took, give or take an attempt cut off by a crash.
-pub async fn record_step(pool: &PgPool, r: &StepRecord<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+/// Adds each record to its step's row, counting one attempt per record. A record
+/// written again (same step, same end time) counts nothing, so replays are harmless.
+pub async fn record_steps<'e>(db: impl PgExecutor<'e>, records: &[StepRecord]) -> sqlx::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Postgres>::new(
         "INSERT INTO saga_steps (order_id, saga, seq, step, attempts, outcome, last_error,
-            compensates, started_at, ended_at)
-         VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9)
-         ON CONFLICT (order_id, saga, seq) DO UPDATE SET
-            attempts = saga_steps.attempts + 1, outcome = EXCLUDED.outcome,
+            compensates, started_at, ended_at) ",
+    );
+    q.push_values(records, |mut b, r| {
+        b.push_bind(r.order_id)
+            .push_bind(&r.saga)
+            .push_bind(r.seq)
+            .push_bind(r.step)
+            .push_bind(1)
+            .push_bind(r.outcome)
+            .push_bind(&r.error)
+            .push_bind(r.compensates)
+            .push_bind(r.started_at)
+            .push_bind(r.ended_at);
+    });
+    q.push(
+        " ON CONFLICT (order_id, saga, seq) DO UPDATE SET
+            attempts = saga_steps.attempts
+                + CASE WHEN saga_steps.ended_at = EXCLUDED.ended_at THEN 0 ELSE 1 END,
+            outcome = EXCLUDED.outcome,
             last_error = COALESCE(EXCLUDED.last_error, saga_steps.last_error),
             ended_at = EXCLUDED.ended_at",
-    )
-    .bind(r.order_id)
-    .bind(r.saga)
-    .bind(r.seq)
-    .bind(r.step)
-    .bind(r.outcome)
-    .bind(&r.error)
-    .bind(r.compensates)
-    .bind(r.started_at)
-    .bind(r.ended_at)
-    .execute(pool)
-    .await?;
+    );
+    q.build().execute(db).await?;
     Ok(())
 }

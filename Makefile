@@ -1,0 +1,28 @@
+# One release profile for everything: the tests start the same binary `make run` uses.
+CARGO ?= cargo
+
+.PHONY: setup run test bench lint fmt
+
+## Install the pinned restate-server (npm, with its lockfile) and build.
+setup:
+	npm ci --no-audit --no-fund
+	$(CARGO) build --release --all-targets
+
+## The embedded default: private PostgreSQL, restate-server, simulator, service.
+run:
+	$(CARGO) run --release -- dev
+
+## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README).
+test:
+	$(CARGO) test --release
+
+## Load figures for create-order and get-order beside the two references.
+bench:
+	$(CARGO) run --release -- bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,196 @@
+//! `order-service bench`: create-order and get-order under load on the embedded
+//! default, beside the two references that show what durability and the saga cost.
+//! Prints figures; asserts nothing.
+
+mod load;
+mod references;
+
+use crate::config::Config;
+use crate::downstream::Downstream;
+use crate::engine::admin::Admin;
+use crate::engine::process::free_port;
+use crate::startup::{DevStack, RunningService};
+use load::{closed_loop, open_loop, Figures};
+use references::{direct_router, BenchFloor};
+use restate_sdk::prelude::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const CONCURRENCY: [usize; 4] = [1, 16, 64, 128];
+
+/// Runs every scenario and prints the figures. `BENCH_SECONDS` sets the length of
+/// each run (default 8).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let duration = Duration::from_secs(seconds);
+    let dir = std::env::temp_dir().join(format!("order-bench-{}", uuid::Uuid::new_v4().simple()));
+    let config = Config {
+        data_dir: dir.clone(),
+        http_port: free_port()?,
+        restate_endpoint_port: free_port()?,
+        restate_ingress_port: free_port()?,
+        restate_admin_port: free_port()?,
+        restate_node_port: free_port()?,
+        sim_port: free_port()?,
+        bind_host: "127.0.0.1".into(),
+        ..config
+    };
+    let mut stack = DevStack::default();
+    let outcome = async {
+        let backends = stack.start(&config).await?;
+        let service = RunningService::start(&config, &backends).await?;
+        let result = scenarios(&config, &backends, &service, duration).await;
+        service.stop().await;
+        result
+    }
+    .await;
+    stack.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+async fn scenarios(
+    config: &Config,
+    backends: &crate::startup::Backends,
+    service: &RunningService,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(512).tcp_nodelay(true).build()?;
+    let sim_url = backends.downstream.notification.clone().unwrap_or_default();
+
+    // The engine floor: a bare Restate service with five journaled calls.
+    let floor_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let floor_port = floor_listener.local_addr()?.port();
+    let floor = BenchFloor { http: http.clone(), url: format!("{sim_url}/v1/notifications") };
+    tokio::spawn(crate::engine::endpoint::serve(
+        floor_listener,
+        Endpoint::builder().bind(floor).build(),
+        std::future::pending(),
+    ));
+    Admin::new(&backends.admin_url)
+        .register_deployment(&format!("http://127.0.0.1:{floor_port}"), Duration::from_secs(30))
+        .await?;
+
+    // The direct reference: the same downstream calls from a plain handler.
+    let downstream = Downstream::new(&backends.downstream, &config.pubsub_name, config.downstream_timeout)?;
+    let direct_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let direct_url = format!("http://{}/direct", direct_listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(direct_listener, direct_router(downstream)).await });
+
+    let api = format!("{}/api/v1", service.local_url());
+    let body = Arc::new(order_body());
+    let create = {
+        let (http, url, body) = (http.clone(), format!("{api}/orders"), body.clone());
+        move |_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move { matches!(http.post(url).json(&*body).send().await, Ok(r) if r.status() == 201) }
+        }
+    };
+    let floor_call = {
+        let (http, url) = (http.clone(), format!("{}/BenchFloor/run", backends.ingress_url));
+        move |_| {
+            let (http, url) = (http.clone(), url.clone());
+            async move { matches!(http.post(url).send().await, Ok(r) if r.status().is_success()) }
+        }
+    };
+    let direct_call = {
+        let http = http.clone();
+        move |_| {
+            let (http, url) = (http.clone(), direct_url.clone());
+            async move { matches!(http.post(url).send().await, Ok(r) if r.status() == 201) }
+        }
+    };
+
+    println!("order-service bench: {}s per run, all processes on this machine", duration.as_secs());
+    println!("{:<34} {:>11} {:>8} {:>9} {:>9} {:>9}", "scenario", "requests/s", "errors", "p50 ms", "p95 ms", "p99 ms");
+    let _ = closed_loop(8, Duration::from_secs(2), create.clone()).await; // warm-up
+    let mut create_at = Vec::new();
+    for c in CONCURRENCY {
+        let f = closed_loop(c, duration, create.clone()).await;
+        print_row(&format!("create-order  c={c}"), &f);
+        create_at.push(f);
+    }
+    let mut floor_at = Vec::new();
+    for c in CONCURRENCY {
+        let f = closed_loop(c, duration, floor_call.clone()).await;
+        print_row(&format!("floor: 5 journaled steps  c={c}"), &f);
+        floor_at.push(f);
+    }
+    let mut direct_at = Vec::new();
+    for c in CONCURRENCY {
+        let f = closed_loop(c, duration, direct_call.clone()).await;
+        print_row(&format!("direct: no journal  c={c}"), &f);
+        direct_at.push(f);
+    }
+    print_row("create-order  open loop 100/s", &open_loop(100, duration, create.clone()).await);
+
+    // get-order over the orders created above.
+    let ids = order_ids(&http, &api).await?;
+    let get = {
+        let (http, ids) = (http.clone(), Arc::new(ids));
+        move |n: u64| {
+            let (http, url) = (http.clone(), format!("{api}/orders/{}", ids[n as usize % ids.len()]));
+            async move { matches!(http.get(url).send().await, Ok(r) if r.status() == 200) }
+        }
+    };
+    print_row("get-order  c=64", &closed_loop(64, duration, get.clone()).await);
+    print_row("get-order  open loop 5000/s", &open_loop(5000, duration, get).await);
+
+    println!();
+    for (i, c) in CONCURRENCY.iter().enumerate() {
+        let (create, floor, direct) = (&create_at[i], &floor_at[i], &direct_at[i]);
+        println!(
+            "c={c:<4} create/floor throughput {:.2}   create/direct throughput {:.2}   p50 create-floor {:+.1} ms",
+            create.per_second / floor.per_second.max(f64::MIN_POSITIVE),
+            create.per_second / direct.per_second.max(f64::MIN_POSITIVE),
+            ms(create.p50) - ms(floor.p50),
+        );
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn print_row(name: &str, f: &Figures) {
+    println!(
+        "{name:<34} {:>11.1} {:>8} {:>9.2} {:>9.2} {:>9.2}",
+        f.per_second,
+        f.errors,
+        ms(f.p50),
+        ms(f.p95),
+        ms(f.p99)
+    );
+}
+
+/// A paid order of two lines: every saga step runs.
+fn order_body() -> Value {
+    json!({
+        "customer_id": null,
+        "currency": "USD",
+        "items": [
+            {"product_id": uuid::Uuid::nil(), "product_sku": "SKU-BENCH-1", "product_name": "Mug",
+             "warehouse_id": uuid::Uuid::nil(), "quantity": 2, "unit_price": "12.50",
+             "discount_amount": "0.00", "tax_amount": "2.00"},
+            {"product_id": uuid::Uuid::nil(), "product_sku": "SKU-BENCH-2", "product_name": "Plate",
+             "warehouse_id": uuid::Uuid::nil(), "quantity": 1, "unit_price": "30.00",
+             "discount_amount": "3.00", "tax_amount": "2.16"}
+        ],
+        "shipping_amount": "4.90",
+        "shipping_address": {"city": "Springfield"},
+        "payment": {"method": "pm_card_visa"}
+    })
+}
+
+async fn order_ids(http: &reqwest::Client, api: &str) -> anyhow::Result<Vec<String>> {
+    let page: Value = http.get(format!("{api}/orders?limit=200")).send().await?.json().await?;
+    let ids: Vec<String> = page["orders"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!ids.is_empty(), "no orders to read");
+    Ok(ids)
+}
