@@ -47,7 +47,9 @@ impl DownstreamAddrs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_dsn: Option<String>,
-    pub bind_host: String,
+    /// Interface the API and the Restate endpoint listen on; unset, `serve` and `sim`
+    /// listen on all interfaces and `dev` on the loopback only.
+    pub bind_host: Option<String>,
     pub http_port: u16,
     pub grpc_port: u16,
     pub restate_endpoint_port: u16,
@@ -82,6 +84,11 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The interface to listen on, or `default` when none is configured.
+    pub fn bind_host_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.bind_host.as_deref().unwrap_or(default)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|k| std::env::var(k).ok())
@@ -101,9 +108,7 @@ impl Config {
             })?;
         Ok(Config {
             database_dsn: env.string("ORDER_DATABASE_DSN"),
-            bind_host: env
-                .string("ORDER_BIND_HOST")
-                .unwrap_or_else(|| "0.0.0.0".into()),
+            bind_host: env.string("ORDER_BIND_HOST"),
             http_port: env.parse("ORDER_HTTP_PORT", 8004)?,
             grpc_port: env.parse("ORDER_GRPC_PORT", 9004)?,
             restate_endpoint_port: env.parse("ORDER_RESTATE_ENDPOINT_PORT", 9080)?,

@@ -53,8 +53,9 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run_sim(config: Config) -> anyhow::Result<()> {
-    let handle = sim::Simulator::spawn(([127, 0, 0, 1], config.sim_port).into()).await?;
-    println!("ready {}", handle.base_url());
+    let host: std::net::IpAddr = config.bind_host_or("0.0.0.0").parse()?;
+    let handle = sim::Simulator::spawn((host, config.sim_port).into()).await?;
+    println!("ready http://127.0.0.1:{}", handle.addr.port());
     startup::stop_signal().await;
     handle.shutdown();
     Ok(())

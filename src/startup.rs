@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+const ALL_INTERFACES: &str = "0.0.0.0";
+
 /// Where the service finds PostgreSQL, Restate and the downstream services.
 #[derive(Debug, Clone)]
 pub struct Backends {
@@ -55,8 +57,11 @@ impl RunningService {
             }
         };
 
-        let endpoint_listener =
-            TcpListener::bind((config.bind_host.as_str(), config.restate_endpoint_port)).await?;
+        let endpoint_listener = TcpListener::bind((
+            config.bind_host_or(ALL_INTERFACES),
+            config.restate_endpoint_port,
+        ))
+        .await?;
         let endpoint_addr = endpoint_listener.local_addr()?;
         let deps = Deps {
             db: db.clone(),
@@ -86,7 +91,7 @@ impl RunningService {
             settings: Arc::new(ApiSettings::from_config(config)),
         };
         let http_listener =
-            TcpListener::bind((config.bind_host.as_str(), config.http_port)).await?;
+            TcpListener::bind((config.bind_host_or(ALL_INTERFACES), config.http_port)).await?;
         let http_addr = http_listener.local_addr()?;
         let app = api::router(state);
         let shutdown = until_stopped();
@@ -160,6 +165,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// restate-server, the simulator), then the service; stops all of it on Ctrl-C or
 /// SIGTERM.
 pub async fn dev(config: Config) -> anyhow::Result<()> {
+    // Everything dev starts is for this machine only, unless told otherwise.
+    let config = Config {
+        bind_host: Some(config.bind_host_or("127.0.0.1").to_owned()),
+        ..config
+    };
     let mut stack = DevStack::default();
     let started = match stack.start(&config).await {
         Ok(backends) => RunningService::start(&config, &backends).await,

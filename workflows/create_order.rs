@@ -5,8 +5,8 @@
 //! 3. Without a payment: rest as a draft, holding the stock, with a timer to expire it.
 //! 4. With one: charge, fulfil and confirm (see [`super::pay_order`]).
 
-use super::pay_order::{self, OnDecline};
 use super::expire_draft;
+use super::pay_order::{self, OnDecline};
 use super::saga::{Compensation, Saga};
 use super::steps::{publish_events, reserve_stock};
 use crate::domain::{NewOrder, Order};
@@ -40,9 +40,8 @@ pub async fn create_order(saga: &mut Saga<'_, '_>, new: NewOrder) -> Result<Orde
 
     let Some(method) = order.payment_method.clone() else {
         let (order, more) = saga
-            .commit(&order, move |o, _| {
-                o.reservation_id = Some(reservation_id);
-                vec![]
+            .commit(&order, &[], move |o, _| {
+                o.reservation_id = Some(reservation_id)
             })
             .await?;
         expire_draft::schedule(saga.ctx, saga.deps.draft_ttl);

@@ -28,10 +28,9 @@ pub async fn expire_draft(saga: &mut Saga<'_, '_>, order: Order) -> Result<(), T
     }
 
     let (order, events) = saga
-        .commit(&order, |o, at| {
+        .commit(&order, &["order.cancelled"], |o, at| {
             let reason = "payment not received in time".to_owned();
             o.transition(OrderStatus::Cancelled, Some(reason), "system", at);
-            vec!["order.cancelled"]
         })
         .await?;
     publish_events(saga, &events).await?;

@@ -46,12 +46,7 @@ pub async fn charge_and_confirm(
                     fail_order(saga, &order, events, "payment_declined", &message, record).await
                 }
                 OnDecline::KeepDraft => {
-                    let (order, _) = saga
-                        .commit(&order, move |o, at| {
-                            record(o, at);
-                            vec![]
-                        })
-                        .await?;
+                    let (order, _) = saga.commit(&order, &[], record).await?;
                     notify_customer(saga, &order, "payment_failed").await?;
                     Ok(order)
                 }
@@ -89,16 +84,15 @@ pub async fn charge_and_confirm(
         }
     };
 
-    let was_draft_payment = on_decline == OnDecline::KeepDraft;
+    let topics: &[&str] = match on_decline {
+        OnDecline::KeepDraft => &["order.payment_added", "order.confirmed"],
+        OnDecline::FailOrder => &["order.confirmed"],
+    };
     let (order, more) = saga
-        .commit(&order, move |o, at| {
+        .commit(&order, topics, move |o, at| {
             record_capture(o, at);
             o.fulfillment_id = Some(fulfillment_id);
             o.transition(OrderStatus::Confirmed, None, "system", at);
-            match was_draft_payment {
-                true => vec!["order.payment_added", "order.confirmed"],
-                false => vec!["order.confirmed"],
-            }
         })
         .await?;
     publish_events(saga, &[events, more].concat()).await?;
@@ -123,10 +117,9 @@ where
     saga.compensate().await?;
     let message = message.to_owned();
     let (order, more) = saga
-        .commit(order, move |o, at| {
+        .commit(order, &["order.failed"], move |o, at| {
             record(o, at);
             o.fail(code, &message, at);
-            vec!["order.failed"]
         })
         .await?;
     publish_events(saga, &[events, more].concat()).await?;

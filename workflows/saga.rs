@@ -145,8 +145,16 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             saga: self.name.clone(),
             seq,
             step,
-            outcome: if done.outcome.is_ok() { "succeeded" } else { "rejected" },
-            error: done.outcome.as_ref().err().map(|r| format!("{}: {}", r.code, r.message)),
+            outcome: if done.outcome.is_ok() {
+                "succeeded"
+            } else {
+                "rejected"
+            },
+            error: done
+                .outcome
+                .as_ref()
+                .err()
+                .map(|r| format!("{}: {}", r.code, r.message)),
             compensates,
             started_at: done.started_at,
             ended_at: done.ended_at,
@@ -196,35 +204,38 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     }
 
     /// Applies `change` to a copy of `order` at the next version and a fresh instant,
-    /// writes it to the read model with the events `change` names, and keeps it as the
-    /// object's state. The new order and its events come back from the journal on
-    /// replay, so the change is made exactly once.
+    /// writes it to the read model with the events named by `topics`, and keeps it as
+    /// the object's state. The new order comes back from the journal on replay, so the
+    /// change is made exactly once; its events are derived from it, not journaled.
     pub async fn commit<F>(
         &mut self,
         order: &Order,
+        topics: &[&str],
         change: F,
     ) -> Result<(Order, Vec<OrderEvent>), TerminalError>
     where
-        F: FnOnce(&mut Order, DateTime<Utc>) -> Vec<&'static str> + Send + 'static,
+        F: FnOnce(&mut Order, DateTime<Utc>) + Send + 'static,
     {
         let db = self.deps.db.clone();
         let mut next = order.clone();
         let steps = std::mem::take(&mut self.done);
+        let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let outcome = self
             .step("update_read_model", move || async move {
                 let at = now();
                 next.version += 1;
                 next.updated_at = at;
-                let topics = change(&mut next, at);
-                let events: Vec<OrderEvent> = topics.into_iter().map(|t| next.event(t)).collect();
+                change(&mut next, at);
+                let events: Vec<OrderEvent> = names.iter().map(|t| next.event(t)).collect();
                 read_model::project(&db, &next, &events, &steps)
                     .await
                     .map_err(db_error)?;
-                Ok((next, events))
+                Ok(next)
             })
             .await?;
-        let (next, events) = outcome.map_err(|r| TerminalError::new(r.message))?;
+        let next = outcome.map_err(|r| TerminalError::new(r.message))?;
         self.ctx.set(ORDER_STATE, Json(next.clone()));
+        let events = topics.iter().map(|t| next.event(t)).collect();
         Ok((next, events))
     }
 
@@ -240,10 +251,10 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let outcome = self
             .step("update_read_model", move || async move {
                 let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
-                let (number, at) = match read_model::existing_order_number(&db, id)
+                let existing = read_model::existing_order_number(&db, id)
                     .await
-                    .map_err(db_error)?
-                {
+                    .map_err(db_error)?;
+                let (number, at) = match existing {
                     Some(existing) => existing,
                     None => {
                         let at = now();
@@ -254,18 +265,21 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                     }
                 };
                 let order = Order::create(id, number, &new, at, ttl);
-                let events = vec![order.event("order.created")];
+                let events = [order.event(CREATED)];
                 read_model::project(&db, &order, &events, &steps)
                     .await
                     .map_err(db_error)?;
-                Ok((order, events))
+                Ok(order)
             })
             .await?;
-        let (order, events) = outcome.map_err(|r| TerminalError::new(r.message))?;
+        let order = outcome.map_err(|r| TerminalError::new(r.message))?;
         self.ctx.set(ORDER_STATE, Json(order.clone()));
+        let events = vec![order.event(CREATED)];
         Ok((order, events))
     }
 }
+
+const CREATED: &str = "order.created";
 
 fn db_error(e: sqlx::Error) -> DownstreamError {
     DownstreamError::Transient {

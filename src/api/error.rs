@@ -121,7 +121,7 @@ pub fn problem_response(status: StatusCode, body: Value) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::CONFLICT {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -94,8 +94,14 @@ async fn pay_order(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    if read_model::get_order(&state.db, id).await?.is_none() {
-        return Err(ApiError::OrderNotFound);
+    let order = read_model::get_order(&state.db, id)
+        .await?
+        .ok_or(ApiError::OrderNotFound)?;
+    if payment.amount.is_some_and(|a| a != order.total_amount) {
+        let message = format!("must equal the order total {}", order.total_amount);
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "amount", message,
+        )]));
     }
     let key = idempotency::request_key(&headers)?;
     let scope = format!("pay_order:{id}");

@@ -23,7 +23,10 @@ const CONCURRENCY: [usize; 4] = [1, 16, 64, 128];
 /// Runs every scenario and prints the figures. `BENCH_SECONDS` sets the length of
 /// each run (default 8).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let duration = Duration::from_secs(seconds);
     let dir = std::env::temp_dir().join(format!("order-bench-{}", uuid::Uuid::new_v4().simple()));
     let config = Config {
@@ -34,7 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         restate_admin_port: free_port()?,
         restate_node_port: free_port()?,
         sim_port: free_port()?,
-        bind_host: "127.0.0.1".into(),
+        bind_host: Some("127.0.0.1".into()),
         ..config
     };
     let mut stack = DevStack::default();
@@ -57,24 +60,37 @@ async fn scenarios(
     service: &RunningService,
     duration: Duration,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(512).tcp_nodelay(true).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .tcp_nodelay(true)
+        .build()?;
     let sim_url = backends.downstream.notification.clone().unwrap_or_default();
 
     // The engine floor: a bare Restate service with five journaled calls.
     let floor_listener = TcpListener::bind("127.0.0.1:0").await?;
     let floor_port = floor_listener.local_addr()?.port();
-    let floor = BenchFloor { http: http.clone(), url: format!("{sim_url}/v1/notifications") };
+    let floor = BenchFloor {
+        http: http.clone(),
+        url: format!("{sim_url}/v1/notifications"),
+    };
     tokio::spawn(crate::engine::endpoint::serve(
         floor_listener,
         Endpoint::builder().bind(floor).build(),
         std::future::pending(),
     ));
     Admin::new(&backends.admin_url)
-        .register_deployment(&format!("http://127.0.0.1:{floor_port}"), Duration::from_secs(30))
+        .register_deployment(
+            &format!("http://127.0.0.1:{floor_port}"),
+            Duration::from_secs(30),
+        )
         .await?;
 
     // The direct reference: the same downstream calls from a plain handler.
-    let downstream = Downstream::new(&backends.downstream, &config.pubsub_name, config.downstream_timeout)?;
+    let downstream = Downstream::new(
+        &backends.downstream,
+        &config.pubsub_name,
+        config.downstream_timeout,
+    )?;
     let direct_listener = TcpListener::bind("127.0.0.1:0").await?;
     let direct_url = format!("http://{}/direct", direct_listener.local_addr()?);
     tokio::spawn(async move { axum::serve(direct_listener, direct_router(downstream)).await });
@@ -89,7 +105,10 @@ async fn scenarios(
         }
     };
     let floor_call = {
-        let (http, url) = (http.clone(), format!("{}/BenchFloor/run", backends.ingress_url));
+        let (http, url) = (
+            http.clone(),
+            format!("{}/BenchFloor/run", backends.ingress_url),
+        );
         move |_| {
             let (http, url) = (http.clone(), url.clone());
             async move { matches!(http.post(url).send().await, Ok(r) if r.status().is_success()) }
@@ -103,8 +122,14 @@ async fn scenarios(
         }
     };
 
-    println!("order-service bench: {}s per run, all processes on this machine", duration.as_secs());
-    println!("{:<34} {:>11} {:>8} {:>9} {:>9} {:>9}", "scenario", "requests/s", "errors", "p50 ms", "p95 ms", "p99 ms");
+    println!(
+        "order-service bench: {}s per run, all processes on this machine",
+        duration.as_secs()
+    );
+    println!(
+        "{:<34} {:>11} {:>8} {:>9} {:>9} {:>9}",
+        "scenario", "requests/s", "errors", "p50 ms", "p95 ms", "p99 ms"
+    );
     let _ = closed_loop(8, Duration::from_secs(2), create.clone()).await; // warm-up
     let mut create_at = Vec::new();
     for c in CONCURRENCY {
@@ -124,19 +149,31 @@ async fn scenarios(
         print_row(&format!("direct: no journal  c={c}"), &f);
         direct_at.push(f);
     }
-    print_row("create-order  open loop 100/s", &open_loop(100, duration, create.clone()).await);
+    print_row(
+        "create-order  open loop 100/s",
+        &open_loop(100, duration, create.clone()).await,
+    );
 
     // get-order over the orders created above.
     let ids = order_ids(&http, &api).await?;
     let get = {
         let (http, ids) = (http.clone(), Arc::new(ids));
         move |n: u64| {
-            let (http, url) = (http.clone(), format!("{api}/orders/{}", ids[n as usize % ids.len()]));
+            let (http, url) = (
+                http.clone(),
+                format!("{api}/orders/{}", ids[n as usize % ids.len()]),
+            );
             async move { matches!(http.get(url).send().await, Ok(r) if r.status() == 200) }
         }
     };
-    print_row("get-order  c=64", &closed_loop(64, duration, get.clone()).await);
-    print_row("get-order  open loop 5000/s", &open_loop(5000, duration, get).await);
+    print_row(
+        "get-order  c=64",
+        &closed_loop(64, duration, get.clone()).await,
+    );
+    print_row(
+        "get-order  open loop 5000/s",
+        &open_loop(5000, duration, get).await,
+    );
 
     println!();
     for (i, c) in CONCURRENCY.iter().enumerate() {
@@ -186,10 +223,19 @@ fn order_body() -> Value {
 }
 
 async fn order_ids(http: &reqwest::Client, api: &str) -> anyhow::Result<Vec<String>> {
-    let page: Value = http.get(format!("{api}/orders?limit=200")).send().await?.json().await?;
+    let page: Value = http
+        .get(format!("{api}/orders?limit=200"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let ids: Vec<String> = page["orders"]
         .as_array()
-        .map(|a| a.iter().filter_map(|o| o["id"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     anyhow::ensure!(!ids.is_empty(), "no orders to read");
     Ok(ids)

@@ -39,7 +39,9 @@ impl BenchFloor {
 
 /// An HTTP handler making the create saga's downstream calls directly.
 pub fn direct_router(downstream: Downstream) -> Router {
-    Router::new().route("/direct", post(direct)).with_state(downstream)
+    Router::new()
+        .route("/direct", post(direct))
+        .with_state(downstream)
 }
 
 async fn direct(State(d): State<Downstream>) -> StatusCode {
@@ -56,13 +58,33 @@ async fn direct_calls(d: &Downstream) -> anyhow::Result<()> {
     let id = Uuid::new_v4();
     let sku = "SKU-BENCH".to_owned();
     let warehouse_id = Uuid::nil();
-    let lines = [ReservationLine { product_id: Uuid::nil(), sku: sku.clone(), warehouse_id, quantity: 1 }];
-    d.warehouse.reserve(&format!("{id}:reserve"), id, &lines).await?;
+    let lines = [ReservationLine {
+        product_id: Uuid::nil(),
+        sku: sku.clone(),
+        warehouse_id,
+        quantity: 1,
+    }];
+    d.warehouse
+        .reserve(&format!("{id}:reserve"), id, &lines)
+        .await?;
     let usd = Currency::parse("USD").expect("USD");
     let amount: Money = "10.00".parse().expect("amount");
-    d.payment.charge(&format!("{id}:charge:1"), id, amount, &usd, "pm_card_visa").await?;
-    let ship = [FulfillmentLine { sku, warehouse_id, quantity: 1 }];
-    d.fulfillment.create(&format!("{id}:fulfillment"), id, &ship, &serde_json::json!({})).await?;
+    d.payment
+        .charge(&format!("{id}:charge:1"), id, amount, &usd, "pm_card_visa")
+        .await?;
+    let ship = [FulfillmentLine {
+        sku,
+        warehouse_id,
+        quantity: 1,
+    }];
+    d.fulfillment
+        .create(
+            &format!("{id}:fulfillment"),
+            id,
+            &ship,
+            &serde_json::json!({}),
+        )
+        .await?;
     for (version, topic) in [(1, "order.created"), (2, "order.confirmed")] {
         let event = OrderEvent {
             id: Uuid::new_v4(),
@@ -75,7 +97,13 @@ async fn direct_calls(d: &Downstream) -> anyhow::Result<()> {
         d.pubsub.publish(&event).await?;
     }
     d.notification
-        .notify(&format!("{id}:notify"), id, None, "order_confirmed", &serde_json::json!({}))
+        .notify(
+            &format!("{id}:notify"),
+            id,
+            None,
+            "order_confirmed",
+            &serde_json::json!({}),
+        )
         .await?;
     Ok(())
 }

@@ -154,6 +154,7 @@ async fn paying_refuses_wrong_amounts_unknown_orders_and_confirmed_orders() {
         (status, problem["code"].as_str()),
         (422, Some("validation_failed"))
     );
+    assert_eq!(problem["errors"][0]["field"], "amount");
 
     let unknown = uuid::Uuid::new_v4();
     let (status, problem, _) = app
