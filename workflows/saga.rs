@@ -233,10 +233,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 Ok(next)
             })
             .await?;
-        let next = outcome.map_err(|r| TerminalError::new(r.message))?;
-        self.ctx.set(ORDER_STATE, Json(next.clone()));
-        let events = topics.iter().map(|t| next.event(t)).collect();
-        Ok((next, events))
+        self.keep(outcome, topics)
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create
@@ -272,9 +269,19 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 Ok(order)
             })
             .await?;
-        let order = outcome.map_err(|r| TerminalError::new(r.message))?;
+        self.keep(outcome, &[CREATED])
+    }
+
+    /// Stores a committed order as the object's state, with the events of `topics`.
+    fn keep(
+        &self,
+        committed: Result<Order, Rejection>,
+        topics: &[&str],
+    ) -> Result<(Order, Vec<OrderEvent>), TerminalError> {
+        // A read-model write is never rejected, only retried.
+        let order = committed.map_err(|r| TerminalError::new(r.message))?;
         self.ctx.set(ORDER_STATE, Json(order.clone()));
-        let events = vec![order.event(CREATED)];
+        let events = topics.iter().map(|t| order.event(t)).collect();
         Ok((order, events))
     }
 }

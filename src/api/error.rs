@@ -161,6 +161,21 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     })
 }
 
+/// Reads a JSON request body as `T` and checks it with `rules`. Returns the JSON as
+/// sent (for the idempotency hash) and the typed request.
+pub fn read_request<T: DeserializeOwned>(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    rules: impl FnOnce(&T) -> Vec<FieldError>,
+) -> Result<(Value, T), ApiError> {
+    let json = parse_body(&body.map_err(body_rejection)?)?;
+    let request: T = from_value(json.clone())?;
+    let errors = rules(&request);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok((json, request))
+}
+
 /// Turns a body-reading rejection (too large, unreadable) into a problem.
 pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -1,6 +1,6 @@
 //! `/orders`: create, read, list, pay, status history.
 
-use super::error::{body_rejection, from_value, parse_body};
+use super::error::read_request;
 use super::idempotency::{self, Begin, Reply};
 use super::{ApiError, ApiState};
 use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
@@ -36,12 +36,7 @@ async fn create_order(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Reply, ApiError> {
-    let request = parse_body(&body.map_err(body_rejection)?)?;
-    let new: NewOrder = from_value(request.clone())?;
-    let errors = new.validate();
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let (request, new) = read_request(body, NewOrder::validate)?;
     let key = idempotency::request_key(&headers)?;
     let scope = "create_order";
     let id = match idempotency::begin(&state.db, scope, key.as_deref(), &request, Uuid::new_v4())
@@ -88,12 +83,7 @@ async fn pay_order(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Reply, ApiError> {
     let id = order_id(&id)?;
-    let request = parse_body(&body.map_err(body_rejection)?)?;
-    let payment: NewPayment = from_value(request.clone())?;
-    let errors = payment.validate("");
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let (request, payment) = read_request(body, |p: &NewPayment| p.validate(""))?;
     let order = read_model::get_order(&state.db, id)
         .await?
         .ok_or(ApiError::OrderNotFound)?;

@@ -254,34 +254,13 @@ pub struct OrderEvent {
     pub data: Value,
 }
 
-/// The authoritative order, kept as the state of the order's virtual object.
+/// The authoritative order, kept as the state of the order's virtual object: the
+/// resource the API shows, plus what only the sagas need. It derefs to the
+/// resource, so `order.status` reads and writes the shown status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
-    pub id: Uuid,
-    pub order_number: String,
-    pub customer_id: Option<Uuid>,
-    pub status: OrderStatus,
-    pub payment_status: PaymentStatus,
-    pub currency: Currency,
-    pub subtotal: Money,
-    pub discount_amount: Money,
-    pub tax_amount: Money,
-    pub shipping_amount: Money,
-    pub total_amount: Money,
-    pub captured_amount: Money,
-    pub refunded_amount: Money,
-    pub items: Vec<OrderItem>,
-    pub shipping_address: Value,
-    pub billing_address: Value,
-    pub notes: Option<String>,
-    pub metadata: Value,
-    pub failure: Option<Failure>,
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub cancelled_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub resource: OrderView,
     /// The payment method given with the create, if any.
     pub payment_method: Option<String>,
     pub reservation_id: Option<String>,
@@ -289,6 +268,19 @@ pub struct Order {
     pub fulfillment_id: Option<String>,
     pub history: Vec<StatusChange>,
     pub payments: Vec<PaymentAttempt>,
+}
+
+impl std::ops::Deref for Order {
+    type Target = OrderView;
+    fn deref(&self) -> &OrderView {
+        &self.resource
+    }
+}
+
+impl std::ops::DerefMut for Order {
+    fn deref_mut(&mut self) -> &mut OrderView {
+        &mut self.resource
+    }
 }
 
 /// The order as the API shows it.
@@ -354,7 +346,7 @@ impl Order {
         let sum = |f: fn(&NewItem) -> Option<Money>| {
             Money::sum(new.items.iter().filter_map(f)).unwrap_or_default()
         };
-        let mut order = Order {
+        let resource = OrderView {
             id,
             order_number,
             customer_id: new.customer_id,
@@ -380,6 +372,9 @@ impl Order {
             expires_at: new.payment.is_none().then(|| at + draft_ttl),
             cancelled_at: None,
             completed_at: None,
+        };
+        let mut order = Order {
+            resource,
             payment_method: new.payment.as_ref().map(|p| p.method.clone()),
             reservation_id: None,
             payment_id: None,
@@ -504,33 +499,7 @@ impl Order {
 
     /// The API resource for this order.
     pub fn view(&self) -> OrderView {
-        OrderView {
-            id: self.id,
-            order_number: self.order_number.clone(),
-            customer_id: self.customer_id,
-            status: self.status,
-            payment_status: self.payment_status,
-            currency: self.currency.clone(),
-            subtotal: self.subtotal,
-            discount_amount: self.discount_amount,
-            tax_amount: self.tax_amount,
-            shipping_amount: self.shipping_amount,
-            total_amount: self.total_amount,
-            captured_amount: self.captured_amount,
-            refunded_amount: self.refunded_amount,
-            items: self.items.clone(),
-            shipping_address: self.shipping_address.clone(),
-            billing_address: self.billing_address.clone(),
-            notes: self.notes.clone(),
-            metadata: self.metadata.clone(),
-            failure: self.failure.clone(),
-            version: self.version,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            expires_at: self.expires_at,
-            cancelled_at: self.cancelled_at,
-            completed_at: self.completed_at,
-        }
+        self.resource.clone()
     }
 }
 
