@@ -7,7 +7,7 @@ mod pay_order;
 mod saga;
 mod steps;
 
-pub use order::{CommandOutcome, OrderObject, PayRequest, ORDER_OBJECT};
+pub use order::{CommandOutcome, OrderObject, PayRequest, Rested, ORDER_OBJECT};
 
 use crate::downstream::Downstream;
 use restate_sdk::prelude::*;

@@ -38,12 +38,29 @@ pub struct PayRequest {
     pub request_key: Option<String>,
 }
 
+/// Where a saga left the order; the API reads the order itself from the read model,
+/// so the journal does not carry it twice.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Rested {
+    pub status: OrderStatus,
+    pub version: i64,
+}
+
+impl From<&Order> for Rested {
+    fn from(order: &Order) -> Self {
+        Rested {
+            status: order.status,
+            version: order.version,
+        }
+    }
+}
+
 /// How a command on an existing order ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CommandOutcome {
-    /// Done; the order as it now rests.
-    Done { order: Box<OrderView> },
+    /// Done; where the order now rests.
+    Done(Rested),
     /// Refused, with the HTTP status and problem code the API answers with.
     Refused {
         status: u16,
@@ -71,9 +88,9 @@ impl OrderObject {
         &self,
         ctx: ObjectContext<'_>,
         Json(new): Json<NewOrder>,
-    ) -> HandlerResult<Json<OrderView>> {
+    ) -> HandlerResult<Json<Rested>> {
         if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
-            return Ok(Json(order.view()));
+            return Ok(Json(Rested::from(&order)));
         }
         let errors = new.validate();
         if !errors.is_empty() {
@@ -83,7 +100,7 @@ impl OrderObject {
         let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
         let order = create_order(&mut saga, new).await;
         saga.finish().await;
-        Ok(Json(order?.view()))
+        Ok(Json(Rested::from(&order?)))
     }
 
     /// Pays a draft, which then goes on as a paid create.
@@ -164,9 +181,7 @@ impl OrderObject {
             (OrderStatus::Draft, PaymentStatus::Failed) => {
                 CommandOutcome::refused(402, "payment_declined", "the payment was declined")
             }
-            _ => CommandOutcome::Done {
-                order: Box::new(order.view()),
-            },
+            _ => CommandOutcome::Done(Rested::from(&order)),
         })
     }
 }

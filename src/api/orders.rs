@@ -6,7 +6,7 @@ use super::{ApiError, ApiState};
 use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, ListFilter};
-use crate::workflows::{CommandOutcome, PayRequest, ORDER_OBJECT};
+use crate::workflows::{CommandOutcome, PayRequest, Rested, ORDER_OBJECT};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -49,7 +49,7 @@ async fn create_order(
 
     let outcome = state
         .ingress
-        .call::<_, OrderView>(
+        .call::<_, Rested>(
             ORDER_OBJECT,
             &id.to_string(),
             "create",
@@ -117,7 +117,7 @@ async fn pay_order(
         )
         .await;
     let reply = match outcome {
-        Ok(CommandOutcome::Done { .. }) => Reply {
+        Ok(CommandOutcome::Done(_)) => Reply {
             status: StatusCode::OK,
             body: json!(read_back(&state, id).await?),
         },
