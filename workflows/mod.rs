@@ -5,9 +5,10 @@ mod expire_draft;
 mod order;
 mod pay_order;
 mod saga;
+mod set_status;
 mod steps;
 
-pub use order::{CommandOutcome, OrderObject, PayRequest, Rested, ORDER_OBJECT};
+pub use order::{CommandOutcome, OrderObject, PayRequest, Rested, StatusRequest, ORDER_OBJECT};
 
 use crate::downstream::Downstream;
 use restate_sdk::prelude::*;

@@ -6,6 +6,7 @@ use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::pay_order::{charge_and_confirm, OnDecline};
 use super::saga::{Compensation, Saga, ORDER_STATE};
+use super::set_status::set_status;
 use super::Deps;
 use crate::domain::{Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
 use restate_sdk::prelude::*;
@@ -33,6 +34,17 @@ pub struct PayRequest {
     pub method: String,
     #[serde(default)]
     pub amount: Option<Money>,
+    /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
+    #[serde(default)]
+    pub request_key: Option<String>,
+}
+
+/// A move along the fulfilment path (`PUT /orders/{id}/status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub status: OrderStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
     /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
     #[serde(default)]
     pub request_key: Option<String>,
@@ -110,16 +122,45 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<PayRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let request_state = req.request_key.as_ref().map(|k| format!("request:pay:{k}"));
-        if let Some(key) = &request_state {
-            if let Some(Json(first)) = ctx.get::<Json<CommandOutcome>>(key).await? {
-                return Ok(Json(first));
-            }
+        let key = remembered_as("pay", req.request_key.as_deref());
+        if let Some(first) = recall(&ctx, &key).await? {
+            return Ok(Json(first));
         }
         let outcome = self.pay_draft(&ctx, req).await?;
-        if let Some(key) = &request_state {
-            ctx.set(key, Json(outcome.clone()));
+        remember(&ctx, &key, &outcome);
+        Ok(Json(outcome))
+    }
+
+    /// Moves the order along `confirmed` -> `processing` -> `shipped` -> `delivered`.
+    #[handler]
+    async fn set_status(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<StatusRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = remembered_as("set_status", req.request_key.as_deref());
+        if let Some(first) = recall(&ctx, &key).await? {
+            return Ok(Json(first));
         }
+        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+            return Ok(Json(CommandOutcome::refused(
+                404,
+                "order_not_found",
+                "no such order",
+            )));
+        };
+        if !order.status.can_be_set_manually(req.status) {
+            let message = format!("an order cannot go from {} to {}", order.status, req.status);
+            let outcome = CommandOutcome::refused(409, "invalid_transition", message);
+            remember(&ctx, &key, &outcome);
+            return Ok(Json(outcome));
+        }
+        let saga_name = format!("set_status#{}", order.version + 1);
+        let mut saga = Saga::new(&ctx, &self.deps, order.id, saga_name);
+        let order = set_status(&mut saga, order, req.status, req.reason).await;
+        saga.finish().await;
+        let outcome = CommandOutcome::Done(Rested::from(&order?));
+        remember(&ctx, &key, &outcome);
         Ok(Json(outcome))
     }
 
@@ -183,6 +224,26 @@ impl OrderObject {
             }
             _ => CommandOutcome::Done(Rested::from(&order)),
         })
+    }
+}
+
+/// The state key under which the outcome of a caller's request is kept, so that a
+/// repeat of it (same `Idempotency-Key`) gets the first outcome, never a second run.
+fn remembered_as(command: &str, request_key: Option<&str>) -> Option<String> {
+    request_key.map(|k| format!("request:{command}:{k}"))
+}
+
+async fn recall(
+    ctx: &ObjectContext<'_>,
+    key: &Option<String>,
+) -> Result<Option<CommandOutcome>, TerminalError> {
+    let Some(key) = key else { return Ok(None) };
+    Ok(ctx.get::<Json<CommandOutcome>>(key).await?.map(|Json(o)| o))
+}
+
+fn remember(ctx: &ObjectContext<'_>, key: &Option<String>, outcome: &CommandOutcome) {
+    if let Some(key) = key {
+        ctx.set(key, Json(outcome.clone()));
     }
 }
 

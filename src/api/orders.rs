@@ -1,4 +1,4 @@
-//! `/orders`: create, read, list, pay, status history.
+//! `/orders`: create, read, list, pay, move along the status path, status history.
 
 use super::error::read_request;
 use super::idempotency::{self, Begin, Reply};
@@ -6,14 +6,15 @@ use super::{ApiError, ApiState};
 use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, ListFilter};
-use crate::workflows::{CommandOutcome, PayRequest, Rested, ORDER_OBJECT};
+use crate::workflows::{CommandOutcome, PayRequest, Rested, StatusRequest, ORDER_OBJECT};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub fn router() -> Router<ApiState> {
         .route("/orders/{id}", get(get_order))
         .route("/orders/by-number/{order_number}", get(get_order_by_number))
         .route("/orders/{id}/payments", post(pay_order))
+        .route("/orders/{id}/status", put(set_status))
         .route("/orders/{id}/status-history", get(status_history))
 }
 
@@ -93,50 +95,94 @@ async fn pay_order(
             "amount", message,
         )]));
     }
-    let key = idempotency::request_key(&headers)?;
-    let scope = format!("pay_order:{id}");
-    if let Begin::Replay(reply) =
-        idempotency::begin(&state.db, &scope, key.as_deref(), &request, id).await?
-    {
-        return Ok(reply);
-    }
-
     let pay = PayRequest {
         method: payment.method.trim().to_owned(),
         amount: payment.amount,
-        request_key: key.clone(),
+        request_key: idempotency::request_key(&headers)?,
     };
+    let key = pay.request_key.clone();
+    command(&state, id, "pay", key, &request, &pay).await
+}
+
+/// The body of `PUT /orders/{id}/status`.
+#[derive(Deserialize)]
+struct StatusBody {
+    status: OrderStatus,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `PUT /orders/{id}/status`: moves the order along its fulfilment path.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn set_status(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Reply, ApiError> {
+    let id = order_id(&id)?;
+    let (request, body) = read_request(body, |b: &StatusBody| {
+        let too_long = b.reason.as_ref().is_some_and(|r| r.chars().count() > 500);
+        match too_long {
+            true => vec![FieldError::new("reason", "must be at most 500 characters")],
+            false => vec![],
+        }
+    })?;
+    if read_model::get_order(&state.db, id).await?.is_none() {
+        return Err(ApiError::OrderNotFound);
+    }
+    let change = StatusRequest {
+        status: body.status,
+        reason: body.reason,
+        request_key: idempotency::request_key(&headers)?,
+    };
+    let key = change.request_key.clone();
+    command(&state, id, "set_status", key, &request, &change).await
+}
+
+/// Runs `handler` of the order's object once per `Idempotency-Key` and answers
+/// `200` with the order as it rests, the refusal, or `202` if it takes longer.
+async fn command<Req: Serialize>(
+    state: &ApiState,
+    id: Uuid,
+    handler: &str,
+    key: Option<String>,
+    request: &Value,
+    payload: &Req,
+) -> Result<Reply, ApiError> {
+    let scope = format!("{handler}:{id}");
+    if let Begin::Replay(reply) =
+        idempotency::begin(&state.db, &scope, key.as_deref(), request, id).await?
+    {
+        return Ok(reply);
+    }
+    let wait = state.settings.create_wait;
     let outcome = state
         .ingress
-        .call::<_, CommandOutcome>(
-            ORDER_OBJECT,
-            &id.to_string(),
-            "pay",
-            &pay,
-            state.settings.create_wait,
-        )
+        .call::<_, CommandOutcome>(ORDER_OBJECT, &id.to_string(), handler, payload, wait)
         .await;
     let reply = match outcome {
         Ok(CommandOutcome::Done(_)) => Reply {
             status: StatusCode::OK,
-            body: json!(read_back(&state, id).await?),
+            body: json!(read_back(state, id).await?),
         },
         Ok(CommandOutcome::Refused {
             status,
             code,
             message,
         }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
             let error = ApiError::Refused {
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+                status,
                 code,
                 message,
             };
             Reply {
-                status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+                status,
                 body: error.body(),
             }
         }
-        Err(e) => accepted_or_unavailable(&state, id, e).await?,
+        Err(e) => accepted_or_unavailable(state, id, e).await?,
     };
     idempotency::finish(&state.db, &scope, key.as_deref(), &reply).await?;
     Ok(reply)

@@ -218,6 +218,19 @@ impl TestApp {
         read(res).await
     }
 
+    pub async fn put(
+        &self,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.put(format!("{}{path}", self.api)).json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,

@@ -8,4 +8,5 @@ mod drafts;
 mod helpers;
 mod idempotency;
 mod queries;
+mod status;
 mod validation;
