@@ -142,24 +142,7 @@ impl OrderObject {
         if let Some(first) = recall(&ctx, &key).await? {
             return Ok(Json(first));
         }
-        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
-            return Ok(Json(CommandOutcome::refused(
-                404,
-                "order_not_found",
-                "no such order",
-            )));
-        };
-        if !order.status.can_be_set_manually(req.status) {
-            let message = format!("an order cannot go from {} to {}", order.status, req.status);
-            let outcome = CommandOutcome::refused(409, "invalid_transition", message);
-            remember(&ctx, &key, &outcome);
-            return Ok(Json(outcome));
-        }
-        let saga_name = format!("set_status#{}", order.version + 1);
-        let mut saga = Saga::new(&ctx, &self.deps, order.id, saga_name);
-        let order = set_status(&mut saga, order, req.status, req.reason).await;
-        saga.finish().await;
-        let outcome = CommandOutcome::Done(Rested::from(&order?));
+        let outcome = self.move_status(&ctx, req).await?;
         remember(&ctx, &key, &outcome);
         Ok(Json(outcome))
     }
@@ -189,6 +172,29 @@ impl OrderObject {
 }
 
 impl OrderObject {
+    async fn move_status(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: StatusRequest,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+            return Ok(CommandOutcome::refused(
+                404,
+                "order_not_found",
+                "no such order",
+            ));
+        };
+        if !order.status.can_be_set_manually(req.status) {
+            let message = format!("an order cannot go from {} to {}", order.status, req.status);
+            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+        }
+        let saga_name = format!("set_status#{}", order.version + 1);
+        let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name);
+        let order = set_status(&mut saga, order, req.status, req.reason).await;
+        saga.finish().await;
+        Ok(CommandOutcome::Done(Rested::from(&order?)))
+    }
+
     async fn pay_draft(
         &self,
         ctx: &ObjectContext<'_>,
