@@ -278,3 +278,31 @@ async fn create_order_refunds_and_releases_when_fulfillment_refuses() {
     .unwrap();
     assert_eq!(undo, ["refund_payment", "release_stock"]);
 }
+
+#[tokio::test]
+async fn create_order_answers_202_with_location_when_the_saga_outlasts_the_wait() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        env: vec![("ORDER_CREATE_WAIT_MS", "300".into())],
+    })
+    .await;
+    app.inject(json!({"service": "payment", "operation": "charge", "delay_ms": 1500, "times": 1}));
+    let body = mug_order(Some("pm_card_visa"));
+
+    let (status, pending, headers) = app.post("/orders", &body, Some("slow-1")).await;
+
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["id"].as_str().unwrap();
+    assert_eq!(headers["location"], format!("/api/v1/orders/{id}").as_str());
+    assert_eq!(pending["status"], "draft", "the order as it stands");
+    let order = app
+        .wait_for(id, std::time::Duration::from_secs(20), |o| {
+            o["status"] == "confirmed"
+        })
+        .await;
+    // A repeat of the request, once the saga rested, gets the final order.
+    let (status, again, _) = app.post("/orders", &body, Some("slow-1")).await;
+    assert_eq!(status, 201);
+    assert_eq!(again, order);
+    assert_eq!(app.ledger().captures.len(), 1);
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
+}
