@@ -9,7 +9,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn order_confirms_with_one_charge_when_the_service_dies_during_a_slow_payment() {
     let mut app = TestApp::spawn().await;
-    let order_id = start_order_with_a_slow_charge(&app).await;
+    let order_id = start_order_with_a_slow("payment", "charge", Some("reserve"), &app).await;
 
     app.kill_service().await;
     app.start_service().await;
@@ -20,7 +20,7 @@ async fn order_confirms_with_one_charge_when_the_service_dies_during_a_slow_paym
 #[tokio::test]
 async fn order_confirms_with_one_charge_when_restate_dies_during_a_slow_payment() {
     let mut app = TestApp::spawn().await;
-    let order_id = start_order_with_a_slow_charge(&app).await;
+    let order_id = start_order_with_a_slow("payment", "charge", Some("reserve"), &app).await;
 
     app.kill_restate().await;
     // Let the slow capture land while the engine is down: its answer is lost.
@@ -30,21 +30,57 @@ async fn order_confirms_with_one_charge_when_restate_dies_during_a_slow_payment(
     assert_confirmed_once(&app, &order_id).await;
 }
 
-/// Creates a paid order whose charge takes 1.5 s, and returns once the saga is
-/// inside that charge. The create call itself may be cut off by the crash that
-/// follows; the saga must not be.
-async fn start_order_with_a_slow_charge(app: &TestApp) -> String {
-    app.inject(json!({"service": "payment", "operation": "charge", "delay_ms": 1500, "times": 1}));
+#[tokio::test]
+async fn order_confirms_once_when_the_service_dies_inside_any_other_downstream_step() {
+    for (service, operation, previous) in [
+        ("warehouse", "reserve", None),
+        ("fulfillment", "create", Some("charge")),
+        ("pubsub", "publish", Some("create")),
+        ("notification", "notify", Some("publish")),
+    ] {
+        let mut app = TestApp::spawn().await;
+        let order_id = start_order_with_a_slow(service, operation, previous, &app).await;
+
+        app.kill_service().await;
+        app.start_service().await;
+
+        assert_confirmed_once(&app, &order_id).await;
+    }
+}
+
+/// Creates a paid order whose `operation` of `service` takes 1.5 s, and returns once
+/// the saga is inside it: just after the `previous` call, or once the order was first
+/// written when there is none. The create call itself may be cut off by the crash
+/// that follows; the saga must not be.
+async fn start_order_with_a_slow(
+    service: &str,
+    operation: &str,
+    previous: Option<&str>,
+    app: &TestApp,
+) -> String {
+    app.inject(json!({"service": service, "operation": operation, "delay_ms": 1500, "times": 1}));
     let (client, url) = (app.http.clone(), format!("{}/orders", app.api));
     let body = mug_order(Some("pm_card_visa"));
     tokio::spawn(async move { client.post(url).json(&body).send().await });
-    let ledger = app
-        .wait_for_ledger(Duration::from_secs(20), |l| {
-            l.calls.iter().any(|c| c.operation == "reserve")
-        })
-        .await;
+    let start = std::time::Instant::now();
+    let order_id = loop {
+        let written: Option<String> = sqlx::query_scalar("SELECT id::text FROM orders")
+            .fetch_optional(&app.db)
+            .await
+            .unwrap();
+        let calls = app.ledger().calls;
+        let previous_done = previous.is_none_or(|p| calls.iter().any(|c| c.operation == p));
+        if let (Some(id), true) = (written, previous_done) {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the saga never reached {operation}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ledger.reservations[0].order_id.clone()
+    order_id
 }
 
 /// The order ends confirmed with one capture, one live reservation, and each status
@@ -89,6 +125,7 @@ async fn assert_confirmed_once(app: &TestApp, order_id: &str) {
     .unwrap();
     assert_eq!(topics, ["order.created", "order.confirmed"]);
     assert_eq!(app.count("SELECT count(*) FROM payments").await, 1);
+    assert_eq!(ledger.notifications.len(), 1, "one notification");
     let published: std::collections::HashSet<&str> =
         ledger.events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(
