@@ -11,6 +11,7 @@ use super::Deps;
 use crate::domain::{Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use uuid::Uuid;
 
 /// The object's name in Restate.
@@ -122,13 +123,8 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<PayRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = remembered_as("pay", req.request_key.as_deref());
-        if let Some(first) = recall(&ctx, &key).await? {
-            return Ok(Json(first));
-        }
-        let outcome = self.pay_draft(&ctx, req).await?;
-        remember(&ctx, &key, &outcome);
-        Ok(Json(outcome))
+        let key = req.request_key.clone();
+        once(&ctx, "pay", key, self.pay_draft(&ctx, req)).await
     }
 
     /// Moves the order along `confirmed` -> `processing` -> `shipped` -> `delivered`.
@@ -138,13 +134,8 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<StatusRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = remembered_as("set_status", req.request_key.as_deref());
-        if let Some(first) = recall(&ctx, &key).await? {
-            return Ok(Json(first));
-        }
-        let outcome = self.move_status(&ctx, req).await?;
-        remember(&ctx, &key, &outcome);
-        Ok(Json(outcome))
+        let key = req.request_key.clone();
+        once(&ctx, "set_status", key, self.move_status(&ctx, req)).await
     }
 
     /// Fired by the draft's timer: cancels it if it is still unpaid.
@@ -233,24 +224,26 @@ impl OrderObject {
     }
 }
 
-/// The state key under which the outcome of a caller's request is kept, so that a
-/// repeat of it (same `Idempotency-Key`) gets the first outcome, never a second run.
-fn remembered_as(command: &str, request_key: Option<&str>) -> Option<String> {
-    request_key.map(|k| format!("request:{command}:{k}"))
-}
-
-async fn recall(
+/// Runs `command` once per caller's request key: the outcome is kept in the object's
+/// state, so a repeat (same `Idempotency-Key`) gets the first outcome, never a
+/// second run. Without a key it simply runs.
+async fn once(
     ctx: &ObjectContext<'_>,
-    key: &Option<String>,
-) -> Result<Option<CommandOutcome>, TerminalError> {
-    let Some(key) = key else { return Ok(None) };
-    Ok(ctx.get::<Json<CommandOutcome>>(key).await?.map(|Json(o)| o))
-}
-
-fn remember(ctx: &ObjectContext<'_>, key: &Option<String>, outcome: &CommandOutcome) {
-    if let Some(key) = key {
+    name: &str,
+    request_key: Option<String>,
+    command: impl Future<Output = Result<CommandOutcome, TerminalError>>,
+) -> HandlerResult<Json<CommandOutcome>> {
+    let state_key = request_key.map(|k| format!("request:{name}:{k}"));
+    if let Some(key) = &state_key {
+        if let Some(first) = ctx.get::<Json<CommandOutcome>>(key).await? {
+            return Ok(first);
+        }
+    }
+    let outcome = command.await?;
+    if let Some(key) = &state_key {
         ctx.set(key, Json(outcome.clone()));
     }
+    Ok(Json(outcome))
 }
 
 fn order_id(ctx: &ObjectContext<'_>) -> Result<Uuid, TerminalError> {

@@ -204,38 +204,33 @@ impl TestApp {
         self.sim.sim.inject(fault);
     }
 
-    pub async fn post(
-        &self,
-        path: &str,
-        body: &Value,
-        key: Option<&str>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut req = self.http.post(format!("{}{path}", self.api)).json(body);
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let res = req.send().await.expect("request sent");
-        read(res).await
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> Answer {
+        self.send(reqwest::Method::POST, path, body, key).await
     }
 
-    pub async fn put(
+    pub async fn put(&self, path: &str, body: &Value, key: Option<&str>) -> Answer {
+        self.send(reqwest::Method::PUT, path, body, key).await
+    }
+
+    /// Sends `body` as JSON, with an `Idempotency-Key` when `key` is given.
+    async fn send(
         &self,
+        method: reqwest::Method,
         path: &str,
         body: &Value,
         key: Option<&str>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut req = self.http.put(format!("{}{path}", self.api)).json(body);
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .json(body);
         if let Some(key) = key {
             req = req.header("Idempotency-Key", key);
         }
         read(req.send().await.expect("request sent")).await
     }
 
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        body: Vec<u8>,
-    ) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Answer {
         let res = self
             .http
             .post(format!("{}{path}", self.api))
@@ -336,7 +331,10 @@ impl Drop for TestApp {
     }
 }
 
-async fn read(res: reqwest::Response) -> (u16, Value, reqwest::header::HeaderMap) {
+/// Status, JSON body (`null` when none) and headers of an answer.
+pub type Answer = (u16, Value, reqwest::header::HeaderMap);
+
+async fn read(res: reqwest::Response) -> Answer {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let bytes = res.bytes().await.unwrap();
