@@ -72,6 +72,9 @@ pub struct Config {
     pub create_wait: Duration,
     pub stuck_after: Duration,
     pub db_max_connections: u32,
+    /// Public keys of the Restate servers allowed to call the endpoint
+    /// (`publickeyv1_...`); empty: any caller that reaches the port.
+    pub restate_identity_keys: Vec<String>,
 }
 
 /// A variable that could not be understood; the message names it.
@@ -142,6 +145,15 @@ impl Config {
             create_wait: Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS", 3000)?),
             stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
             db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
+            restate_identity_keys: env
+                .string("ORDER_RESTATE_IDENTITY_KEYS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|k| k.trim().to_owned())
+                        .filter(|k| !k.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -16,6 +16,8 @@ pub mod downstream;
 pub mod engine;
 /// PostgreSQL read model: projections and queries.
 pub mod read_model;
+/// Delivery of the outbox: events and notifications, outside the sagas.
+pub mod relay;
 /// Built-in simulator of the downstream services, with fault injection.
 pub mod sim;
 /// Wiring of the service and of the embedded default.

@@ -9,9 +9,9 @@ use crate::engine::endpoint;
 use crate::engine::ingress::Ingress;
 use crate::engine::postgres::PrivateCluster;
 use crate::engine::restate_server::{self, RestateServer, RestateSettings};
-use crate::read_model;
 use crate::sim::{SimHandle, Simulator};
 use crate::workflows::{self, Deps};
+use crate::{read_model, relay};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +70,14 @@ impl RunningService {
         };
         let endpoint_task = tokio::spawn(endpoint::serve(
             endpoint_listener,
-            workflows::endpoint(deps),
+            workflows::endpoint(deps, &config.restate_identity_keys)?,
+            until_stopped(),
+        ));
+        // A quarter of the pool for deliveries; the rest serves sagas and queries.
+        let relay_task = tokio::spawn(relay::run(
+            db.clone(),
+            downstream.clone(),
+            config.db_max_connections / 4,
             until_stopped(),
         ));
 
@@ -107,7 +114,7 @@ impl RunningService {
             http_addr,
             endpoint_addr,
             stop,
-            tasks: vec![endpoint_task, http_task],
+            tasks: vec![endpoint_task, relay_task, http_task],
         })
     }
 

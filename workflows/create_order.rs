@@ -1,55 +1,42 @@
 //! The create-order saga.
 //!
-//! 1. `update_read_model`: record the order as a draft with its number.
-//! 2. `reserve_stock`; refused: the order fails.
-//! 3. Without a payment: rest as a draft, holding the stock, with a timer to expire it.
-//! 4. With one: charge, fulfil and confirm (see [`super::pay_order`]).
+//! 1. `update_read_model`: record the order as a draft with its number
+//!    (`order.created` in the outbox).
+//! 2. `reserve_stock`; refused: the order fails (`insufficient_stock`).
+//! 3. Without a payment: rest as a draft, holding the stock, with a timer to expire
+//!    it no later than the reservation does.
+//! 4. With one: charge, commit the stock, fulfil and confirm (see
+//!    [`super::pay_order`]).
 
 use super::expire_draft;
-use super::pay_order::{self, OnDecline};
-use super::saga::{Compensation, Saga};
-use super::steps::{publish_events, reserve_stock};
+use super::pay_order::{self, Failed, OnDecline};
+use super::saga::Saga;
+use super::steps::reserve_stock;
 use crate::domain::{NewOrder, Order};
 use restate_sdk::prelude::*;
 
 /// Runs the saga for a new order (the saga's order id).
 pub async fn create_order(saga: &mut Saga<'_, '_>, new: NewOrder) -> Result<Order, TerminalError> {
-    let (order, events) = saga.commit_new(&new).await?;
+    let mut order = saga.commit_new(&new).await?;
 
-    let reservation_id = match reserve_stock(saga, &order).await? {
-        Ok(reservation_id) => reservation_id,
+    let reserved = match reserve_stock(saga, &order).await? {
+        Ok(reserved) => reserved,
         Err(refused) => {
             let message = match refused.message.as_str() {
                 "" => "not enough stock".to_owned(),
                 m => m.to_owned(),
             };
-            return pay_order::fail_order(
-                saga,
-                &order,
-                events,
-                "insufficient_stock",
-                &message,
-                |_, _| {},
-            )
-            .await;
+            let failed = Failed::new("reserve_stock", "insufficient_stock", message, refused);
+            return pay_order::fail_order(saga, &order, failed, |_, _| Ok(())).await;
         }
     };
-    saga.on_rejection(Compensation::ReleaseStock {
-        reservation_id: reservation_id.clone(),
-    });
+    order.record_reservation(&reserved.reservation_id, reserved.expires_at);
+    saga.hold(&order);
 
     let Some(method) = order.payment_method.clone() else {
-        let (order, more) = saga
-            .commit(&order, &[], move |o, _| {
-                o.reservation_id = Some(reservation_id)
-            })
-            .await?;
-        expire_draft::schedule(saga.ctx, saga.deps.draft_ttl);
-        publish_events(saga, &[events, more].concat()).await?;
+        let order = saga.commit(&order, &[], None, |_, _| Ok(())).await?;
+        expire_draft::schedule(saga.ctx, &order);
         return Ok(order);
     };
-
-    let mut order = order;
-    order.reservation_id = Some(reservation_id);
-    pay_order::charge_and_confirm(saga, order, &method, events, OnDecline::FailOrder).await
+    pay_order::charge_and_confirm(saga, order, &method, OnDecline::FailOrder).await
 }

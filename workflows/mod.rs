@@ -24,8 +24,10 @@ pub struct Deps {
     pub draft_ttl: Duration,
 }
 
-/// The Restate endpoint serving every handler of this service.
-pub fn endpoint(deps: Deps) -> Endpoint {
+/// The Restate endpoint serving every handler of this service. With
+/// `identity_keys`, it answers only requests signed by a Restate server holding one
+/// of them (`ORDER_RESTATE_IDENTITY_KEYS`).
+pub fn endpoint(deps: Deps, identity_keys: &[String]) -> anyhow::Result<Endpoint> {
     // Transient failures are retried by Restate itself: quickly at first, then every
     // 10 s; after 100 attempts (about a quarter of an hour) the invocation pauses
     // and the order shows up as stuck for an operator to resume.
@@ -36,11 +38,15 @@ pub fn endpoint(deps: Deps) -> Endpoint {
         .retry_policy_max_attempts(100)
         .retry_policy_pause_on_max_attempts()
         .journal_retention(Duration::from_secs(24 * 3600));
-    Endpoint::builder()
-        .bind(
-            OrderObject::new(deps)
-                .into_service_definition()
-                .options(retry),
-        )
-        .build()
+    let mut builder = Endpoint::builder().bind(
+        OrderObject::new(deps)
+            .into_service_definition()
+            .options(retry),
+    );
+    for key in identity_keys {
+        builder = builder
+            .identity_key(key)
+            .map_err(|e| anyhow::anyhow!("invalid ORDER_RESTATE_IDENTITY_KEYS entry: {e:?}"))?;
+    }
+    Ok(builder.build())
 }

@@ -5,10 +5,10 @@
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::pay_order::{charge_and_confirm, OnDecline};
-use super::saga::{Compensation, Saga, ORDER_STATE};
+use super::saga::{Ending, Saga, ORDER_STATE};
 use super::set_status::set_status;
 use super::Deps;
-use crate::domain::{Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
+use crate::domain::{Compensation, Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -111,7 +111,8 @@ impl OrderObject {
             return Err(TerminalError::new_with_code(400, detail).into());
         }
         let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
-        let order = create_order(&mut saga, new).await;
+        let result = create_order(&mut saga, new).await;
+        let order = saga.settle(result, Ending::Fail).await;
         saga.finish().await;
         Ok(Json(Rested::from(&order?)))
     }
@@ -138,8 +139,9 @@ impl OrderObject {
         once(&ctx, "set_status", key, self.move_status(&ctx, req)).await
     }
 
-    /// Fired by the draft's timer: cancels it if it is still unpaid.
-    #[handler]
+    /// Fired by the draft's timer: cancels it if it is still unpaid. Only Restate
+    /// calls it.
+    #[handler(ingress_private)]
     async fn expire_draft(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
         // A paid or cancelled order is left alone.
         let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
@@ -149,9 +151,11 @@ impl OrderObject {
             return Ok(());
         }
         let mut saga = Saga::new(&ctx, &self.deps, order.id, "expire_draft".into());
-        let expired = expire_draft(&mut saga, order).await;
+        saga.begin_with(&order);
+        let result = expire_draft(&mut saga, order).await;
+        let expired = saga.settle(result, Ending::Cancel).await;
         saga.finish().await;
-        Ok(expired?)
+        expired.map(|_| ()).map_err(Into::into)
     }
 
     /// The order as the object holds it, for inspection while a saga runs.
@@ -209,11 +213,14 @@ impl OrderObject {
 
         let saga_name = format!("pay_order#{}", order.next_payment_attempt());
         let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name);
+        saga.begin_with(&order);
         if let Some(reservation_id) = order.reservation_id.clone() {
             saga.on_rejection(Compensation::ReleaseStock { reservation_id });
         }
-        let order =
-            charge_and_confirm(&mut saga, order, &req.method, vec![], OnDecline::KeepDraft).await?;
+        let result = charge_and_confirm(&mut saga, order, &req.method, OnDecline::KeepDraft).await;
+        let order = saga.settle(result, Ending::Fail).await;
+        saga.finish().await;
+        let order = order?;
 
         Ok(match (order.status, order.payment_status) {
             (OrderStatus::Draft, PaymentStatus::Failed) => {

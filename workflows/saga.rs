@@ -1,8 +1,10 @@
-//! The saga machinery: named journaled steps, the compensation stack, and commits of
-//! the order state to the object and the read model.
+//! The saga machinery: journaled steps with an idempotency key per occurrence, the
+//! compensation stack, commits of the order to the object and the read model, and
+//! the undo path when a saga is refused, cancelled through Restate, or meets an
+//! error no retry can pass.
 
 use super::{steps, Deps};
-use crate::domain::{NewOrder, Order, OrderEvent};
+use crate::domain::{Compensation, DomainError, NewOrder, Order, OrderStatus};
 use crate::downstream::{DownstreamError, Rejection};
 use crate::read_model::{self, StepRecord};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -15,18 +17,6 @@ use uuid::Uuid;
 /// State key of the order in its virtual object.
 pub const ORDER_STATE: &str = "order";
 
-/// Something to undo when a later step is finally refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Compensation {
-    /// Give back all that is left of a stock reservation.
-    ReleaseStock { reservation_id: String },
-    /// Refund a capture in full.
-    RefundPayment {
-        payment_id: String,
-        amount: crate::domain::Money,
-    },
-}
-
 /// One run of a saga over one order.
 pub struct Saga<'a, 'ctx> {
     pub ctx: &'a ObjectContext<'ctx>,
@@ -37,6 +27,13 @@ pub struct Saga<'a, 'ctx> {
     compensations: Vec<Compensation>,
     /// Steps that went through and are not in the read model yet.
     done: Vec<StepRecord>,
+    /// The order as last committed or held, for the undo path.
+    latest: Option<Order>,
+    /// When the last step ended, as journaled: the saga's deterministic clock.
+    clock: DateTime<Utc>,
+    /// A cancellation arrived inside a step that had to finish: no further forward
+    /// step runs.
+    cancelled: bool,
 }
 
 /// What a journaled step returns: its outcome and when it ran.
@@ -47,9 +44,42 @@ struct StepDone<T> {
     ended_at: DateTime<Utc>,
 }
 
+/// What an undo gave back, for the commit that follows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Undone {
+    Released,
+    Refunded(crate::domain::Money),
+    /// A charge whose outcome was unknown had gone through and is now refunded.
+    RefundedCapture {
+        payment_id: String,
+        method: String,
+        captured: crate::domain::Money,
+        refunded: crate::domain::Money,
+    },
+    FulfillmentCancelled,
+    /// The forward step had done nothing.
+    Nothing,
+    /// The downstream finally refused the compensation.
+    Refused(Compensation, Rejection),
+}
+
+/// How a saga ends when it cannot go on (cancelled through Restate, or an error no
+/// retry can pass): after undoing what it did, the order becomes `failed` (a create
+/// or a payment) or `cancelled` (an expiring draft).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Fail,
+    Cancel,
+}
+
 /// Now, at the precision PostgreSQL keeps, so that state and read model agree.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// True for the error Restate delivers when the invocation is cancelled.
+pub fn is_cancellation(e: &TerminalError) -> bool {
+    e.code() == 409 && e.message() == "cancelled"
 }
 
 impl<'a, 'ctx> Saga<'a, 'ctx> {
@@ -63,33 +93,145 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             seq: 0,
             compensations: Vec::new(),
             done: Vec::new(),
+            latest: None,
+            clock: DateTime::<Utc>::MIN_UTC,
+            cancelled: false,
         }
     }
 
-    /// Runs `action` as the journaled step `step`. A transient error fails the attempt
-    /// and Restate retries it with backoff; a business rejection is journaled and
-    /// returned as `Err`, for the saga to compensate. Every attempt is recorded for
-    /// operators: failures at once, the final outcome with the next commit.
-    pub async fn step<T, F, Fut>(
+    /// When the last step ended (journaled, so the same on every replay).
+    pub fn clock(&self) -> DateTime<Utc> {
+        self.clock
+    }
+
+    /// The idempotency key of the next step: unique per saga run and step
+    /// occurrence, stable across retries and replays.
+    fn next_key(&self, step: &str) -> String {
+        format!("{}:{}:{}:{step}", self.order_id, self.name, self.seq + 1)
+    }
+
+    /// Runs a forward step. Should the saga be cancelled while the call is under way,
+    /// `in_doubt(key)` undoes whatever it may have done; once its outcome is known,
+    /// `undo` says what undoes it. A transient error fails the attempt and Restate
+    /// retries it; a final answer comes back as `Err(Rejection)`.
+    pub async fn forward<T, F, Fut>(
         &mut self,
         step: &'static str,
+        in_doubt: impl FnOnce(String) -> Option<Compensation>,
+        undo: impl FnOnce(&T) -> Option<Compensation>,
         action: F,
     ) -> Result<Result<T, Rejection>, TerminalError>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.step_compensating(step, None, action).await
+        if self.cancelled {
+            return Err(TerminalError::new_with_code(409, "cancelled"));
+        }
+        let pending = in_doubt(self.next_key(step));
+        let registered = pending.is_some();
+        self.compensations.extend(pending);
+        let outcome = self.run(step, None, false, action).await?;
+        if registered {
+            self.compensations.pop();
+        }
+        if let Ok(value) = &outcome {
+            self.compensations.extend(undo(value));
+        }
+        Ok(outcome)
     }
 
-    /// The saga's name, unique per order.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Runs `action` as the journaled step `step`, recording every attempt for
+    /// operators. A step that must finish (a commit, a compensation) is run again
+    /// under the same key when a cancellation interrupts it, so that it is never
+    /// left half known.
+    async fn run<T, F, Fut>(
+        &mut self,
+        step: &'static str,
+        compensates: Option<&'static str>,
+        must_finish: bool,
+        action: F,
+    ) -> Result<Result<T, Rejection>, TerminalError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce(String) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
+    {
+        let key = self.next_key(step);
+        self.seq += 1;
+        let done = loop {
+            let (db, order_id, saga, seq) = (
+                self.deps.db.clone(),
+                self.order_id,
+                self.name.clone(),
+                self.seq,
+            );
+            let (action, key) = (action.clone(), key.clone());
+            let attempt = self
+                .ctx
+                .run(move || async move {
+                    let started_at = now();
+                    let outcome = match action(key).await {
+                        Ok(v) => Ok(v),
+                        Err(DownstreamError::Rejected(r)) => Err(r),
+                        Err(e) => {
+                            // A failed attempt is not journaled, so it is recorded now.
+                            tracing::warn!(order.id = %order_id, step, error = %e, "step failed, will retry");
+                            let record = StepRecord {
+                                order_id,
+                                saga,
+                                seq,
+                                step,
+                                outcome: "failed",
+                                error: Some(e.to_string()),
+                                compensates,
+                                started_at,
+                                ended_at: now(),
+                            };
+                            read_model::record_steps(&db, &[record]).await.ok();
+                            return Err(HandlerError::from(e));
+                        }
+                    };
+                    Ok(Json(StepDone {
+                        outcome,
+                        started_at,
+                        ended_at: now(),
+                    }))
+                })
+                .name(step)
+                .await;
+            match attempt {
+                Ok(Json(done)) => break done,
+                Err(e) if must_finish && is_cancellation(&e) => {
+                    tracing::info!(order.id = %self.order_id, step, "cancelled inside a step that must finish; finishing it");
+                    self.cancelled = true;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.clock = done.ended_at;
+        self.done.push(StepRecord {
+            order_id: self.order_id,
+            saga: self.name.clone(),
+            seq: self.seq,
+            step,
+            outcome: if done.outcome.is_ok() {
+                "succeeded"
+            } else {
+                "rejected"
+            },
+            error: done.outcome.as_ref().err().map(|r| r.to_string()),
+            compensates,
+            started_at: done.started_at,
+            ended_at: done.ended_at,
+        });
+        Ok(done.outcome)
     }
 
-    /// [`Saga::step`] for a step that undoes `compensates`.
-    pub async fn step_compensating<T, F, Fut>(
+    /// Runs a step that must finish: a compensation (of the step `compensates`) or
+    /// a saga's own giving back.
+    pub async fn compensation_step<T, F, Fut>(
         &mut self,
         step: &'static str,
         compensates: Option<&'static str>,
@@ -97,69 +239,10 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     ) -> Result<Result<T, Rejection>, TerminalError>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.seq += 1;
-        let (db, order_id, saga, seq) = (
-            self.deps.db.clone(),
-            self.order_id,
-            self.name.clone(),
-            self.seq,
-        );
-        let Json(done) = self
-            .ctx
-            .run(move || async move {
-                let started_at = now();
-                let outcome = match action().await {
-                    Ok(v) => Ok(v),
-                    Err(DownstreamError::Rejected(r)) => Err(r),
-                    Err(e) => {
-                        // A failed attempt is not journaled, so it is recorded now.
-                        tracing::warn!(order.id = %order_id, step, error = %e, "step failed, will retry");
-                        let record = StepRecord {
-                            order_id,
-                            saga,
-                            seq,
-                            step,
-                            outcome: "failed",
-                            error: Some(e.to_string()),
-                            compensates,
-                            started_at,
-                            ended_at: now(),
-                        };
-                        read_model::record_steps(&db, &[record]).await.ok();
-                        return Err(HandlerError::from(e));
-                    }
-                };
-                Ok(Json(StepDone {
-                    outcome,
-                    started_at,
-                    ended_at: now(),
-                }))
-            })
-            .name(step)
-            .await?;
-        self.done.push(StepRecord {
-            order_id: self.order_id,
-            saga: self.name.clone(),
-            seq,
-            step,
-            outcome: if done.outcome.is_ok() {
-                "succeeded"
-            } else {
-                "rejected"
-            },
-            error: done
-                .outcome
-                .as_ref()
-                .err()
-                .map(|r| format!("{}: {}", r.code, r.message)),
-            compensates,
-            started_at: done.started_at,
-            ended_at: done.ended_at,
-        });
-        Ok(done.outcome)
+        self.run(step, compensates, true, action).await
     }
 
     /// Writes the record of the steps not yet written with a commit. It runs outside
@@ -177,76 +260,75 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.compensations.push(compensation);
     }
 
-    /// Undoes, newest first, everything registered so far. Compensations are retried
-    /// until they go through; one that is refused is recorded and passed over.
-    pub async fn compensate(&mut self) -> Result<(), TerminalError> {
+    /// Starts from `order` as the object holds it, for the undo path.
+    pub fn begin_with(&mut self, order: &Order) {
+        self.latest = Some(order.clone());
+    }
+
+    /// Keeps `order` as the object's state at once, before the next commit: what a
+    /// step took (a reservation, a capture) is never known only to the journal.
+    pub fn hold(&mut self, order: &Order) {
+        self.ctx.set(ORDER_STATE, Json(order.clone()));
+        self.latest = Some(order.clone());
+    }
+
+    /// Undoes, newest first, everything registered so far. Each compensation is
+    /// retried while its failure is transient; one that is finally refused is
+    /// returned as [`Undone::Refused`], for the order to carry until an operator
+    /// deals with it.
+    pub async fn compensate(&mut self, order: &Order) -> Result<Vec<Undone>, TerminalError> {
+        let mut undone = Vec::new();
         while let Some(c) = self.compensations.pop() {
-            let outcome = match c {
-                Compensation::ReleaseStock { reservation_id } => {
-                    steps::release_stock(self, &reservation_id, Some("reserve_stock")).await?
+            undone.push(match steps::undo(self, order, &c).await? {
+                Ok(u) => u,
+                Err(refusal) => {
+                    tracing::error!(order.id = %self.order_id, %refusal, "compensation refused");
+                    Undone::Refused(c, refusal)
                 }
-                Compensation::RefundPayment { payment_id, amount } => {
-                    steps::refund_payment(
-                        self,
-                        &payment_id,
-                        amount,
-                        "order failed",
-                        Some("charge_payment"),
-                    )
-                    .await?
-                }
-            };
-            if let Err(rejection) = outcome {
-                tracing::error!(order.id = %self.order_id, ?rejection, "compensation refused");
-            }
+            });
         }
-        Ok(())
+        Ok(undone)
     }
 
     /// Applies `change` to a copy of `order` at the next version and a fresh instant,
-    /// writes it to the read model with the events named by `topics`, and keeps it as
-    /// the object's state. The new order comes back from the journal on replay, so the
-    /// change is made exactly once; its events are derived from it, not journaled.
+    /// writes it to the read model with the events of `topics` and the notification
+    /// `notify` (into the outbox, in the same transaction), and keeps it as the
+    /// object's state. The new order comes back from the journal on replay, so the
+    /// change is made exactly once.
     pub async fn commit<F>(
         &mut self,
         order: &Order,
-        topics: &[&str],
+        topics: &'static [&'static str],
+        notify: Option<&'static str>,
         change: F,
-    ) -> Result<(Order, Vec<OrderEvent>), TerminalError>
+    ) -> Result<Order, TerminalError>
     where
-        F: FnOnce(&mut Order, DateTime<Utc>) + Send + 'static,
+        F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError> + Clone + Send + 'static,
     {
         let db = self.deps.db.clone();
-        let mut next = order.clone();
+        let next = order.clone();
         let steps = std::mem::take(&mut self.done);
-        let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let outcome = self
-            .step("update_read_model", move || async move {
+            .run("update_read_model", None, true, move |_key| async move {
+                let mut next = next;
                 let at = now();
                 next.version += 1;
                 next.updated_at = at;
-                change(&mut next, at);
-                let events: Vec<OrderEvent> = names.iter().map(|t| next.event(t)).collect();
-                read_model::project(&db, &next, &events, &steps)
-                    .await
-                    .map_err(db_error)?;
+                change(&mut next, at).map_err(domain_error)?;
+                write(&db, &next, topics, notify, &steps).await?;
                 Ok(next)
             })
             .await?;
-        self.keep(outcome, topics)
+        self.keep(outcome)
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create
     /// saga. A retry after a crash finds the number and time already written.
-    pub async fn commit_new(
-        &mut self,
-        new: &NewOrder,
-    ) -> Result<(Order, Vec<OrderEvent>), TerminalError> {
+    pub async fn commit_new(&mut self, new: &NewOrder) -> Result<Order, TerminalError> {
         let (db, id, ttl) = (self.deps.db.clone(), self.order_id, self.deps.draft_ttl);
-        let steps = std::mem::take(&mut self.done);
         let new = new.clone();
         let outcome = self
-            .step("update_read_model", move || async move {
+            .run("update_read_model", None, true, move |_key| async move {
                 let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
                 let existing = read_model::existing_order_number(&db, id)
                     .await
@@ -262,35 +344,139 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                     }
                 };
                 let order = Order::create(id, number, &new, at, ttl);
-                let events = [order.event(CREATED)];
-                read_model::project(&db, &order, &events, &steps)
-                    .await
-                    .map_err(db_error)?;
+                write(&db, &order, &["order.created"], None, &[]).await?;
                 Ok(order)
             })
             .await?;
-        self.keep(outcome, &[CREATED])
+        self.keep(outcome)
     }
 
-    /// Stores a committed order as the object's state, with the events of `topics`.
-    fn keep(
-        &self,
-        committed: Result<Order, Rejection>,
-        topics: &[&str],
-    ) -> Result<(Order, Vec<OrderEvent>), TerminalError> {
-        // A read-model write is never rejected, only retried.
-        let order = committed.map_err(|r| TerminalError::new(r.message))?;
-        self.ctx.set(ORDER_STATE, Json(order.clone()));
-        let events = topics.iter().map(|t| order.event(t)).collect();
-        Ok((order, events))
+    /// Stores a committed order as the object's state.
+    fn keep(&mut self, committed: Result<Order, Rejection>) -> Result<Order, TerminalError> {
+        // A commit is refused only for a reason no retry can pass.
+        let order = committed.map_err(|r| TerminalError::new(r.to_string()))?;
+        self.hold(&order);
+        Ok(order)
+    }
+
+    /// Ends a saga that stopped with `error` (a cancellation through Restate, or an
+    /// error no retry can pass): undoes what it did and ends the order as `ending`
+    /// says, with the reason. Without an order there is nothing to undo.
+    pub async fn settle(
+        &mut self,
+        result: Result<Order, TerminalError>,
+        ending: Ending,
+    ) -> Result<Order, TerminalError> {
+        let error = match result {
+            Ok(order) => return Ok(order),
+            Err(e) => e,
+        };
+        let Some(order) = self.latest.clone() else {
+            return Err(error);
+        };
+        let (code, message) = if is_cancellation(&error) {
+            (
+                "cancelled",
+                "the saga was cancelled through Restate".to_owned(),
+            )
+        } else {
+            ("internal_error", error.message().to_owned())
+        };
+        tracing::warn!(order.id = %self.order_id, saga = %self.name, code, %message, "undoing the saga");
+        let undone = self.compensate(&order).await?;
+        match ending {
+            Ending::Fail => {
+                self.commit(
+                    &order,
+                    &["order.failed"],
+                    Some("order_failed"),
+                    move |o, at| {
+                        apply(o, &undone, at)?;
+                        o.fail(code, &message, at)
+                    },
+                )
+                .await
+            }
+            Ending::Cancel => {
+                self.commit(
+                    &order,
+                    &["order.cancelled"],
+                    Some("order_cancelled"),
+                    move |o, at| {
+                        apply(o, &undone, at)?;
+                        o.transition(OrderStatus::Cancelled, Some(message), "system", at)
+                    },
+                )
+                .await
+            }
+        }
     }
 }
 
-const CREATED: &str = "order.created";
+/// Records on the order what the compensations gave back; a refused one parks
+/// the order for an operator. Only what a downstream confirmed is counted.
+pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<(), DomainError> {
+    for u in undone {
+        match u {
+            Undone::Refunded(amount) => order.record_refund(*amount)?,
+            Undone::RefundedCapture {
+                payment_id,
+                method,
+                captured,
+                refunded,
+            } => {
+                let attempt = order.next_payment_attempt();
+                order.record_capture(attempt, method, payment_id, *captured, at);
+                order.record_refund(*refunded)?;
+            }
+            Undone::Released | Undone::FulfillmentCancelled | Undone::Nothing => {}
+            Undone::Refused(c, refusal) => {
+                order.owed.push(c.clone());
+                order.park(c.step(), "compensation_refused", &refusal.to_string(), at);
+            }
+        }
+    }
+    Ok(())
+}
 
+async fn write(
+    db: &sqlx::PgPool,
+    order: &Order,
+    topics: &[&str],
+    notify: Option<&str>,
+    steps: &[StepRecord],
+) -> Result<(), DownstreamError> {
+    let events: Vec<_> = topics.iter().map(|t| order.event(t)).collect();
+    let notification = notify.map(|t| order.notification(t));
+    read_model::project(db, order, &events, notification.as_ref(), steps)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// A read-model error: retried, unless no retry can pass it (bad data, a broken
+/// constraint), which is final.
 fn db_error(e: sqlx::Error) -> DownstreamError {
+    if read_model::is_permanent(&e) {
+        return DownstreamError::Rejected(Rejection {
+            service: "read_model".into(),
+            status: 500,
+            code: "read_model_refused".into(),
+            message: e.to_string(),
+        });
+    }
     DownstreamError::Transient {
         service: "read_model",
         detail: e.to_string(),
     }
+}
+
+/// A change the order's rules refuse: a bug in the saga, never retried.
+fn domain_error(e: DomainError) -> DownstreamError {
+    DownstreamError::Rejected(Rejection {
+        service: "order".into(),
+        status: 500,
+        code: "domain_rule".into(),
+        message: e.to_string(),
+    })
 }

@@ -1,11 +1,9 @@
 //! A move along the fulfilment path, asked for through `PUT /orders/{id}/status`.
 //!
-//! 1. `update_read_model`: the new status, with who and why.
-//! 2. `publish_event` (`order.status_changed`), then `notify_customer`
-//!    (`order_status_changed`).
+//! 1. `update_read_model`: the new status, with who and why
+//!    (`order.status_changed` and `order_status_changed` in the outbox).
 
 use super::saga::Saga;
-use super::steps::{notify_customer, publish_events};
 use crate::domain::{Order, OrderStatus};
 use restate_sdk::prelude::*;
 
@@ -16,12 +14,11 @@ pub async fn set_status(
     to: OrderStatus,
     reason: Option<String>,
 ) -> Result<Order, TerminalError> {
-    let (order, events) = saga
-        .commit(&order, &["order.status_changed"], move |o, at| {
-            o.transition(to, reason, "api", at);
-        })
-        .await?;
-    publish_events(saga, &events).await?;
-    notify_customer(saga, &order, "order_status_changed").await?;
-    Ok(order)
+    saga.commit(
+        &order,
+        &["order.status_changed"],
+        Some("order_status_changed"),
+        move |o, at| o.transition(to, reason, "api", at),
+    )
+    .await
 }

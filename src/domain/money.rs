@@ -5,7 +5,8 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 
-/// A non-negative amount of money with at most two fraction digits.
+/// A non-negative amount of money with at most two fraction digits, at most
+/// [`Money::MAX`].
 ///
 /// On the wire it is always a JSON string (`"19.90"`); a JSON number is refused so
 /// that no amount ever passes through a float.
@@ -29,6 +30,10 @@ impl Money {
     /// Zero.
     pub const ZERO: Money = Money(Decimal::ZERO);
 
+    /// The largest amount (`99999999999.99`): every money field, line total and order
+    /// total stays within it, so the read model's `NUMERIC(19,4)` always holds it.
+    pub const MAX: Money = Money(Decimal::from_parts(1_316_134_911, 2328, 0, false, 2));
+
     /// Builds an amount from a decimal, refusing negatives and sub-cent precision.
     pub fn new(value: Decimal) -> Result<Self, MoneyError> {
         if value.is_sign_negative() && !value.is_zero() {
@@ -37,10 +42,7 @@ impl Money {
         if value.scale() > 2 {
             return Err(MoneyError::TooPrecise);
         }
-        if value > Decimal::from(1_000_000_000_000i64) {
-            return Err(MoneyError::Overflow);
-        }
-        Ok(Money(value))
+        Money::bounded(value).ok_or(MoneyError::Overflow)
     }
 
     /// The amount as a decimal.
@@ -48,9 +50,13 @@ impl Money {
         self.0
     }
 
-    /// Sum of two amounts; `None` on overflow.
+    fn bounded(value: Decimal) -> Option<Money> {
+        (value <= Money::MAX.0).then_some(Money(value))
+    }
+
+    /// Sum of two amounts; `None` above [`Money::MAX`].
     pub fn checked_add(self, other: Money) -> Option<Money> {
-        self.0.checked_add(other.0).map(Money)
+        Money::bounded(self.0.checked_add(other.0)?)
     }
 
     /// Difference of two amounts; `None` when it would go below zero.
@@ -59,12 +65,13 @@ impl Money {
         (!d.is_sign_negative() || d.is_zero()).then_some(Money(d))
     }
 
-    /// The amount times a quantity; `None` on overflow.
+    /// The amount times a quantity; `None` above [`Money::MAX`].
     pub fn checked_mul(self, quantity: i64) -> Option<Money> {
-        self.0.checked_mul(Decimal::from(quantity)).map(Money)
+        Money::bounded(self.0.checked_mul(Decimal::from(quantity))?)
     }
 
-    /// `self * numerator / denominator`, rounded half-even to cents.
+    /// `self * numerator / denominator`, rounded half-even to cents. With
+    /// `0 <= numerator <= denominator` it never exceeds `self`.
     pub fn prorate(self, numerator: i64, denominator: i64) -> Money {
         let value = self.0 * Decimal::from(numerator) / Decimal::from(denominator);
         Money(value.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven))
@@ -155,6 +162,25 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Money>("\"19.90\"").unwrap(),
             "19.90".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn max_is_the_bound_of_every_amount() {
+        assert_eq!(Money::MAX.to_string(), "99999999999.99");
+        assert_eq!("99999999999.99".parse::<Money>(), Ok(Money::MAX));
+        assert_eq!(
+            "100000000000.00".parse::<Money>(),
+            Err(MoneyError::Overflow)
+        );
+        let cent: Money = "0.01".parse().unwrap();
+        assert_eq!(Money::MAX.checked_add(cent), None);
+        assert_eq!(
+            "9999999999.99"
+                .parse::<Money>()
+                .unwrap()
+                .checked_mul(100_000),
+            None
         );
     }
 

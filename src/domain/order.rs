@@ -1,7 +1,8 @@
 //! The order: what a shop asks for (`NewOrder`), what the service keeps (`Order`) and
 //! what it shows (`OrderView`).
 
-use super::{Currency, Money, OrderStatus, PaymentStatus};
+use super::proration::Line;
+use super::{Currency, DomainError, Money, OrderStatus, PaymentStatus};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -132,8 +133,14 @@ impl NewOrder {
                 ));
             }
         }
-        if errors.is_empty() && self.total().is_none() {
-            errors.push(FieldError::new("items", "order total is too large"));
+        if errors.is_empty() {
+            let subtotal = Money::sum(self.items.iter().filter_map(NewItem::gross));
+            if subtotal.is_none() || self.total().is_none() {
+                errors.push(FieldError::new(
+                    "items",
+                    format!("the order total must be at most {}", Money::MAX),
+                ));
+            }
         }
         errors
     }
@@ -173,10 +180,17 @@ impl NewItem {
             return;
         }
         match self.gross() {
-            None => errors.push(FieldError::new(field("unit_price"), "is too large")),
+            None => errors.push(FieldError::new(
+                field("unit_price"),
+                format!("times quantity must be at most {}", Money::MAX),
+            )),
             Some(gross) if self.discount_amount > gross => errors.push(FieldError::new(
                 field("discount_amount"),
                 "must not exceed quantity * unit_price",
+            )),
+            Some(_) if self.total_price().is_none() => errors.push(FieldError::new(
+                field("tax_amount"),
+                format!("makes the line total exceed {}", Money::MAX),
             )),
             Some(_) => {}
         }
@@ -201,6 +215,58 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Why an order needs an operator: a step a downstream service finally refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    /// The saga step, e.g. `refund_payment`.
+    pub step: String,
+    /// `compensation_refused` or `step_refused`.
+    pub code: String,
+    /// The downstream's answer.
+    pub message: String,
+    pub since: DateTime<Utc>,
+}
+
+/// Something a saga did downstream that must be given back when the saga is
+/// undone. The `..Under` forms stand for a step whose outcome is unknown (it was
+/// cancelled while the call was under way): undoing it first asks again under the
+/// same idempotency key, which answers what was done without doing it twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Compensation {
+    ReleaseStock { reservation_id: String },
+    RefundPayment { payment_id: String, amount: Money },
+    CancelFulfillment { fulfillment_id: String },
+    ReleaseStockReservedUnder { key: String },
+    RefundChargeUnder { key: String, method: String },
+    CancelFulfillmentCreatedUnder { key: String },
+}
+
+impl Compensation {
+    /// The saga step that undoes it.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Compensation::ReleaseStock { .. } | Compensation::ReleaseStockReservedUnder { .. } => {
+                "release_stock"
+            }
+            Compensation::RefundPayment { .. } | Compensation::RefundChargeUnder { .. } => {
+                "refund_payment"
+            }
+            Compensation::CancelFulfillment { .. }
+            | Compensation::CancelFulfillmentCreatedUnder { .. } => "cancel_fulfillment",
+        }
+    }
+
+    /// The forward step it undoes.
+    pub fn undoes(&self) -> &'static str {
+        match self.step() {
+            "release_stock" => "reserve_stock",
+            "refund_payment" => "charge_payment",
+            _ => "create_fulfillment",
+        }
+    }
+}
+
 /// One line of an order as the service keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderItem {
@@ -217,6 +283,32 @@ pub struct OrderItem {
     pub cancelled_quantity: i64,
     pub returned_quantity: i64,
     pub refunded_quantity: i64,
+}
+
+impl OrderItem {
+    /// Units not yet cancelled, returned or refunded.
+    pub fn units_left(&self) -> i64 {
+        self.quantity - self.cancelled_quantity - self.returned_quantity - self.refunded_quantity
+    }
+
+    /// What giving back `quantity` more of the units left returns, by the
+    /// cumulative rule (see [`super::proration`]).
+    pub fn give_back_amount(&self, quantity: i64) -> Result<Money, DomainError> {
+        if quantity > self.units_left() {
+            return Err(DomainError::QuantityExceeded {
+                item_id: self.id,
+                left: self.units_left(),
+                asked: quantity,
+            });
+        }
+        let line = Line {
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            discount: self.discount_amount,
+            tax: self.tax_amount,
+        };
+        line.give_back(self.quantity - self.units_left(), quantity)
+    }
 }
 
 /// One entry of the status history.
@@ -254,6 +346,17 @@ pub struct OrderEvent {
     pub data: Value,
 }
 
+/// A message to the customer about the order; its key is fixed by order, template
+/// and version so that the notification service sends it once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderNotification {
+    pub key: String,
+    pub order_id: Uuid,
+    pub customer_id: Option<Uuid>,
+    pub template: String,
+    pub data: Value,
+}
+
 /// The authoritative order, kept as the state of the order's virtual object: the
 /// resource the API shows, plus what only the sagas need. It derefs to the
 /// resource, so `order.status` reads and writes the shown status.
@@ -264,10 +367,20 @@ pub struct Order {
     /// The payment method given with the create, if any.
     pub payment_method: Option<String>,
     pub reservation_id: Option<String>,
+    /// When the warehouse gives the reserved stock back unless it is committed.
+    #[serde(default)]
+    pub reservation_expires_at: Option<DateTime<Utc>>,
+    /// The reservation was made permanent (`commit`).
+    #[serde(default)]
+    pub reservation_committed: bool,
     pub payment_id: Option<String>,
     pub fulfillment_id: Option<String>,
     pub history: Vec<StatusChange>,
     pub payments: Vec<PaymentAttempt>,
+    /// Compensations a downstream finally refused: what the order still owes back,
+    /// for an operator to retry or resolve.
+    #[serde(default)]
+    pub owed: Vec<Compensation>,
 }
 
 impl std::ops::Deref for Order {
@@ -305,6 +418,9 @@ pub struct OrderView {
     pub notes: Option<String>,
     pub metadata: Value,
     pub failure: Option<Failure>,
+    /// Set while the order needs an operator.
+    #[serde(default)]
+    pub attention: Option<Attention>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -366,6 +482,7 @@ impl Order {
             notes: new.notes.clone(),
             metadata: new.metadata.clone(),
             failure: None,
+            attention: None,
             version: 1,
             created_at: at,
             updated_at: at,
@@ -377,25 +494,31 @@ impl Order {
             resource,
             payment_method: new.payment.as_ref().map(|p| p.method.clone()),
             reservation_id: None,
+            reservation_expires_at: None,
+            reservation_committed: false,
             payment_id: None,
             fulfillment_id: None,
             history: Vec::new(),
             payments: Vec::new(),
+            owed: Vec::new(),
         };
         order.record_status(None, OrderStatus::Draft, None, "customer", at);
         order
     }
 
-    /// Moves to `to`, recording who and why in the status history. The caller has
-    /// already bumped the version for this change.
+    /// Moves to `to` if the transition table allows it, recording who and why in
+    /// the status history. The caller has already bumped the version for this change.
     pub fn transition(
         &mut self,
         to: OrderStatus,
         reason: Option<String>,
         actor: &str,
         at: DateTime<Utc>,
-    ) {
+    ) -> Result<(), DomainError> {
         let from = self.status;
+        if !from.can_become(to) {
+            return Err(DomainError::InvalidTransition { from, to });
+        }
         self.status = to;
         match to {
             OrderStatus::Cancelled => self.cancelled_at = Some(at),
@@ -406,6 +529,7 @@ impl Order {
             self.expires_at = None;
         }
         self.record_status(Some(from), to, reason, actor, at);
+        Ok(())
     }
 
     fn record_status(
@@ -464,19 +588,72 @@ impl Order {
         self.payment_status = PaymentStatus::Failed;
     }
 
-    /// Records that everything captured was given back.
-    pub fn record_full_refund(&mut self) {
-        self.refunded_amount = self.captured_amount;
-        self.payment_status = PaymentStatus::Refunded;
+    /// Records a refund the payment service confirmed. A refund above what is left
+    /// of the capture is refused: the sum of refunds never exceeds the capture.
+    pub fn record_refund(&mut self, amount: Money) -> Result<(), DomainError> {
+        let left = self.refundable();
+        if amount > left {
+            return Err(DomainError::RefundExceedsCapture {
+                asked: amount.to_string(),
+                left: left.to_string(),
+            });
+        }
+        self.refunded_amount = self
+            .refunded_amount
+            .checked_add(amount)
+            .ok_or(DomainError::AmountOverflow)?;
+        self.payment_status = if self.refunded_amount == self.captured_amount {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+        Ok(())
+    }
+
+    /// What is captured and not yet refunded.
+    pub fn refundable(&self) -> Money {
+        self.captured_amount
+            .checked_sub(self.refunded_amount)
+            .unwrap_or(Money::ZERO)
+    }
+
+    /// Records a reservation the warehouse made.
+    pub fn record_reservation(&mut self, reservation_id: &str, expires_at: Option<DateTime<Utc>>) {
+        self.reservation_id = Some(reservation_id.to_owned());
+        self.reservation_expires_at = expires_at;
+    }
+
+    /// A draft is cancelled when its payment does not come in time, and never after
+    /// its reservation expires: the earlier of the two.
+    pub fn draft_deadline(&self) -> Option<DateTime<Utc>> {
+        match (self.expires_at, self.reservation_expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Marks the order as needing an operator for `step`.
+    pub fn park(&mut self, step: &str, code: &str, message: &str, at: DateTime<Utc>) {
+        self.attention = Some(Attention {
+            step: step.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            since: at,
+        });
     }
 
     /// Ends the create saga in `failed` with the reason.
-    pub fn fail(&mut self, code: &str, message: &str, at: DateTime<Utc>) {
+    pub fn fail(
+        &mut self,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
         self.failure = Some(Failure {
             code: code.to_owned(),
             message: message.to_owned(),
         });
-        self.transition(OrderStatus::Failed, Some(message.to_owned()), "system", at);
+        self.transition(OrderStatus::Failed, Some(message.to_owned()), "system", at)
     }
 
     /// The number of the next payment attempt, which keys its idempotency.
@@ -494,6 +671,24 @@ impl Order {
             version: self.version,
             at: self.updated_at,
             data: serde_json::to_value(self.view()).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The notification `template` about this order at its current version.
+    pub fn notification(&self, template: &str) -> OrderNotification {
+        OrderNotification {
+            key: format!("{}:notify:{template}:{}", self.id, self.version),
+            order_id: self.id,
+            customer_id: self.customer_id,
+            template: template.to_owned(),
+            data: serde_json::json!({
+                "order_number": self.order_number,
+                "status": self.status,
+                "total_amount": self.total_amount,
+                "refunded_amount": self.refunded_amount,
+                "currency": self.currency,
+                "failure": self.failure,
+            }),
         }
     }
 
@@ -561,6 +756,83 @@ mod tests {
         let fields: Vec<_> = new.validate().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["items[0].quantity", "items[1].discount_amount"]);
         assert_eq!(order(vec![]).validate()[0].field, "items");
+    }
+
+    #[test]
+    fn bounds_name_the_field_that_breaks_them() {
+        let fields = |new: NewOrder| -> Vec<String> {
+            new.validate().into_iter().map(|e| e.field).collect()
+        };
+        assert_eq!(
+            fields(order(vec![item(100_000, "9999999999.99", "0", "0")])),
+            ["items[0].unit_price"]
+        );
+        assert_eq!(
+            fields(order(vec![item(1, "99999999999.99", "0", "0.01")])),
+            ["items[0].tax_amount"]
+        );
+        assert_eq!(
+            fields(order(vec![
+                item(1, "99999999999.99", "0", "0"),
+                item(1, "1.00", "0", "0")
+            ])),
+            ["items"]
+        );
+        assert_eq!(
+            fields(order(vec![item(100_001, "1.00", "0", "0")])),
+            ["items[0].quantity"]
+        );
+    }
+
+    #[test]
+    fn transitions_follow_the_table() {
+        let new = order(vec![item(1, "1.00", "0", "0")]);
+        let mut o = Order::create(
+            Uuid::nil(),
+            "ORD".into(),
+            &new,
+            Utc::now(),
+            Duration::hours(1),
+        );
+        assert!(o
+            .transition(OrderStatus::Shipped, None, "api", Utc::now())
+            .is_err());
+        assert_eq!(o.status, OrderStatus::Draft);
+        o.transition(OrderStatus::Confirmed, None, "system", Utc::now())
+            .unwrap();
+        assert_eq!(o.status, OrderStatus::Confirmed);
+    }
+
+    #[test]
+    fn refunds_never_exceed_the_capture() {
+        let new = order(vec![item(1, "10.00", "0", "0")]);
+        let mut o = Order::create(
+            Uuid::nil(),
+            "ORD".into(),
+            &new,
+            Utc::now(),
+            Duration::hours(1),
+        );
+        o.record_capture(1, "pm", "pay_1", "15.00".parse().unwrap(), Utc::now());
+        o.record_refund("10.00".parse().unwrap()).unwrap();
+        assert_eq!(o.payment_status, PaymentStatus::PartiallyRefunded);
+        assert!(o.record_refund("5.01".parse().unwrap()).is_err());
+        assert_eq!(o.refunded_amount.to_string(), "10.00");
+        o.record_refund("5.00".parse().unwrap()).unwrap();
+        assert_eq!(o.payment_status, PaymentStatus::Refunded);
+    }
+
+    #[test]
+    fn state_written_before_attention_and_reservation_fields_still_decodes() {
+        let stored = include_str!("fixtures/order_state_v1.json");
+        let o: Order = serde_json::from_str(stored).unwrap();
+        assert_eq!(o.status, OrderStatus::Confirmed);
+        assert_eq!(o.total_amount.to_string(), "103.10");
+        assert_eq!(o.attention, None);
+        assert!(o.owed.is_empty() && !o.reservation_committed);
+        assert_eq!(o.items[0].give_back_amount(2).unwrap().to_string(), "98.10");
+        let view: OrderView = serde_json::from_str(stored).unwrap();
+        assert_eq!(view.version, 2);
     }
 
     #[test]

@@ -46,4 +46,19 @@ impl FulfillmentClient {
             .await?;
         Ok(c.fulfillment_id)
     }
+
+    /// Cancels `items` of a fulfillment, or all of it when `items` is empty.
+    pub async fn cancel(
+        &self,
+        key: &str,
+        fulfillment_id: &str,
+        items: &[super::SkuQuantity],
+    ) -> Result<(), DownstreamError> {
+        let body = serde_json::json!({ "items": items });
+        let path = format!("/v1/fulfillments/{fulfillment_id}/cancel");
+        self.http
+            .post::<_, Value>(&path, key, "application/json", &body)
+            .await
+            .map(|_| ())
+    }
 }

@@ -1,8 +1,10 @@
 //! HTTP clients of the services the sagas call, per `downstream-contract.md`.
 //!
-//! Each call is classified once, here: `2xx` succeeds, `402`/`409`/`422` is a final
-//! business rejection, `404` is "not found" (the caller decides), and everything else
-//! (other statuses, timeouts, broken connections) is transient and will be retried.
+//! Each call is classified once, here: `2xx` succeeds; `408`, `429`, `5xx`, timeouts
+//! and broken connections are transient and retried; every other `4xx` is final: a
+//! business rejection when it is `402`/`409`/`422` (the saga compensates), else a
+//! refusal that needs an operator (a `404` the contract gives a meaning to, such as
+//! `reservation_not_found` on a release, is read by the caller).
 
 mod fulfillment;
 mod notification;
@@ -14,14 +16,14 @@ pub use fulfillment::{FulfillmentClient, FulfillmentLine};
 pub use notification::NotificationClient;
 pub use payment::{Capture, PaymentClient, RefundReceipt};
 pub use pubsub::PubSubClient;
-pub use warehouse::{ReservationLine, SkuQuantity, WarehouseClient};
+pub use warehouse::{ReservationLine, Reserved, SkuQuantity, WarehouseClient};
 
 use crate::config::DownstreamAddrs;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// A final "no" from a downstream service.
+/// A final "no" from a downstream service (or from the read model).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub service: String,
@@ -30,15 +32,30 @@ pub struct Rejection {
     pub message: String,
 }
 
+impl Rejection {
+    /// A business rejection (`402`, `409`, `422`): the saga compensates. Any other
+    /// final answer means something is wrong that an operator must look at.
+    pub fn is_business(&self) -> bool {
+        matches!(self.status, 402 | 409 | 422)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} answered {} {}", self.service, self.status, self.code)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
 /// What can go wrong with a downstream call.
 #[derive(Debug, thiserror::Error)]
 pub enum DownstreamError {
-    /// A business rejection: final, the saga compensates.
-    #[error("{} rejected the call: {} ({})", .0.service, .0.code, .0.message)]
+    /// A final answer: not retried.
+    #[error("{0}")]
     Rejected(Rejection),
-    /// The thing asked about does not exist.
-    #[error("{service}: not found ({code})")]
-    NotFound { service: &'static str, code: String },
     /// Anything that may pass: retried with backoff, never compensated.
     #[error("{service} unavailable: {detail}")]
     Transient {
@@ -193,9 +210,9 @@ impl Http {
         }
         let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
         match status.as_u16() {
-            402 | 409 | 422 => Err(DownstreamError::Rejected(Rejection {
+            s @ 400..=499 if s != 408 && s != 429 => Err(DownstreamError::Rejected(Rejection {
                 service: self.service.to_owned(),
-                status: status.as_u16(),
+                status: s,
                 code: if err.code.is_empty() {
                     "rejected".into()
                 } else {
@@ -203,10 +220,6 @@ impl Http {
                 },
                 message: err.message,
             })),
-            404 => Err(DownstreamError::NotFound {
-                service: self.service,
-                code: err.code,
-            }),
             s => Err(transient(format!("{path} answered {s} {}", err.code))),
         }
     }

@@ -1,6 +1,7 @@
 //! Warehouse: stock reservations, their release and restocks.
 
 use super::{DownstreamError, Http};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -26,9 +27,13 @@ pub struct WarehouseClient {
     pub(crate) http: Http,
 }
 
-#[derive(Deserialize)]
-struct Reserved {
-    reservation_id: String,
+/// A reservation the warehouse made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reserved {
+    pub reservation_id: String,
+    /// When the stock goes back on sale unless the reservation is committed.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -42,19 +47,26 @@ impl WarehouseClient {
         WarehouseClient { http }
     }
 
-    /// Reserves the lines for an order and returns the reservation id.
+    /// Reserves the lines for an order.
     pub async fn reserve(
         &self,
         key: &str,
         order_id: Uuid,
         items: &[ReservationLine],
-    ) -> Result<String, DownstreamError> {
+    ) -> Result<Reserved, DownstreamError> {
         let body = serde_json::json!({ "order_id": order_id, "items": items });
-        let r: Reserved = self
-            .http
+        self.http
             .post("/v1/reservations", key, "application/json", &body)
-            .await?;
-        Ok(r.reservation_id)
+            .await
+    }
+
+    /// Makes a reservation permanent, so that it no longer expires.
+    pub async fn commit(&self, key: &str, reservation_id: &str) -> Result<(), DownstreamError> {
+        let path = format!("/v1/reservations/{reservation_id}/commit");
+        self.http
+            .post::<_, serde_json::Value>(&path, key, "application/json", &serde_json::json!({}))
+            .await
+            .map(|_| ())
     }
 
     /// Releases `items` of a reservation, or all that is left when `items` is empty.
@@ -73,7 +85,8 @@ impl WarehouseClient {
             .await
         {
             Ok(r) => Ok(r.released),
-            Err(DownstreamError::NotFound { .. }) => Ok(Vec::new()),
+            // The contract: `reservation_not_found` counts as already released.
+            Err(DownstreamError::Rejected(r)) if r.status == 404 => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }

@@ -1,6 +1,7 @@
 //! The PostgreSQL read model: written by the sagas, read by every query endpoint.
 
 mod idempotency;
+pub mod outbox;
 mod projection;
 mod queries;
 mod saga_steps;
@@ -17,6 +18,18 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// True for a database error that will not pass by retrying: bad data (SQLSTATE
+/// class 22) or a broken constraint (class 23). The API is meant to refuse such
+/// input first; a saga that meets one anyway must not retry it for ever.
+pub fn is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
+}
 
 /// Opens a pool on `dsn`.
 pub async fn connect(dsn: &str, max_connections: u32) -> anyhow::Result<PgPool> {

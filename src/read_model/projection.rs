@@ -2,7 +2,7 @@
 //! version and only ever moves a row forward, so replaying it is a no-op.
 
 use super::StepRecord;
-use crate::domain::{Order, OrderEvent};
+use crate::domain::{Order, OrderEvent, OrderNotification};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -34,13 +34,15 @@ pub async fn allocate_order_number(pool: &PgPool, day: NaiveDate) -> sqlx::Resul
     Ok(format!("ORD-{}-{n:06}", day.format("%Y%m%d")))
 }
 
-/// Writes `order` at its version, with the events it emitted at that version and
-/// the saga steps that led to it. Returns false when the read model already holds
-/// this version or a newer one.
+/// Writes `order` at its version, with the events and the notification it emitted
+/// at that version (into the outbox, in the same transaction) and the saga steps
+/// that led to it. Returns false when the read model already holds this version or
+/// a newer one.
 pub async fn project(
     pool: &PgPool,
     order: &Order,
     events: &[OrderEvent],
+    notification: Option<&OrderNotification>,
     steps: &[StepRecord],
 ) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
@@ -179,21 +181,7 @@ pub async fn project(
         payments.build().execute(&mut *tx).await?;
     }
 
-    if !events.is_empty() {
-        let mut log = QueryBuilder::<Postgres>::new(
-            "INSERT INTO order_events (event_id, order_id, version, topic, payload, created_at) ",
-        );
-        log.push_values(events, |mut b, e| {
-            b.push_bind(e.id)
-                .push_bind(e.order_id)
-                .push_bind(e.version)
-                .push_bind(&e.topic)
-                .push_bind(&e.data)
-                .push_bind(e.at);
-        });
-        log.push(" ON CONFLICT DO NOTHING");
-        log.build().execute(&mut *tx).await?;
-    }
+    super::outbox::enqueue(&mut tx, order, events, notification).await?;
 
     tx.commit().await?;
     Ok(true)

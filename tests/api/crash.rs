@@ -92,19 +92,13 @@ async fn assert_confirmed_once(app: &TestApp, order_id: &str) {
         })
         .await;
     assert_eq!(order["payment_status"], "captured");
-    let ledger = app
-        .wait_for_ledger(Duration::from_secs(10), |l| {
-            l.notifications
-                .iter()
-                .any(|n| n.template == "order_confirmed")
-        })
-        .await;
+    let ledger = app.settled_ledger().await;
     assert_eq!(ledger.captures.len(), 1, "no double charge");
     assert_eq!(ledger.reservations.len(), 1, "one reservation");
     assert_eq!(
         ledger.reservations[0].status,
-        ReservationStatus::Active,
-        "nothing leaked or released"
+        ReservationStatus::Committed,
+        "committed, nothing leaked or released"
     );
     assert_eq!(ledger.fulfillments.len(), 1);
 
@@ -117,7 +111,7 @@ async fn assert_confirmed_once(app: &TestApp, order_id: &str) {
         .collect();
     assert_eq!(moves, ["draft", "confirmed"]);
     let topics: Vec<String> = sqlx::query_scalar(
-        "SELECT topic FROM order_events WHERE order_id = $1::uuid ORDER BY version, topic",
+        "SELECT name FROM outbox WHERE order_id = $1::uuid AND kind = 'event' ORDER BY id",
     )
     .bind(order_id)
     .fetch_all(&app.db)

@@ -45,9 +45,15 @@ async fn create_order_confirms_and_records_every_side_effect_when_paid() {
         (200, order.clone())
     );
 
-    let ledger = app.ledger();
+    let ledger = app.settled_ledger().await;
     assert_eq!(ledger.reservations.len(), 1);
     let reservation = &ledger.reservations[0];
+    assert_eq!(
+        reservation.status,
+        ReservationStatus::Committed,
+        "a paid order's stock never expires"
+    );
+    assert_eq!(ledger.commits, [reservation.reservation_id.clone()]);
     assert_eq!(reservation.order_id, id);
     assert_eq!(reservation.items[0].sku, "SKU-MUG");
     assert_eq!(reservation.items[0].quantity, 2);
@@ -111,10 +117,9 @@ async fn create_order_confirms_and_records_every_side_effect_when_paid() {
             "update_read_model",
             "reserve_stock",
             "charge_payment",
+            "commit_stock",
             "create_fulfillment",
-            "update_read_model",
-            "publish_event",
-            "notify_customer"
+            "update_read_model"
         ]
     );
     assert!(steps.iter().all(|(_, outcome)| outcome == "succeeded"));
@@ -123,7 +128,11 @@ async fn create_order_confirms_and_records_every_side_effect_when_paid() {
             .await,
         1
     );
-    assert_eq!(app.count("SELECT count(*) FROM order_events").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE kind = 'event'")
+            .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -137,7 +146,7 @@ async fn create_order_fails_and_releases_stock_when_card_is_declined() {
     assert_eq!(order["payment_status"], "failed");
     assert_eq!(order["failure"]["code"], "payment_declined");
     assert_eq!(order["captured_amount"], "0.00");
-    let ledger = app.ledger();
+    let ledger = app.settled_ledger().await;
     assert!(ledger.captures.is_empty());
     assert_eq!(ledger.declines.len(), 1);
     assert_eq!(ledger.reservations.len(), 1);
@@ -178,7 +187,7 @@ async fn create_order_fails_without_charging_when_out_of_stock() {
     assert_eq!(status, 201, "{order}");
     assert_eq!(order["status"], "failed");
     assert_eq!(order["failure"]["code"], "insufficient_stock");
-    let ledger = app.ledger();
+    let ledger = app.settled_ledger().await;
     assert!(ledger.reservations.is_empty(), "nothing is held");
     assert!(
         ledger.captures.is_empty() && ledger.declines.is_empty(),
@@ -186,7 +195,8 @@ async fn create_order_fails_without_charging_when_out_of_stock() {
     );
     let topics: Vec<&str> = ledger.events.iter().map(|e| e.topic.as_str()).collect();
     assert_eq!(topics, ["order.created", "order.failed"]);
-    assert_eq!(ledger.notifications[0].template, "payment_failed");
+    // Not a payment problem: the customer gets `order_failed`.
+    assert_eq!(ledger.notifications[0].template, "order_failed");
     let (_, history) = app
         .get(&format!(
             "/orders/{}/status-history",
@@ -260,7 +270,7 @@ async fn create_order_refunds_and_releases_when_fulfillment_refuses() {
 
     assert_eq!(status, 201, "{order}");
     assert_eq!(order["status"], "failed");
-    assert_eq!(order["failure"]["code"], "fulfillment_rejected");
+    assert_eq!(order["failure"]["code"], "fulfillment_refused");
     assert_eq!(order["payment_status"], "refunded");
     assert_eq!(order["refunded_amount"], "103.10");
     let ledger = app.ledger();

@@ -296,6 +296,25 @@ impl TestApp {
         }
     }
 
+    /// The ledger once the outbox has delivered every event and notification that
+    /// can be delivered.
+    pub async fn settled_ledger(&self) -> Ledger {
+        let start = Instant::now();
+        loop {
+            let pending = self
+                .count("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND refused_at IS NULL")
+                .await;
+            if pending == 0 {
+                return self.ledger();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{pending} outbox messages still undelivered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }

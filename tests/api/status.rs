@@ -58,7 +58,7 @@ async fn status_moves_along_the_fulfilment_path_with_history_events_and_notifica
         .iter()
         .skip(2)
         .all(|h| h["actor"] == "api"));
-    let ledger = app.ledger();
+    let ledger = app.settled_ledger().await;
     let changed = ledger
         .events
         .iter()
@@ -124,7 +124,8 @@ async fn a_repeated_status_change_is_applied_once() {
     assert_eq!(first.0, 200, "{}", first.1);
     assert_eq!((again.0, &again.1), (first.0, &first.1));
     let changed = app
-        .ledger()
+        .settled_ledger()
+        .await
         .events
         .iter()
         .filter(|e| e.topic == "order.status_changed")

@@ -1,0 +1,18 @@
+//! What the domain refuses: a change that would break the order's rules.
+
+use super::OrderStatus;
+
+/// A change the order's rules do not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("an order cannot go from {from} to {to}")]
+    InvalidTransition { from: OrderStatus, to: OrderStatus },
+    #[error("item {item_id} has {left} units left, not {asked}")]
+    QuantityExceeded { item_id: i32, left: i64, asked: i64 },
+    #[error("the order has no item {0}")]
+    UnknownItem(i32),
+    #[error("a refund of {asked} would exceed what is left of the capture ({left})")]
+    RefundExceedsCapture { asked: String, left: String },
+    #[error("an amount would exceed the largest amount the service keeps")]
+    AmountOverflow,
+}
