@@ -51,11 +51,12 @@ async fn create_order(
 
     let outcome = state
         .ingress
-        .call::<_, Rested>(
+        .submit::<_, Rested>(
             ORDER_OBJECT,
             &id.to_string(),
             "create",
             &new,
+            &format!("{scope}:{}", key.as_deref().unwrap_or(&id.to_string())),
             state.settings.create_wait,
         )
         .await;
@@ -157,9 +158,21 @@ async fn command<Req: Serialize>(
         return Ok(reply);
     }
     let wait = state.settings.create_wait;
+    // Without a caller's key, every request is a command of its own.
+    let restate_key = format!(
+        "{scope}:{}",
+        key.clone().unwrap_or_else(|| Uuid::new_v4().to_string())
+    );
     let outcome = state
         .ingress
-        .call::<_, CommandOutcome>(ORDER_OBJECT, &id.to_string(), handler, payload, wait)
+        .submit::<_, CommandOutcome>(
+            ORDER_OBJECT,
+            &id.to_string(),
+            handler,
+            payload,
+            &restate_key,
+            wait,
+        )
         .await;
     let reply = match outcome {
         Ok(CommandOutcome::Done(_)) => Reply {
@@ -197,44 +210,49 @@ async fn read_back(state: &ApiState, id: Uuid) -> Result<OrderView, ApiError> {
     })
 }
 
-/// The saga has not rested in time (or the engine could not be asked): `202` with the
-/// order as it stands; it goes on inside Restate.
+/// The saga has not rested in time: `202` with the order as it stands (it goes on
+/// inside Restate). A call Restate did not accept is `503`, safe to retry with the
+/// same `Idempotency-Key`.
 async fn accepted_or_unavailable(
     state: &ApiState,
     id: Uuid,
     error: IngressError,
 ) -> Result<Reply, ApiError> {
-    if let IngressError::Failed { status, message } = &error {
-        tracing::error!(order.id = %id, status, message, "order handler failed");
+    match &error {
+        IngressError::NotAccepted(reason) => {
+            tracing::warn!(order.id = %id, reason, "restate did not accept the call");
+            return Err(ApiError::Unavailable(
+                "the order engine did not accept the request; retry with the same Idempotency-Key"
+                    .into(),
+            ));
+        }
+        IngressError::Failed { status, message } => {
+            tracing::error!(order.id = %id, status, message, "order handler failed");
+        }
+        IngressError::StillRunning(_) => {}
     }
     let current = match read_model::get_order(&state.db, id).await? {
         Some(order) => Some(order),
         None => state
             .ingress
-            .call::<_, Option<OrderView>>(
-                ORDER_OBJECT,
-                &id.to_string(),
-                "get",
-                &(),
-                Duration::from_secs(1),
-            )
+            .read::<Option<OrderView>>(ORDER_OBJECT, &id.to_string(), "get", Duration::from_secs(1))
             .await
             .ok()
             .flatten(),
     };
-    match (current, &error) {
-        (Some(order), _) => Ok(Reply {
-            status: StatusCode::ACCEPTED,
-            body: json!(order),
-        }),
-        (None, IngressError::StillRunning(_)) => Ok(Reply {
-            status: StatusCode::ACCEPTED,
-            body: json!({ "id": id, "status": "pending" }),
-        }),
-        (None, _) => Err(ApiError::Unavailable(format!(
-            "the order engine is unavailable: {error}"
-        ))),
-    }
+    let body = match (current, error) {
+        (Some(order), _) => json!(order),
+        (None, IngressError::StillRunning(_)) => json!({ "id": id, "status": "pending" }),
+        (None, e) => {
+            return Err(ApiError::Unavailable(format!(
+                "the order engine failed: {e}"
+            )))
+        }
+    };
+    Ok(Reply {
+        status: StatusCode::ACCEPTED,
+        body,
+    })
 }
 
 /// `GET /orders/{id}`.

@@ -195,6 +195,34 @@ impl TestApp {
         );
     }
 
+    /// Restate's admin API.
+    pub fn restate_admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.restate_settings.admin_port)
+    }
+
+    /// The id of the invocation of `handler` on the order object `order_id`.
+    pub async fn invocation_id(&self, order_id: &str, handler: &str) -> String {
+        let query = format!(
+            "SELECT id FROM sys_invocation WHERE target_service_key = '{order_id}' \
+             AND target_handler_name = '{handler}'"
+        );
+        let rows: Value = self
+            .http
+            .post(format!("{}/query", self.restate_admin()))
+            .header("accept", "application/json")
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("admin query sent")
+            .json()
+            .await
+            .expect("admin query answer");
+        rows["rows"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {handler} invocation for {order_id}: {rows}"))
+            .to_owned()
+    }
+
     pub fn ledger(&self) -> Ledger {
         self.sim.sim.ledger()
     }

@@ -8,5 +8,6 @@ mod drafts;
 mod helpers;
 mod idempotency;
 mod queries;
+mod saga_core;
 mod status;
 mod validation;
