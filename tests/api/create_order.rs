@@ -53,7 +53,10 @@ async fn create_order_confirms_and_records_every_side_effect_when_paid() {
         ReservationStatus::Committed,
         "a paid order's stock never expires"
     );
-    assert_eq!(ledger.commits, std::slice::from_ref(&reservation.reservation_id));
+    assert_eq!(
+        ledger.commits,
+        std::slice::from_ref(&reservation.reservation_id)
+    );
     assert_eq!(reservation.order_id, id);
     assert_eq!(reservation.items[0].sku, "SKU-MUG");
     assert_eq!(reservation.items[0].quantity, 2);

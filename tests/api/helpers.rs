@@ -200,6 +200,11 @@ impl TestApp {
         format!("http://127.0.0.1:{}", self.restate_settings.admin_port)
     }
 
+    /// Restate's ingress port.
+    pub fn restate_ingress_port(&self) -> u16 {
+        self.restate_settings.ingress_port
+    }
+
     /// The id of the invocation of `handler` on the order object `order_id`.
     pub async fn invocation_id(&self, order_id: &str, handler: &str) -> String {
         let query = format!(

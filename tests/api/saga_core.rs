@@ -228,3 +228,65 @@ async fn a_create_while_restate_is_down_answers_503_and_the_retry_creates_one_or
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
     assert_eq!(app.ledger().captures.len(), 1);
 }
+
+#[tokio::test]
+async fn every_downstream_step_occurrence_has_its_own_idempotency_key() {
+    let app = TestApp::spawn().await;
+    // A draft paid twice (declined, then accepted), whose second payment's
+    // fulfillment is refused: charges, a refund and releases across three sagas.
+    app.inject(json!({"service": "fulfillment", "operation": "create", "status": 422, "times": 1}));
+    let (_, draft) = app.create(&mug_order(None)).await;
+    let pay = format!("/orders/{}/payments", draft["id"].as_str().unwrap());
+    let (declined, _, _) = app
+        .post(&pay, &json!({"method": "pm_card_declined"}), None)
+        .await;
+    assert_eq!(declined, 402);
+    let (status, failed, _) = app
+        .post(&pay, &json!({"method": "pm_card_visa"}), None)
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["failure"]["code"], "fulfillment_refused");
+
+    let ledger = app.settled_ledger().await;
+    let mut keys: Vec<&str> = ledger
+        .calls
+        .iter()
+        .filter(|c| c.service != "pubsub")
+        .map(|c| c.idempotency_key.as_deref().expect("every call has a key"))
+        .collect();
+    let calls = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        calls,
+        "a key was used twice: {:#?}",
+        ledger.calls
+    );
+    let charges: Vec<&str> = ledger
+        .calls
+        .iter()
+        .filter(|c| c.operation == "charge")
+        .filter_map(|c| c.idempotency_key.as_deref())
+        .collect();
+    assert!(charges[0].contains(":pay_order#1:") && charges[1].contains(":pay_order#2:"));
+}
+
+#[tokio::test]
+async fn the_draft_timer_handler_cannot_be_called_from_outside_restate() {
+    let app = TestApp::spawn().await;
+    let (_, draft) = app.create(&mug_order(None)).await;
+    let id = draft["id"].as_str().unwrap();
+    let ingress = format!("http://127.0.0.1:{}", app.restate_ingress_port());
+
+    let res = app
+        .http
+        .post(format!("{ingress}/restate/call/Order/{id}/expire_draft"))
+        .send()
+        .await
+        .unwrap();
+
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let (_, still) = app.get(&format!("/orders/{id}")).await;
+    assert_eq!(still["status"], "draft");
+}
