@@ -67,6 +67,11 @@ async fn deliver_queue(
     kind: Kind,
 ) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
+    // Losing the record of a delivery to a crash only means delivering it again
+    // (same id, dropped downstream), so this commit need not wait for the disk.
+    sqlx::query("SET LOCAL synchronous_commit TO OFF")
+        .execute(&mut *tx)
+        .await?;
     let Some(queue) = outbox::lock_queue(&mut tx, order_id, kind).await? else {
         return Ok(());
     };
