@@ -1,11 +1,8 @@
-//! API errors as RFC 9457 `application/problem+json`, and the JSON body reader that
-//! names the field at fault.
+//! API errors as RFC 9457 `application/problem+json`.
 
 use crate::domain::FieldError;
-use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 /// Everything the API can answer other than success.
@@ -17,6 +14,8 @@ pub enum ApiError {
     /// The body is not JSON at all (400).
     #[error("the body is not valid JSON: {0}")]
     MalformedJson(String),
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -54,6 +53,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) | ApiError::OrderNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -67,6 +67,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => "validation_failed",
             ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::OrderNotFound => "order_not_found",
@@ -127,60 +128,4 @@ pub fn problem_response(status: StatusCode, body: Value) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
-}
-
-/// Parses a request body as JSON, or says why not.
-pub fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    if body.len() > super::MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge(super::MAX_BODY_BYTES));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
-}
-
-/// Reads `value` as `T`, naming the field that is missing or of the wrong type.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        // serde reports a missing field at its parent: name the field itself.
-        let field = match message
-            .strip_prefix("missing field `")
-            .and_then(|m| m.split('`').next())
-        {
-            Some(missing) if path == "." => missing.to_owned(),
-            Some(missing) => format!("{path}.{missing}"),
-            None if path == "." => "body".to_owned(),
-            None => path,
-        };
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        ApiError::Validation(vec![FieldError::new(field, message)])
-    })
-}
-
-/// Reads a JSON request body as `T` and checks it with `rules`. Returns the JSON as
-/// sent (for the idempotency hash) and the typed request.
-pub fn read_request<T: DeserializeOwned>(
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    rules: impl FnOnce(&T) -> Vec<FieldError>,
-) -> Result<(Value, T), ApiError> {
-    let json = parse_body(&body.map_err(body_rejection)?)?;
-    let request: T = from_value(json.clone())?;
-    let errors = rules(&request);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    Ok((json, request))
-}
-
-/// Turns a body-reading rejection (too large, unreadable) into a problem.
-pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(super::MAX_BODY_BYTES)
-    } else {
-        ApiError::MalformedJson(rejection.body_text())
-    }
 }

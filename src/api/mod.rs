@@ -1,10 +1,12 @@
 //! The REST API (`/api/v1`): routes, the shared state, problem+json errors and the
-//! JSON body extractor.
+//! extractors that check every body, path and query value at the edge.
 
+mod body;
 mod error;
 mod health;
 mod idempotency;
 mod orders;
+mod params;
 
 pub use error::ApiError;
 

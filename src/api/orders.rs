@@ -1,15 +1,14 @@
 //! `/orders`: create, read, list, pay, move along the status path, status history.
 
-use super::error::read_request;
+use super::body::{read_request, JsonBody};
 use super::idempotency::{self, Begin, Reply};
+use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
 use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, ListFilter};
 use crate::workflows::{CommandOutcome, PayRequest, Rested, StatusRequest, ORDER_OBJECT};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -36,7 +35,7 @@ pub fn router() -> Router<ApiState> {
 async fn create_order(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Reply, ApiError> {
     let (request, new) = read_request(body, NewOrder::validate)?;
     let key = idempotency::request_key(&headers)?;
@@ -81,11 +80,10 @@ async fn create_order(
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn pay_order(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    OrderId(id): OrderId,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    let id = order_id(&id)?;
     let (request, payment) = read_request(body, |p: &NewPayment| p.validate(""))?;
     let order = read_model::get_order(&state.db, id)
         .await?
@@ -107,6 +105,7 @@ async fn pay_order(
 
 /// The body of `PUT /orders/{id}/status`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StatusBody {
     status: OrderStatus,
     #[serde(default)]
@@ -117,11 +116,10 @@ struct StatusBody {
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn set_status(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    OrderId(id): OrderId,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    let id = order_id(&id)?;
     let (request, body) = read_request(body, |b: &StatusBody| {
         let too_long = b.reason.as_ref().is_some_and(|r| r.chars().count() > 500);
         match too_long {
@@ -258,9 +256,8 @@ async fn accepted_or_unavailable(
 /// `GET /orders/{id}`.
 async fn get_order(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    OrderId(id): OrderId,
 ) -> Result<Json<OrderView>, ApiError> {
-    let id = order_id(&id)?;
     let order = read_model::get_order(&state.db, id).await?;
     order.map(Json).ok_or(ApiError::OrderNotFound)
 }
@@ -268,7 +265,7 @@ async fn get_order(
 /// `GET /orders/by-number/{order_number}`.
 async fn get_order_by_number(
     State(state): State<ApiState>,
-    Path(number): Path<String>,
+    OrderNumber(number): OrderNumber,
 ) -> Result<Json<OrderView>, ApiError> {
     let order = read_model::get_order_by_number(&state.db, &number).await?;
     order.map(Json).ok_or(ApiError::OrderNotFound)
@@ -277,9 +274,8 @@ async fn get_order_by_number(
 /// `GET /orders/{id}/status-history`.
 async fn status_history(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    OrderId(id): OrderId,
 ) -> Result<Json<Value>, ApiError> {
-    let id = order_id(&id)?;
     let history = read_model::status_history(&state.db, id).await?;
     history
         .map(|h| Json(json!(h)))
@@ -289,7 +285,7 @@ async fn status_history(
 /// `GET /orders`: newest first, filtered, a page at a time.
 async fn list_orders(
     State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<read_model::OrderPage>, ApiError> {
     let filter = list_filter(&params)?;
     Ok(Json(read_model::list_orders(&state.db, &filter).await?))
@@ -333,9 +329,4 @@ fn list_filter(params: &HashMap<String, String>) -> Result<ListFilter, ApiError>
         after: cursor.and_then(|v| Cursor::decode(&v)),
         limit: limit.and_then(|v| v.parse().ok()).unwrap_or(50),
     })
-}
-
-/// An order id from the path; anything that is not a UUID names no order.
-fn order_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse().map_err(|_| ApiError::OrderNotFound)
 }

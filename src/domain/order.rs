@@ -31,6 +31,7 @@ impl FieldError {
 
 /// An order as a shop submits it (`POST /orders`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewOrder {
     #[serde(default)]
     pub customer_id: Option<Uuid>,
@@ -52,6 +53,7 @@ pub struct NewOrder {
 
 /// One line of a new order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewItem {
     pub product_id: Uuid,
     pub product_sku: String,
@@ -67,6 +69,7 @@ pub struct NewItem {
 
 /// A payment for an order: with a create, or later for a draft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewPayment {
     pub method: String,
     #[serde(default)]

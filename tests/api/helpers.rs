@@ -264,15 +264,28 @@ impl TestApp {
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Answer {
-        let res = self
-            .http
-            .post(format!("{}{path}", self.api))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        let json = [("content-type", b"application/json".as_slice())];
+        self.send_raw(reqwest::Method::POST, path, &json, body)
             .await
-            .expect("request sent");
-        read(res).await
+    }
+
+    /// Sends `body` as it is, with exactly `headers` (no Content-Type unless given).
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .body(body);
+        for (name, value) in headers {
+            let value = reqwest::header::HeaderValue::from_bytes(value).expect("header value");
+            req = req.header(*name, value);
+        }
+        read(req.send().await.expect("request sent")).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
