@@ -20,8 +20,8 @@ CREATE TABLE outbox (
     -- A final refusal by the receiving service: kept for operators, not retried.
     refused_at      TIMESTAMPTZ
 );
--- The relay's queue: per order and kind, oldest first.
-CREATE INDEX outbox_pending_idx ON outbox (order_id, kind, id)
+-- What the relay has left to deliver, oldest first per kind.
+CREATE INDEX outbox_pending_idx ON outbox (kind, id)
     WHERE sent_at IS NULL AND refused_at IS NULL;
 CREATE INDEX outbox_order_idx ON outbox (order_id, id);
 

@@ -1,12 +1,14 @@
 //! Delivers the outbox: each order's events to the bus and its notifications to the
 //! customer, in the order they were written, outside any saga. Every replica runs a
-//! relay; an advisory lock per (order, kind) queue keeps two from delivering the same
-//! queue at once, so order is kept per order while different orders go in parallel.
+//! relay; the messages a relay takes stay locked until it has recorded their
+//! outcome, and a queue (order and kind) is only taken from its oldest message, so
+//! order is kept per order while different orders go in parallel.
 
 use crate::domain::{OrderEvent, OrderNotification};
 use crate::downstream::{Downstream, DownstreamError};
 use crate::read_model::outbox::{self, Kind, Pending};
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -16,88 +18,119 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts at one message.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Runs until `stop` completes, delivering up to `parallel` queues at once (each
-/// holds a database connection while it delivers).
-pub async fn run(
-    db: PgPool,
-    downstream: Downstream,
-    parallel: u32,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let mut stop = std::pin::pin!(stop);
+/// Messages taken per round.
+const BATCH: i64 = 256;
+
+/// Runs until `stop` completes: events and notifications each in a loop of their
+/// own, so that a slow notification service never delays an event.
+pub async fn run(db: PgPool, downstream: Downstream, stop: impl std::future::Future<Output = ()>) {
+    let events = relay(db.clone(), downstream.clone(), Kind::Event);
+    let notifications = relay(db, downstream, Kind::Notification);
+    tokio::select! {
+        _ = stop => {}
+        _ = events => {}
+        _ = notifications => {}
+    }
+}
+
+async fn relay(db: PgPool, downstream: Downstream, kind: Kind) {
     loop {
-        let busy = match deliver_due(&db, &downstream, parallel.max(1)).await {
-            Ok(queues) => queues > 0,
+        let busy = match deliver_due(&db, &downstream, kind).await {
+            Ok(taken) => taken > 0,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox relay could not read the outbox");
                 false
             }
         };
-        let pause = if busy { Duration::ZERO } else { IDLE_POLL };
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(pause) => {}
+        if !busy {
+            tokio::time::sleep(IDLE_POLL).await;
         }
     }
 }
 
-/// Delivers what is due in up to `parallel` queues; returns how many.
-async fn deliver_due(db: &PgPool, downstream: &Downstream, parallel: u32) -> sqlx::Result<usize> {
-    let queues = outbox::due_queues(db, parallel.into()).await?;
-    let count = queues.len();
-    let mut tasks = JoinSet::new();
-    for (order_id, kind) in queues {
-        let (db, downstream) = (db.clone(), downstream.clone());
-        tasks.spawn(async move { deliver_queue(&db, &downstream, order_id, kind).await });
-    }
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::warn!(error = %e, "outbox queue not delivered");
-        }
-    }
-    Ok(count)
-}
-
-/// Delivers one order's queue of `kind`, oldest first, stopping at the first message
-/// that fails for now (it keeps its place, so later ones never overtake it).
-async fn deliver_queue(
-    db: &PgPool,
-    downstream: &Downstream,
-    order_id: Uuid,
-    kind: Kind,
-) -> sqlx::Result<()> {
+/// One round: takes what of `kind` is due, delivers each order's queue oldest first
+/// and the queues in parallel, and records the outcomes in one transaction.
+/// Returns how many messages were taken.
+async fn deliver_due(db: &PgPool, downstream: &Downstream, kind: Kind) -> sqlx::Result<usize> {
     let mut tx = db.begin().await?;
     // Losing the record of a delivery to a crash only means delivering it again
     // (same id, dropped downstream), so this commit need not wait for the disk.
     sqlx::query("SET LOCAL synchronous_commit TO OFF")
         .execute(&mut *tx)
         .await?;
-    let Some(queue) = outbox::lock_queue(&mut tx, order_id, kind).await? else {
-        return Ok(());
-    };
+    let taken = outbox::take_due(&mut tx, kind, BATCH).await?;
+    let count = taken.len();
+    let mut queues: HashMap<Uuid, Vec<Pending>> = HashMap::new();
+    for message in taken {
+        queues.entry(message.order_id).or_default().push(message);
+    }
+    let mut tasks = JoinSet::new();
+    for queue in queues.into_values() {
+        let downstream = downstream.clone();
+        tasks.spawn(async move { deliver_queue(&downstream, queue).await });
+    }
     let mut sent = Vec::new();
-    for message in queue {
-        if !message.due {
-            break;
-        }
-        match deliver(downstream, &message).await {
-            Ok(()) => sent.push(message.id),
-            Err(DownstreamError::Rejected(r)) => {
-                // Refused for good: kept with the answer for operators; the queue
-                // goes on, since no retry can deliver it.
-                tracing::error!(order.id = %order_id, rejection = %r, "message refused");
-                outbox::mark_failed(&mut tx, message.id, &r.to_string(), None).await?;
-            }
-            Err(e) => {
-                let retry_in = backoff(message.attempts);
-                tracing::warn!(order.id = %order_id, error = %e, ?retry_in, "message not delivered, will retry");
-                outbox::mark_failed(&mut tx, message.id, &e.to_string(), Some(retry_in)).await?;
-                break;
+    while let Some(done) = tasks.join_next().await {
+        let Ok(outcomes) = done else { continue };
+        for (id, outcome) in outcomes {
+            match outcome {
+                Outcome::Sent => sent.push(id),
+                Outcome::Failed { error, retry_in } => {
+                    outbox::mark_failed(&mut tx, id, &error, retry_in).await?
+                }
             }
         }
     }
     outbox::mark_sent(&mut tx, &sent).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(count)
+}
+
+enum Outcome {
+    Sent,
+    /// Not delivered: retried after `retry_in`, or refused for good (`None`).
+    Failed {
+        error: String,
+        retry_in: Option<Duration>,
+    },
+}
+
+/// Delivers one queue in order, stopping at the first message that fails for now
+/// (it keeps its place, so later ones never overtake it).
+async fn deliver_queue(downstream: &Downstream, queue: Vec<Pending>) -> Vec<(i64, Outcome)> {
+    let mut outcomes = Vec::new();
+    for message in queue {
+        match deliver(downstream, &message).await {
+            Ok(()) => outcomes.push((message.id, Outcome::Sent)),
+            Err(DownstreamError::Rejected(r)) => {
+                // Refused for good: kept with the answer for operators; the queue
+                // goes on, since no retry can deliver it.
+                tracing::error!(order.id = %message.order_id, rejection = %r, "message refused");
+                let error = r.to_string();
+                outcomes.push((
+                    message.id,
+                    Outcome::Failed {
+                        error,
+                        retry_in: None,
+                    },
+                ));
+            }
+            Err(e) => {
+                let retry_in = backoff(message.attempts);
+                tracing::warn!(order.id = %message.order_id, error = %e, ?retry_in, "message not delivered, will retry");
+                let error = e.to_string();
+                outcomes.push((
+                    message.id,
+                    Outcome::Failed {
+                        error,
+                        retry_in: Some(retry_in),
+                    },
+                ));
+                break;
+            }
+        }
+    }
+    outcomes
 }
 
 async fn deliver(downstream: &Downstream, message: &Pending) -> Result<(), DownstreamError> {

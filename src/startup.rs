@@ -73,13 +73,7 @@ impl RunningService {
             workflows::endpoint(deps, &config.restate_identity_keys)?,
             until_stopped(),
         ));
-        // A quarter of the pool for deliveries; the rest serves sagas and queries.
-        let relay_task = tokio::spawn(relay::run(
-            db.clone(),
-            downstream.clone(),
-            config.db_max_connections / 4,
-            until_stopped(),
-        ));
+        let relay_task = tokio::spawn(relay::run(db.clone(), downstream.clone(), until_stopped()));
 
         let admin = Admin::new(&backends.admin_url);
         let endpoint_url = config

@@ -1,15 +1,18 @@
 //! Calls into Restate's ingress: how the API invokes the order object.
 //!
-//! A command is first *sent* (Restate answers once it has durably accepted the
-//! invocation) and then *attached to* for a bounded wait. So a `202` from the API
-//! always means Restate holds the invocation, and a request Restate never accepted
-//! is reported as such, for the client to retry safely with the same key.
+//! A command is called under an idempotency key and waited for a bounded time.
+//! When no result comes in that time (or the call breaks), the same invocation is
+//! *sent* under the same key: Restate answers that only once it holds the
+//! invocation (new or already accepted), so a `202` from the API always means
+//! Restate will run it, and a call Restate never accepted is reported as such, for
+//! the client to retry safely with the same key.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use serde::Serialize;
+use std::time::Duration;
 
-/// How long Restate gets to accept an invocation before the API answers `503`.
+/// How long Restate gets to confirm it holds an invocation before the API answers
+/// `503`.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an ingress call did not return a result.
@@ -34,12 +37,6 @@ pub struct Ingress {
     base_url: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Sent {
-    invocation_id: String,
-}
-
 impl Ingress {
     /// A client of the ingress at `base_url`.
     pub fn new(base_url: &str) -> anyhow::Result<Self> {
@@ -54,8 +51,8 @@ impl Ingress {
     }
 
     /// Submits `handler` of virtual object `object` keyed `key` under
-    /// `idempotency_key` (a repeat attaches to the same invocation), then waits up
-    /// to `wait` for its result.
+    /// `idempotency_key` (a repeat joins the same invocation) and waits up to
+    /// `wait` for its result.
     pub async fn submit<Req: Serialize, Res: DeserializeOwned>(
         &self,
         object: &str,
@@ -65,57 +62,63 @@ impl Ingress {
         idempotency_key: &str,
         wait: Duration,
     ) -> Result<Res, IngressError> {
-        let start = Instant::now();
-        let url = format!("{}/restate/send/{object}/{key}/{handler}", self.base_url);
+        let target = format!("{object}/{key}/{handler}");
+        let called = self
+            .http
+            .post(format!("{}/restate/call/{target}", self.base_url))
+            .header("idempotency-key", idempotency_key)
+            .json(request)
+            .timeout(wait)
+            .send()
+            .await;
+        let answer = match called {
+            Ok(response) => {
+                let status = response.status();
+                response.bytes().await.map(|body| (status, body))
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((status, body)) if status.is_success() => {
+                serde_json::from_slice(&body).map_err(|e| IngressError::Failed {
+                    status: 500,
+                    message: format!("unreadable result: {e}"),
+                })
+            }
+            // Restate's own troubles (overloaded, no quorum): did it take the call?
+            Ok((status, _)) if (502..=504).contains(&status.as_u16()) => {
+                Err(self.confirm(&target, request, idempotency_key, wait).await)
+            }
+            Ok((status, body)) => Err(IngressError::Failed {
+                status: status.as_u16(),
+                message: error_message(&body),
+            }),
+            Err(_) => Err(self.confirm(&target, request, idempotency_key, wait).await),
+        }
+    }
+
+    /// After a call that gave no result: sends the same invocation under the same
+    /// key, which Restate answers once it holds it (it deduplicates, so a call it had
+    /// accepted is not started twice).
+    async fn confirm<Req: Serialize>(
+        &self,
+        target: &str,
+        request: &Req,
+        idempotency_key: &str,
+        wait: Duration,
+    ) -> IngressError {
         let sent = self
             .http
-            .post(url)
+            .post(format!("{}/restate/send/{target}", self.base_url))
             .header("idempotency-key", idempotency_key)
             .json(request)
             .timeout(ACCEPT_TIMEOUT)
             .send()
-            .await
-            .map_err(|e| IngressError::NotAccepted(e.to_string()))?;
-        let status = sent.status();
-        let body = sent
-            .bytes()
-            .await
-            .map_err(|e| IngressError::NotAccepted(e.to_string()))?;
-        if !status.is_success() {
-            let message = error_message(&body);
-            return Err(match status.as_u16() {
-                s @ 400..=499 => IngressError::Failed { status: s, message },
-                _ => IngressError::NotAccepted(message),
-            });
-        }
-        let Sent { invocation_id } = serde_json::from_slice(&body)
-            .map_err(|e| IngressError::NotAccepted(format!("unreadable answer: {e}")))?;
-
-        // Accepted: from here on the answer is the result, or "still running".
-        let left = wait.saturating_sub(start.elapsed());
-        let url = format!("{}/restate/attach/{invocation_id}", self.base_url);
-        let attached = tokio::time::timeout(left, async {
-            let response = self.http.get(url).send().await.ok()?;
-            let status = response.status();
-            Some((status, response.bytes().await.ok()?))
-        })
-        .await;
-        let Ok(Some((status, body))) = attached else {
-            return Err(IngressError::StillRunning(wait));
-        };
-        if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| IngressError::Failed {
-                status: 500,
-                message: format!("unreadable result: {e}"),
-            });
-        }
-        match status.as_u16() {
-            // Restate's own troubles while attached: the invocation goes on.
-            502..=504 => Err(IngressError::StillRunning(wait)),
-            s => Err(IngressError::Failed {
-                status: s,
-                message: error_message(&body),
-            }),
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => IngressError::StillRunning(wait),
+            Ok(r) => IngressError::NotAccepted(format!("restate answered {}", r.status())),
+            Err(e) => IngressError::NotAccepted(e.to_string()),
         }
     }
 

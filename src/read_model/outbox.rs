@@ -3,12 +3,12 @@
 
 use crate::domain::{Order, OrderEvent, OrderNotification};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use std::time::Duration;
 use uuid::Uuid;
 
 /// What a message is: an event for the bus or a notification for the customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Event,
     Notification,
@@ -27,10 +27,10 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub id: i64,
+    pub order_id: Uuid,
     pub kind: Kind,
     pub payload: Value,
     pub attempts: i32,
-    pub due: bool,
 }
 
 /// Adds the order's events and notification to the outbox. A replayed write adds
@@ -72,64 +72,61 @@ fn json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("outbox payloads serialize")
 }
 
-/// Queues (order, kind) with a message due now, oldest first, at most `limit`.
-pub async fn due_queues(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<(Uuid, Kind)>> {
+/// Takes up to `limit` due messages of `kind`, oldest first, for this transaction: they stay
+/// locked (other relays skip them) until it ends. A queue (order and kind) whose
+/// older messages are held by another relay or not due yet is left out, so that no
+/// message ever overtakes an older one of its queue.
+pub async fn take_due(tx: &mut PgConnection, kind: Kind, limit: i64) -> sqlx::Result<Vec<Pending>> {
     let rows = sqlx::query(
-        "SELECT order_id, kind, min(id) AS first FROM outbox
-         WHERE sent_at IS NULL AND refused_at IS NULL AND next_attempt_at <= now()
-         GROUP BY order_id, kind ORDER BY first LIMIT $1",
+        "SELECT id, order_id, kind, payload, attempts FROM outbox
+         WHERE kind = $2 AND sent_at IS NULL AND refused_at IS NULL AND next_attempt_at <= now()
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let kind = match r.get::<String, _>("kind").as_str() {
-                "event" => Kind::Event,
-                _ => Kind::Notification,
-            };
-            (r.get("order_id"), kind)
-        })
-        .collect())
-}
-
-/// Takes the queue of `order_id`'s messages of `kind` for this transaction, so that
-/// no other relay delivers them meanwhile; `None` when another relay holds it.
-/// Messages come oldest first; delivery stops at the first that is not due.
-pub async fn lock_queue(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    kind: Kind,
-) -> sqlx::Result<Option<Vec<Pending>>> {
-    let locked: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7))")
-            .bind(format!("outbox:{order_id}:{}", kind.as_str()))
-            .fetch_one(&mut *tx)
-            .await?;
-    if !locked {
-        return Ok(None);
-    }
-    let rows = sqlx::query(
-        "SELECT id, payload, attempts, next_attempt_at <= now() AS due FROM outbox
-         WHERE order_id = $1 AND kind = $2 AND sent_at IS NULL AND refused_at IS NULL
-         ORDER BY id",
-    )
-    .bind(order_id)
     .bind(kind.as_str())
     .fetch_all(&mut *tx)
     .await?;
-    Ok(Some(
-        rows.into_iter()
-            .map(|r| Pending {
-                id: r.get("id"),
-                kind,
-                payload: r.get("payload"),
-                attempts: r.get("attempts"),
-                due: r.get("due"),
-            })
-            .collect(),
-    ))
+    let taken: Vec<Pending> = rows
+        .into_iter()
+        .map(|r| Pending {
+            id: r.get("id"),
+            order_id: r.get("order_id"),
+            kind: match r.get::<String, _>("kind").as_str() {
+                "event" => Kind::Event,
+                _ => Kind::Notification,
+            },
+            payload: r.get("payload"),
+            attempts: r.get("attempts"),
+        })
+        .collect();
+    if taken.is_empty() {
+        return Ok(taken);
+    }
+    // The oldest undelivered message of each queue taken: where it is not ours,
+    // the queue waits for the next round.
+    let ids: Vec<i64> = taken.iter().map(|p| p.id).collect();
+    let heads: Vec<i64> = sqlx::query_scalar(
+        "SELECT min(o.id) FROM outbox o
+         WHERE o.sent_at IS NULL AND o.refused_at IS NULL
+           AND o.kind = $2 AND o.order_id IN (SELECT order_id FROM outbox WHERE id = ANY($1))
+         GROUP BY o.order_id",
+    )
+    .bind(&ids)
+    .bind(kind.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    let first_taken = |p: &Pending| {
+        taken
+            .iter()
+            .filter(|q| q.order_id == p.order_id && q.kind == p.kind)
+            .map(|q| q.id)
+            .min()
+    };
+    Ok(taken
+        .iter()
+        .filter(|p| first_taken(p).is_some_and(|first| heads.contains(&first)))
+        .cloned()
+        .collect())
 }
 
 /// Marks messages delivered.
@@ -147,8 +144,8 @@ pub async fn mark_sent(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Records a failed attempt: retried after `retry_in`, or never when `final` (the
-/// receiving service refused it for good).
+/// Records a failed attempt: retried after `retry_in`, or never when it is `None`
+/// (the receiving service refused it for good).
 pub async fn mark_failed(
     tx: &mut PgConnection,
     id: i64,
