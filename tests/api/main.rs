@@ -8,5 +8,6 @@ mod drafts;
 mod helpers;
 mod idempotency;
 mod queries;
+mod registration;
 mod status;
 mod validation;
