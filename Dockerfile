@@ -1,23 +1,44 @@
 # syntax=docker/dockerfile:1
 
-# Build: the release binary. The cache mounts keep the crate registry and the target
-# folder between builds (BuildKit).
+# Build: the release binary, without the `dev` feature: no embedded default and no
+# simulator (so no fault-injection API) in the production image. The cache mounts
+# keep the crate registry and the target folder between builds (BuildKit).
 FROM rust:1.90-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked -p order-service --no-default-features \
     && cp target/release/order-service /usr/local/bin/order-service
 
-# Run: the binary alone. `serve` needs PostgreSQL, Restate and the downstream
-# services from its environment (see compose.yaml and the README).
-FROM debian:bookworm-slim
+# The simulator for compose.yaml (`docker build --target simulator`): the same binary
+# with the `dev` feature, run as `order-service sim`. Never the production image.
+FROM rust:1.90-bookworm AS simulator-builder
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p order-service \
+    && cp target/release/order-service /usr/local/bin/order-service
+
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin order
+
+FROM runtime AS simulator
+COPY --from=simulator-builder /usr/local/bin/order-service /usr/local/bin/order-service
+USER order
+EXPOSE 9010
+ENTRYPOINT ["order-service"]
+CMD ["sim"]
+
+# Run (the default target, last): the binary alone. `serve` needs PostgreSQL, Restate
+# and the downstream services from its environment (see compose.yaml and the README).
+FROM runtime
 COPY --from=builder /usr/local/bin/order-service /usr/local/bin/order-service
 USER order
 # REST API, Restate endpoint.

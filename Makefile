@@ -3,10 +3,11 @@ CARGO ?= cargo
 
 .PHONY: setup run test bench lint fmt
 
-## Install the pinned restate-server (npm, with its lockfile) and build.
+## Install the pinned restate-server (npm, with its lockfile) and build every crate
+## of the workspace once (service, simulator, bench, tests).
 setup:
 	npm ci --no-audit --no-fund
-	$(CARGO) build --release --all-targets
+	$(CARGO) build --release --workspace --all-targets
 
 ## The embedded default: private PostgreSQL, restate-server, simulator, service.
 run:
@@ -14,15 +15,15 @@ run:
 
 ## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README).
 test:
-	$(CARGO) test --release
+	$(CARGO) test --release --workspace
 
 ## Load figures for create-order and get-order beside the two references.
 bench:
-	$(CARGO) run --release -- bench
+	$(CARGO) run --release -p order-bench
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

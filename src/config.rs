@@ -61,8 +61,17 @@ pub struct Config {
     pub restate_admin_port: u16,
     pub restate_node_port: u16,
     pub restate_server_bin: Option<PathBuf>,
+    /// `ORDER_RESTATE_FORCE_REGISTER`: register the deployment with `"force": true`,
+    /// which overwrites a deployment already registered at the same URL even when its
+    /// handlers changed incompatibly, so that journals of invocations under way would
+    /// replay on other code. Unset: `serve` does not force (a conflict stops the
+    /// start), `dev` does (its engine is private and the code changes between runs).
+    pub restate_force_register: Option<bool>,
     pub data_dir: PathBuf,
     pub sim_port: u16,
+    /// `ORDER_SIM_RESERVATION_TTL_SECS` (3600, decimal allowed): how long a simulated
+    /// reservation holds its stock unless committed (`sim` and `dev`).
+    pub sim_reservation_ttl: Duration,
     pub return_window_days: u32,
     pub auto_cancel_draft_after: Duration,
     pub downstream: DownstreamAddrs,
@@ -122,11 +131,13 @@ impl Config {
             restate_admin_port: env.parse("ORDER_RESTATE_ADMIN_PORT", 9070)?,
             restate_node_port: env.parse("ORDER_RESTATE_NODE_PORT", 5122)?,
             restate_server_bin: env.string("RESTATE_SERVER_BIN").map(PathBuf::from),
+            restate_force_register: env.flag("ORDER_RESTATE_FORCE_REGISTER")?,
             data_dir: env
                 .string("ORDER_DATA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".data")),
             sim_port: env.parse("ORDER_SIM_PORT", 9010)?,
+            sim_reservation_ttl: env.seconds("ORDER_SIM_RESERVATION_TTL_SECS", 3600)?,
             return_window_days: env.parse("ORDER_RETURN_WINDOW_DAYS", 30)?,
             auto_cancel_draft_after: Duration::from_secs_f64(draft_secs),
             downstream: DownstreamAddrs {
@@ -191,6 +202,35 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         Ok(v)
     }
 
+    /// A yes/no switch: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+    fn flag(&self, var: &'static str) -> Result<Option<bool>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(None);
+        };
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(ConfigError {
+                var,
+                value: v,
+                reason: "must be true or false".into(),
+            }),
+        }
+    }
+
+    /// A positive number of seconds; decimals such as `0.5` are allowed.
+    fn seconds(&self, var: &'static str, default: u32) -> Result<Duration, ConfigError> {
+        let secs: Decimal = self.parse(var, Decimal::from(default))?;
+        secs.to_f64()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| ConfigError {
+                var,
+                value: secs.to_string(),
+                reason: "must be a positive number of seconds".into(),
+            })
+    }
+
     fn url(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
         let Some(v) = self.string(var) else {
             return Ok(None);
@@ -239,11 +279,38 @@ mod tests {
     }
 
     #[test]
+    fn force_register_is_unset_unless_given() {
+        assert_eq!(with(&[]).unwrap().restate_force_register, None);
+        let on = with(&[("ORDER_RESTATE_FORCE_REGISTER", "true")]).unwrap();
+        assert_eq!(on.restate_force_register, Some(true));
+        let off = with(&[("ORDER_RESTATE_FORCE_REGISTER", "0")]).unwrap();
+        assert_eq!(off.restate_force_register, Some(false));
+    }
+
+    #[test]
+    fn sim_reservation_ttl_takes_decimal_seconds() {
+        assert_eq!(
+            with(&[]).unwrap().sim_reservation_ttl,
+            Duration::from_secs(3600)
+        );
+        let c = with(&[("ORDER_SIM_RESERVATION_TTL_SECS", "0.25")]).unwrap();
+        assert_eq!(c.sim_reservation_ttl, Duration::from_millis(250));
+    }
+
+    #[test]
     fn errors_name_the_variable() {
         let e = with(&[("ORDER_HTTP_PORT", "eighty")]).unwrap_err();
         assert!(e.to_string().contains("ORDER_HTTP_PORT"), "{e}");
         let e = with(&[("ORDER_PAYMENT_SERVICE_ADDR", "localhost:1")]).unwrap_err();
         assert!(e.to_string().contains("ORDER_PAYMENT_SERVICE_ADDR"), "{e}");
+        for (var, bad) in [
+            ("ORDER_RESTATE_FORCE_REGISTER", "maybe"),
+            ("ORDER_SIM_RESERVATION_TTL_SECS", "0"),
+            ("ORDER_SIM_RESERVATION_TTL_SECS", "soon"),
+        ] {
+            let e = with(&[(var, bad)]).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
         let e = with(&[("ORDER_AUTO_CANCEL_DRAFT_HOURS", "-1")]).unwrap_err();
         assert!(
             e.to_string().contains("ORDER_AUTO_CANCEL_DRAFT_HOURS"),

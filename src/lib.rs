@@ -3,11 +3,12 @@
 
 /// REST API (axum): routes, problem+json errors, idempotency.
 pub mod api;
-/// `order-service bench`: load figures beside the engine floor and a no-journal
-/// reference.
-pub mod bench;
 /// Configuration from the environment.
 pub mod config;
+/// The embedded default (`order-service dev`): private PostgreSQL, restate-server
+/// and the simulator beside the service, watched while it runs.
+#[cfg(feature = "dev")]
+pub mod dev;
 /// Pure order types and rules.
 pub mod domain;
 /// HTTP clients of warehouse, payment, fulfillment, notification and pub/sub.
@@ -18,9 +19,7 @@ pub mod engine;
 pub mod read_model;
 /// Delivery of the outbox: events and notifications, outside the sagas.
 pub mod relay;
-/// Built-in simulator of the downstream services, with fault injection.
-pub mod sim;
-/// Wiring of the service and of the embedded default.
+/// Wiring of the service.
 pub mod startup;
 /// Logging set-up.
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! `order-service dev | serve | migrate | sim`.
 
 use order_service::config::Config;
-use order_service::{bench, read_model, sim, startup, telemetry};
+use order_service::{read_model, startup, telemetry};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: order-service <command>
@@ -11,7 +11,9 @@ const USAGE: &str = "usage: order-service <command>
   serve    the service alone, against the configured PostgreSQL, Restate and services
   migrate  apply the read-model migrations to ORDER_DATABASE_DSN and exit
   sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)
-  bench    load figures for create-order and get-order on a fresh embedded default";
+
+`dev` and `sim` need the `dev` feature (on by default, off in the Docker image).
+Load figures: `make bench` (`cargo run --release -p order-bench`).";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,11 +27,21 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match command.as_str() {
-        "dev" => startup::dev(config).await,
+        #[cfg(feature = "dev")]
+        "dev" => order_service::dev::run(config).await,
+        #[cfg(feature = "dev")]
+        "sim" => run_sim(config).await,
+        #[cfg(not(feature = "dev"))]
+        "dev" | "sim" => {
+            eprintln!(
+                "order-service: this build has no embedded default (built without the `dev` \
+                 feature), so no `{command}`: run `serve` against your PostgreSQL, Restate \
+                 and services"
+            );
+            return ExitCode::from(2);
+        }
         "serve" => startup::serve(config).await,
         "migrate" => migrate(config).await,
-        "sim" => run_sim(config).await,
-        "bench" => bench::run(config).await,
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -52,9 +64,13 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     read_model::migrate(&pool).await
 }
 
+/// `sim`: the downstream simulator alone, until Ctrl-C or SIGTERM.
+#[cfg(feature = "dev")]
 async fn run_sim(config: Config) -> anyhow::Result<()> {
+    use order_sim::{SimConfig, Simulator};
     let host: std::net::IpAddr = config.bind_host_or("0.0.0.0").parse()?;
-    let handle = sim::Simulator::spawn((host, config.sim_port).into()).await?;
+    let sim_config = SimConfig::default().with_reservation_ttl(config.sim_reservation_ttl);
+    let handle = Simulator::spawn_with((host, config.sim_port).into(), sim_config).await?;
     println!("ready http://127.0.0.1:{}", handle.addr.port());
     startup::stop_signal().await;
     handle.shutdown();

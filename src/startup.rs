@@ -1,5 +1,5 @@
-//! Wiring: the service itself (`serve`) and the embedded default (`dev`), which also
-//! runs PostgreSQL, restate-server and the downstream simulator.
+//! Wiring of the service itself: `serve`, and the service part of `dev` (see
+//! [`crate::dev`] for the processes the embedded default runs beside it).
 
 use crate::api::{self, ApiSettings, ApiState};
 use crate::config::{Config, DownstreamAddrs};
@@ -7,11 +7,9 @@ use crate::downstream::Downstream;
 use crate::engine::admin::Admin;
 use crate::engine::endpoint;
 use crate::engine::ingress::Ingress;
-use crate::engine::postgres::PrivateCluster;
-use crate::engine::restate_server::{self, RestateServer, RestateSettings};
-use crate::sim::{SimHandle, Simulator};
 use crate::workflows::{self, Deps};
 use crate::{read_model, relay};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +32,8 @@ pub struct Backends {
 pub struct RunningService {
     pub http_addr: SocketAddr,
     pub endpoint_addr: SocketAddr,
+    /// The URL the deployment is registered with.
+    pub endpoint_url: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -42,6 +42,15 @@ impl RunningService {
     /// Starts the service: migrates the read model, serves the Restate endpoint,
     /// registers it with Restate, then serves the API.
     pub async fn start(config: &Config, backends: &Backends) -> anyhow::Result<RunningService> {
+        tracing::info!(
+            postgres = %redacted_dsn(&backends.database_dsn),
+            "read model in PostgreSQL"
+        );
+        tracing::info!(
+            ingress = %backends.ingress_url,
+            admin = %backends.admin_url,
+            "engine: Restate"
+        );
         let db = read_model::connect(&backends.database_dsn, config.db_max_connections).await?;
         read_model::migrate(&db).await?;
         let downstream = Downstream::new(
@@ -57,10 +66,10 @@ impl RunningService {
             }
         };
 
-        let endpoint_listener = TcpListener::bind((
+        let endpoint_listener = listen(
             config.bind_host_or(ALL_INTERFACES),
             config.restate_endpoint_port,
-        ))
+        )
         .await?;
         let endpoint_addr = endpoint_listener.local_addr()?;
         let deps = Deps {
@@ -81,7 +90,12 @@ impl RunningService {
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", endpoint_addr.port()));
         admin
-            .register_deployment(&endpoint_url, Duration::from_secs(60))
+            .register_deployment(
+                &endpoint_url,
+                &local_url(endpoint_addr),
+                config.restate_force_register.unwrap_or(false),
+                Duration::from_secs(60),
+            )
             .await?;
 
         let state = ApiState {
@@ -91,8 +105,7 @@ impl RunningService {
             downstream,
             settings: Arc::new(ApiSettings::from_config(config)),
         };
-        let http_listener =
-            TcpListener::bind((config.bind_host_or(ALL_INTERFACES), config.http_port)).await?;
+        let http_listener = listen(config.bind_host_or(ALL_INTERFACES), config.http_port).await?;
         let http_addr = http_listener.local_addr()?;
         let app = api::router(state);
         let shutdown = until_stopped();
@@ -107,6 +120,7 @@ impl RunningService {
         Ok(RunningService {
             http_addr,
             endpoint_addr,
+            endpoint_url,
             stop,
             tasks: vec![endpoint_task, relay_task, http_task],
         })
@@ -115,6 +129,11 @@ impl RunningService {
     /// The API's base URL on the loopback interface.
     pub fn local_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_addr.port())
+    }
+
+    /// The Restate endpoint's URL as this process reaches it.
+    pub fn endpoint_local_url(&self) -> String {
+        local_url(self.endpoint_addr)
     }
 
     /// Stops serving, letting requests under way finish.
@@ -162,117 +181,82 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `dev`: the embedded default. Starts what is not configured (a private PostgreSQL,
-/// restate-server, the simulator), then the service; stops all of it on Ctrl-C or
-/// SIGTERM.
-pub async fn dev(config: Config) -> anyhow::Result<()> {
-    // Everything dev starts is for this machine only, unless told otherwise.
-    let config = Config {
-        bind_host: Some(config.bind_host_or("127.0.0.1").to_owned()),
-        ..config
-    };
-    let mut stack = DevStack::default();
-    let started = match stack.start(&config).await {
-        Ok(backends) => RunningService::start(&config, &backends).await,
-        Err(e) => Err(e),
-    };
-    match started {
-        Ok(service) => {
-            announce_ready(&service);
-            stop_signal().await;
-            tracing::info!("stopping");
-            service.stop().await;
-            stack.stop().await;
-            Ok(())
-        }
-        Err(e) => {
-            stack.stop().await;
-            Err(e)
-        }
-    }
-}
-
-/// The processes `dev` started, so that it can stop them in reverse order.
-#[derive(Default)]
-pub struct DevStack {
-    postgres: Option<PrivateCluster>,
-    restate: Option<RestateServer>,
-    sim: Option<SimHandle>,
-}
-
-impl DevStack {
-    /// Starts whatever `config` does not point at, and says where everything is.
-    pub async fn start(&mut self, config: &Config) -> anyhow::Result<Backends> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let database_dsn = match &config.database_dsn {
-            Some(dsn) => dsn.clone(),
-            None => {
-                let cluster = PrivateCluster::start(&config.data_dir.join("postgres")).await?;
-                let dsn = cluster.dsn.clone();
-                self.postgres = Some(cluster);
-                dsn
-            }
-        };
-        let (ingress_url, admin_url) =
-            match (&config.restate_ingress_url, &config.restate_admin_url) {
-                (Some(ingress), Some(admin)) => (ingress.clone(), admin.clone()),
-                _ => {
-                    let settings = RestateSettings {
-                        bin: restate_server::find_binary(config.restate_server_bin.as_deref())?,
-                        base_dir: std::path::absolute(config.data_dir.join("restate"))?,
-                        ingress_port: config.restate_ingress_port,
-                        admin_port: config.restate_admin_port,
-                        node_port: config.restate_node_port,
-                    };
-                    let server = RestateServer::start(&settings).await?;
-                    let urls = (server.ingress_url.clone(), server.admin_url.clone());
-                    self.restate = Some(server);
-                    urls
-                }
-            };
-        let downstream = if config.downstream.any_missing() {
-            let sim = Simulator::spawn(SocketAddr::from(([127, 0, 0, 1], config.sim_port))).await?;
-            let addrs = config.downstream.or_all(&sim.base_url());
-            tracing::info!(url = %sim.base_url(), "downstream simulator serving");
-            self.sim = Some(sim);
-            addrs
-        } else {
-            config.downstream.clone()
-        };
-        Ok(Backends {
-            database_dsn,
-            ingress_url,
-            admin_url,
-            downstream,
-        })
-    }
-
-    /// Stops what [`DevStack::start`] started, newest first.
-    pub async fn stop(&mut self) {
-        if let Some(restate) = self.restate.take() {
-            restate.stop().await;
-        }
-        if let Some(sim) = self.sim.take() {
-            sim.shutdown();
-        }
-        if let Some(mut postgres) = self.postgres.take() {
-            postgres.stop().await;
-        }
-    }
-}
-
-fn announce_ready(service: &RunningService) {
+/// Prints the `ready` line harnesses wait for.
+pub fn announce_ready(service: &RunningService) {
     use std::io::Write;
     println!("ready {}", service.local_url());
     let _ = std::io::stdout().flush();
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn stop_signal() {
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is
+/// called, so that a signal that comes before the future is polled is not lost.
+pub fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+}
+
+/// Binds `host:port`; the error names the address.
+pub async fn listen(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))
+}
+
+/// `http://` plus the bound address, with the loopback for a wildcard address.
+fn local_url(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("http://[::1]:{}", a.port()),
+        addr => format!("http://{addr}"),
+    }
+}
+
+/// The DSN without password or options, for logs.
+fn redacted_dsn(dsn: &str) -> String {
+    match reqwest::Url::parse(dsn) {
+        Ok(mut url) => {
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.to_string()
+        }
+        Err(_) => "(a DSN that is not a URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_dsn_drops_password_and_options() {
+        assert_eq!(
+            redacted_dsn("postgres://orders:secret@db:5432/orders?sslmode=require&password=x"),
+            "postgres://orders@db:5432/orders"
+        );
+        assert_eq!(
+            redacted_dsn("postgres://postgres@127.0.0.1:5432/orders"),
+            "postgres://postgres@127.0.0.1:5432/orders"
+        );
+    }
+
+    #[tokio::test]
+    async fn listen_names_the_address_when_the_port_is_taken() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+
+        let e = listen("127.0.0.1", port).await.unwrap_err();
+
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")),
+            "{e}"
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! Restate's admin API: registering this service's deployment.
+//! Restate's admin API: health and the registration of this service's deployment.
 
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Client of the Restate admin API.
@@ -27,35 +29,42 @@ impl Admin {
         matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
     }
 
-    /// Waits until the admin API answers, for at most `limit`.
-    pub async fn wait_healthy(&self, limit: Duration) -> anyhow::Result<()> {
-        let start = Instant::now();
-        while !self.healthy().await {
-            if start.elapsed() > limit {
-                anyhow::bail!(
-                    "restate admin API at {} did not answer within {limit:?}",
-                    self.base_url
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
-    /// Registers (or refreshes, with `force`) the deployment serving at `endpoint_url`.
-    /// Retries while Restate is still starting, for at most `limit`.
+    /// Registers the deployment serving at `endpoint_url` (its handlers read from
+    /// `served_at`, this process's own listener), retrying while Restate is
+    /// unreachable or failing (5xx), for at most `limit`.
+    ///
+    /// Without `force`, Restate refuses (409 or 400) handlers that break those it
+    /// has registered (a changed service type; restate-server 1.7.12 lets a removed
+    /// handler through), and answers 200 without any change when a deployment
+    /// already has that URL, whatever it serves now: the registered handlers are then
+    /// compared with the served ones. Either case stops the start, since invocations
+    /// under way would replay on other code. With `force` Restate overwrites the
+    /// deployment: only for `dev` and tests (`ORDER_RESTATE_FORCE_REGISTER`).
     pub async fn register_deployment(
         &self,
         endpoint_url: &str,
+        served_at: &str,
+        force: bool,
         limit: Duration,
     ) -> anyhow::Result<()> {
+        const ADVICE: &str = "serve the new code at a new URL (ORDER_RESTATE_ENDPOINT_URL), \
+            or set ORDER_RESTATE_FORCE_REGISTER=true once no invocation runs on the old code";
         let url = format!("{}/deployments", self.base_url);
-        let body = serde_json::json!({ "uri": endpoint_url, "force": true });
+        let body = serde_json::json!({ "uri": endpoint_url, "force": force });
         let start = Instant::now();
-        loop {
+        let answer: Value = loop {
             let outcome = self.http.post(&url).json(&body).send().await;
             let error = match outcome {
-                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_success() => break r.json().await?,
+                Ok(r) if refused(r.status()) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    anyhow::bail!(
+                        "restate at {} refused to register {endpoint_url} ({status}): {text}; \
+                         if the handlers changed incompatibly with those registered, {ADVICE}",
+                        self.base_url
+                    );
+                }
                 Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => e.to_string(),
             };
@@ -67,6 +76,103 @@ impl Admin {
             }
             tracing::debug!(%error, "deployment registration not accepted yet");
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
+        let registered = handlers_of(&answer["services"]);
+        let served = served_handlers(served_at).await?;
+        anyhow::ensure!(
+            registered == served,
+            "restate at {} keeps the deployment registered at {endpoint_url} with other \
+             handlers ({}) than this code serves ({}); a deployment does not change: {ADVICE}",
+            self.base_url,
+            describe(&registered),
+            describe(&served)
+        );
+        Ok(())
     }
+
+    /// True when a deployment with this exact `endpoint_url` is registered.
+    pub async fn has_deployment(&self, endpoint_url: &str) -> anyhow::Result<bool> {
+        let url = format!("{}/deployments", self.base_url);
+        let list: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let wanted = endpoint_url.trim_end_matches('/');
+        let found = list["deployments"].as_array().is_some_and(|all| {
+            all.iter().any(|d| {
+                d["uri"]
+                    .as_str()
+                    .is_some_and(|uri| uri.trim_end_matches('/') == wanted)
+            })
+        });
+        Ok(found)
+    }
+}
+
+/// Handler names per service name.
+type Handlers = BTreeMap<String, BTreeSet<String>>;
+
+/// The handlers of a list of services, as both the discovery manifest and Restate's
+/// registration answer give them (`[{"name", "handlers": [{"name"}]}]`).
+fn handlers_of(services: &Value) -> Handlers {
+    let names = |list: &Value| -> Vec<(String, Value)> {
+        list.as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|item| Some((item["name"].as_str()?.to_owned(), item.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    names(services)
+        .into_iter()
+        .map(|(service, item)| {
+            let handlers = names(&item["handlers"]).into_iter().map(|(h, _)| h);
+            (service, handlers.collect())
+        })
+        .collect()
+}
+
+/// "Order/create Order/get, Other/run".
+fn describe(handlers: &Handlers) -> String {
+    let all: Vec<String> = handlers
+        .iter()
+        .flat_map(|(service, names)| names.iter().map(move |h| format!("{service}/{h}")))
+        .collect();
+    if all.is_empty() {
+        "none".to_owned()
+    } else {
+        all.join(" ")
+    }
+}
+
+/// The handlers the endpoint at `url` serves, from its discovery manifest (the
+/// endpoint speaks HTTP/2 only).
+async fn served_handlers(url: &str) -> anyhow::Result<Handlers> {
+    let manifest: Value = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(format!("{}/discover", url.trim_end_matches('/')))
+        .header("accept", "application/vnd.restate.endpointmanifest.v4+json")
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the endpoint's manifest at {url}: {e}"))?;
+    Ok(handlers_of(&manifest["services"]))
+}
+
+/// A final answer to a registration: the request itself was refused (a conflict
+/// with the registered handlers, or an invalid request), not Restate's state.
+fn refused(status: reqwest::StatusCode) -> bool {
+    status.is_client_error()
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        && status != reqwest::StatusCode::NOT_FOUND
 }

@@ -1,9 +1,12 @@
 //! Everything that talks to or runs the Restate engine and the local processes of
-//! the embedded default.
+//! the embedded default (those with the `dev` feature).
 
 pub mod admin;
 pub mod endpoint;
 pub mod ingress;
+#[cfg(feature = "dev")]
 pub mod postgres;
+#[cfg(feature = "dev")]
 pub mod process;
+#[cfg(feature = "dev")]
 pub mod restate_server;

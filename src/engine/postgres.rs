@@ -1,15 +1,20 @@
 //! A private PostgreSQL cluster for the embedded default, made with `initdb` and kept
 //! under the data directory between runs.
 
-use super::process::{die_with_parent, free_port, stop};
+use super::process::{isolate, stop, wait_listening, PortUse};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 /// A running private cluster.
 pub struct PrivateCluster {
     child: Child,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+    dir: PathBuf,
+    port: u16,
+    log_path: PathBuf,
     /// DSN of the service's database in this cluster.
     pub dsn: String,
 }
@@ -66,6 +71,7 @@ fn command(bin: &Path, user: Option<(u32, u32)>) -> Command {
     if let Some((uid, gid)) = user {
         cmd.uid(uid).gid(gid);
     }
+    isolate(&mut cmd);
     cmd
 }
 
@@ -80,9 +86,19 @@ fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
 }
 
 impl PrivateCluster {
-    /// Starts the cluster in `dir` (creating it with `initdb` the first time) on a free
-    /// loopback port, and makes sure the `orders` database exists.
-    pub async fn start(dir: &Path) -> anyhow::Result<PrivateCluster> {
+    /// The port the cluster listens on, as named in errors.
+    pub fn port_use(port: u16) -> PortUse {
+        PortUse {
+            host: "127.0.0.1".into(),
+            port,
+            var: None,
+            what: "private PostgreSQL",
+        }
+    }
+
+    /// Starts the cluster in `dir` (creating it with `initdb` the first time) on the
+    /// loopback `port`, and makes sure the `orders` database exists.
+    pub async fn start(dir: &Path, port: u16) -> anyhow::Result<PrivateCluster> {
         let bin = bin_dir()?;
         let user = unprivileged_user();
         std::fs::create_dir_all(dir)?;
@@ -90,7 +106,6 @@ impl PrivateCluster {
         if let Some(owner) = user {
             chown_tree(&dir, owner)?;
         }
-        let log_path = dir.with_extension("log");
         if !dir.join("PG_VERSION").exists() {
             let out = command(&bin.join("initdb"), user)
                 .args([
@@ -114,60 +129,136 @@ impl PrivateCluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let port = free_port()?;
-        let log = std::fs::File::create(&log_path)?;
-        if let Some((uid, gid)) = user {
-            let _ = std::os::unix::fs::chown(&log_path, Some(uid), Some(gid));
-        }
-        let mut cmd = command(&bin.join("postgres"), user);
-        cmd.arg("-D")
-            .arg(&dir)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
-            .args([
-                "-c",
-                "unix_socket_directories=",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn()?;
+        let log_path = dir.with_extension("log");
+        let child = spawn(&bin, user, &dir, port, &log_path, false)?;
         let mut cluster = PrivateCluster {
             child,
+            bin,
+            user,
             dsn: format!("postgres://postgres@127.0.0.1:{port}/orders"),
+            dir,
+            port,
+            log_path,
         };
-        let admin_dsn = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        if let Err(e) = cluster.ready().await {
+            cluster.stop().await;
+            return Err(e);
+        }
+        Ok(cluster)
+    }
+
+    /// Starts the server again on the same data and port, after it stopped; its log
+    /// goes on in the same file.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(
+            &self.bin,
+            self.user,
+            &self.dir,
+            self.port,
+            &self.log_path,
+            true,
+        )?;
+        if let Err(e) = self.ready().await {
+            self.stop().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits until the server answers, listens on its port itself (not another
+    /// process that took the port), and has the `orders` database.
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        let admin_dsn = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
         let start = Instant::now();
         let pool = loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!(
+                    "private PostgreSQL exited during start ({status}); see {}",
+                    self.log_path.display()
+                );
+            }
             match crate::read_model::connect(&admin_dsn, 1).await {
                 Ok(pool) => break pool,
                 Err(e) if start.elapsed() > Duration::from_secs(30) => {
-                    cluster.stop().await;
                     anyhow::bail!(
                         "private PostgreSQL did not start: {e}; see {}",
-                        log_path.display()
+                        self.log_path.display()
                     );
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'orders')",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if !exists {
-            sqlx::query("CREATE DATABASE orders").execute(&pool).await?;
+        let result = async {
+            wait_listening(
+                &mut self.child,
+                "private PostgreSQL",
+                &[Self::port_use(self.port)],
+                Duration::from_secs(10),
+                &self.log_path,
+            )
+            .await?;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'orders')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if !exists {
+                sqlx::query("CREATE DATABASE orders").execute(&pool).await?;
+            }
+            anyhow::Ok(())
         }
+        .await;
         pool.close().await;
-        Ok(cluster)
+        result
+    }
+
+    /// Waits until the server exits (cancel safe).
+    pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
 
     /// Fast shutdown: SIGINT, then kill after 15 s.
     pub async fn stop(&mut self) {
         stop(&mut self.child, libc::SIGINT, Duration::from_secs(15)).await;
     }
+}
+
+/// Starts the postmaster in the background.
+fn spawn(
+    bin: &Path,
+    user: Option<(u32, u32)>,
+    dir: &Path,
+    port: u16,
+    log_path: &Path,
+    append_log: bool,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append_log)
+        .truncate(!append_log)
+        .open(log_path)?;
+    if let Some((uid, gid)) = user {
+        let _ = std::os::unix::fs::chown(log_path, Some(uid), Some(gid));
+    }
+    let mut cmd = command(&bin.join("postgres"), user);
+    cmd.arg("-D")
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
+        .args([
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    Ok(cmd.spawn()?)
 }

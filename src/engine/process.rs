@@ -1,12 +1,17 @@
-//! Child processes of the embedded default: started so that they die with us, and
-//! stopped gracefully.
+//! Child processes of the embedded default: started in a process group of their own
+//! and so that they die with us, stopped gracefully, and checked to be the ones that
+//! listen on their ports; and the check that a port is free before anything starts.
 
-use std::time::Duration;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-/// Makes the child receive SIGTERM when this process dies, so that a killed
-/// `dev` leaves nothing running.
-pub fn die_with_parent(cmd: &mut Command) {
+/// Puts the child in a process group of its own, so that the terminal's Ctrl-C
+/// reaches only us (we then stop the children in order), and makes it receive
+/// SIGTERM when this process dies, so that a killed `dev` leaves nothing running.
+pub fn isolate(cmd: &mut Command) {
+    cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -33,4 +38,316 @@ pub async fn stop(child: &mut Child, signal: i32, grace: Duration) {
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// A port something is about to listen on, and what sets it.
+#[derive(Debug, Clone)]
+pub struct PortUse {
+    /// Interface it listens on.
+    pub host: String,
+    pub port: u16,
+    /// The variable that sets the port, named in errors; `None` when it is picked.
+    pub var: Option<&'static str>,
+    /// What listens there, when there is no variable.
+    pub what: &'static str,
+}
+
+impl PortUse {
+    /// A port set by `var`.
+    pub fn set_by(var: &'static str, host: &str, port: u16) -> PortUse {
+        PortUse {
+            host: host.to_owned(),
+            port,
+            var: Some(var),
+            what: var,
+        }
+    }
+
+    /// "port 8080 (ORDER_RESTATE_INGRESS_PORT) is already in use: ...".
+    pub fn in_use(&self) -> String {
+        match self.var {
+            Some(var) => format!(
+                "port {} ({var}) is already in use: another copy running? set {var}",
+                self.port
+            ),
+            None => format!("port {} ({}) is already in use", self.port, self.what),
+        }
+    }
+}
+
+/// Checks, before anything starts, that every port can be listened on and that no
+/// two uses share one. The error names each port that cannot be used and its variable.
+pub fn check_ports_free(uses: &[PortUse]) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    for (i, used) in uses.iter().enumerate() {
+        // Port 0: the system picks a free one.
+        if used.port == 0 {
+            continue;
+        }
+        if let Some(earlier) = uses[..i].iter().find(|u| u.port == used.port) {
+            problems.push(format!(
+                "port {} is set for both {} and {}",
+                used.port, earlier.what, used.what
+            ));
+            continue;
+        }
+        match std::net::TcpListener::bind((used.host.as_str(), used.port)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::AddrInUse => problems.push(used.in_use()),
+            Err(e) => problems.push(format!(
+                "cannot listen on {}:{} ({}): {e}",
+                used.host, used.port, used.what
+            )),
+        }
+    }
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(())
+}
+
+/// How long another process must hold a port before [`wait_listening`] gives up.
+const TAKEN_FOR: Duration = Duration::from_millis(500);
+
+/// Who holds the listening TCP socket on a port, as far as `/proc` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// A process of the given process group.
+    Ours,
+    /// Another process (or one we may not look into).
+    Other,
+    /// Nobody listens there.
+    Nobody,
+    /// `/proc` cannot tell (not Linux, or not mounted).
+    Unknown,
+}
+
+/// Who listens on `port`: a process of process group `group` (a child started with
+/// [`isolate`] has its pid as group) or another one.
+pub fn listener_on(port: u16, group: u32) -> Listener {
+    let inodes = match listening_inodes(port) {
+        Ok(inodes) => inodes,
+        Err(_) => return Listener::Unknown,
+    };
+    if inodes.is_empty() {
+        return Listener::Nobody;
+    }
+    let ours = pids_holding(&inodes, |pid| {
+        pid == group || process_group_of(pid) == Some(group)
+    });
+    if ours.is_empty() {
+        Listener::Other
+    } else {
+        Listener::Ours
+    }
+}
+
+/// The pids of the processes (of those we may look into) that hold a listening TCP
+/// socket on `port`.
+pub fn listening_pids(port: u16) -> Vec<u32> {
+    match listening_inodes(port) {
+        Ok(inodes) if !inodes.is_empty() => pids_holding(&inodes, |_| true),
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until the child's process group listens on every one of `ports`, for at
+/// most `limit`. Fails naming the port when another process holds one of them
+/// (a second copy's server could not listen and would otherwise be taken for ours),
+/// or when the child exits.
+pub async fn wait_listening(
+    child: &mut Child,
+    what: &str,
+    ports: &[PortUse],
+    limit: Duration,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let Some(group) = child.id() else {
+        anyhow::bail!("{what} is not running; see {}", log.display());
+    };
+    let start = Instant::now();
+    let mut taken_since: Option<Instant> = None;
+    loop {
+        // Exit first: a dead child's sockets are closed by the time it can be reaped.
+        let exited = child.try_wait()?;
+        let states: Vec<Listener> = ports.iter().map(|p| listener_on(p.port, group)).collect();
+        let taken: Vec<String> = ports
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| **s == Listener::Other)
+            .map(|(p, _)| p.in_use())
+            .collect();
+        let could_not_listen = || {
+            anyhow::anyhow!(
+                "{what} could not listen: {}; see {}",
+                taken.join("; "),
+                log.display()
+            )
+        };
+        if let Some(status) = exited {
+            if !taken.is_empty() {
+                return Err(could_not_listen());
+            }
+            anyhow::bail!(
+                "{what} exited during start ({status}); see {}",
+                log.display()
+            );
+        }
+        // A socket of a process that is exiting is briefly listed without its
+        // owner: only a holder that stays counts as another process.
+        if taken.is_empty() {
+            taken_since = None;
+        } else if taken_since.get_or_insert_with(Instant::now).elapsed() > TAKEN_FOR {
+            return Err(could_not_listen());
+        }
+        let mine = |s: &Listener| matches!(s, Listener::Ours | Listener::Unknown);
+        if states.iter().all(mine) {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            let missing: Vec<String> = ports
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| !mine(s))
+                .map(|(p, _)| format!("{} ({})", p.port, p.what))
+                .collect();
+            anyhow::bail!(
+                "{what} does not listen on port {} after {limit:?}; see {}",
+                missing.join(", "),
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Socket inodes of the TCP sockets listening on `port`, on any address.
+fn listening_inodes(port: u16) -> std::io::Result<Vec<u64>> {
+    let mut inodes = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            // State 0A is LISTEN.
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                if let Ok(inode) = inode.parse() {
+                    inodes.push(inode);
+                }
+            }
+        }
+    }
+    if !readable {
+        return Err(std::io::Error::new(ErrorKind::NotFound, "no /proc/net/tcp"));
+    }
+    Ok(inodes)
+}
+
+/// The pids accepted by `filter` that hold one of the socket `inodes`.
+fn pids_holding(inodes: &[u64], filter: impl Fn(u32) -> bool) -> Vec<u32> {
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !filter(pid) {
+            continue;
+        }
+        // Processes of other users cannot be looked into; they count as "other".
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The process group of `pid`, from `/proc/<pid>/stat`.
+fn process_group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_ports_free_names_the_variable_when_a_port_is_taken() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let free = free_port().unwrap();
+
+        let e = check_ports_free(&[
+            PortUse::set_by("ORDER_HTTP_PORT", "127.0.0.1", free),
+            PortUse::set_by("ORDER_RESTATE_INGRESS_PORT", "127.0.0.1", port),
+        ])
+        .unwrap_err();
+
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "port {port} (ORDER_RESTATE_INGRESS_PORT) is already in use: another copy \
+                 running? set ORDER_RESTATE_INGRESS_PORT"
+            )
+        );
+    }
+
+    #[test]
+    fn check_ports_free_rejects_one_port_set_twice() {
+        let port = free_port().unwrap();
+
+        let e = check_ports_free(&[
+            PortUse::set_by("ORDER_HTTP_PORT", "127.0.0.1", port),
+            PortUse::set_by("ORDER_SIM_PORT", "127.0.0.1", port),
+        ])
+        .unwrap_err();
+
+        assert!(
+            e.to_string()
+                .contains("is set for both ORDER_HTTP_PORT and ORDER_SIM_PORT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listener_on_tells_our_socket_from_another_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = std::process::id();
+        // SAFETY: getpgrp has no preconditions.
+        let my_group = unsafe { libc::getpgrp() } as u32;
+
+        assert_eq!(listener_on(port, my_group), Listener::Ours);
+        assert!(listening_pids(port).contains(&me));
+        // No process has that group.
+        assert_eq!(listener_on(port, u32::MAX), Listener::Other);
+        drop(listener);
+        assert_eq!(listener_on(port, my_group), Listener::Nobody);
+    }
 }

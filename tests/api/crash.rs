@@ -2,7 +2,7 @@
 //! one reservation.
 
 use crate::helpers::{mug_order, TestApp};
-use order_service::sim::ReservationStatus;
+use order_sim::ReservationStatus;
 use serde_json::json;
 use std::time::Duration;
 

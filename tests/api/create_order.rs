@@ -1,7 +1,7 @@
 //! The create-order saga end to end.
 
 use crate::helpers::{mug_order, order_body, TestApp};
-use order_service::sim::ReservationStatus;
+use order_sim::ReservationStatus;
 use serde_json::json;
 use std::collections::HashSet;
 

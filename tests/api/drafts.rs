@@ -1,7 +1,7 @@
 //! Drafts: stock held until paid, or released by the durable auto-cancel timer.
 
 use crate::helpers::{mug_order, Options, TestApp};
-use order_service::sim::ReservationStatus;
+use order_sim::ReservationStatus;
 use serde_json::json;
 use std::time::Duration;
 

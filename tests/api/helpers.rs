@@ -3,7 +3,7 @@
 
 use order_service::engine::process::free_port;
 use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
-use order_service::sim::{Fault, Ledger, SimHandle, Simulator};
+use order_sim::{Fault, Ledger, SimHandle, Simulator};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ mod drafts;
 mod helpers;
 mod idempotency;
 mod queries;
+mod registration;
 mod saga_core;
 mod status;
 mod validation;

@@ -3,7 +3,7 @@
 //! that say whether Restate accepted the call.
 
 use crate::helpers::{mug_order, TestApp};
-use order_service::sim::ReservationStatus;
+use order_sim::ReservationStatus;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

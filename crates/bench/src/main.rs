@@ -1,28 +1,50 @@
-//! `order-service bench`: create-order and get-order under load on the embedded
-//! default, beside the two references that show what durability and the saga cost.
-//! Prints figures; asserts nothing.
+//! `order-bench` (`make bench`): create-order and get-order under load on a fresh
+//! embedded default, beside the two references that show what durability and the
+//! saga cost. Prints figures; asserts nothing.
 
 mod load;
 mod references;
 
-use crate::config::Config;
-use crate::downstream::Downstream;
-use crate::engine::admin::Admin;
-use crate::engine::process::free_port;
-use crate::startup::{DevStack, RunningService};
 use load::{closed_loop, open_loop, Figures};
+use order_service::config::Config;
+use order_service::dev::DevStack;
+use order_service::downstream::Downstream;
+use order_service::engine::admin::Admin;
+use order_service::engine::process::free_port;
+use order_service::startup::{Backends, RunningService};
+use order_service::telemetry;
 use references::{direct_router, BenchFloor};
 use restate_sdk::prelude::*;
 use serde_json::{json, Value};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 128];
 
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init("info,restate_sdk=warn,sqlx=warn");
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("order-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("order-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs every scenario and prints the figures. `BENCH_SECONDS` sets the length of
 /// each run (default 8).
-pub async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -56,7 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn scenarios(
     config: &Config,
-    backends: &crate::startup::Backends,
+    backends: &Backends,
     service: &RunningService,
     duration: Duration,
 ) -> anyhow::Result<()> {
@@ -73,16 +95,14 @@ async fn scenarios(
         http: http.clone(),
         url: format!("{sim_url}/v1/notifications"),
     };
-    tokio::spawn(crate::engine::endpoint::serve(
+    tokio::spawn(order_service::engine::endpoint::serve(
         floor_listener,
         Endpoint::builder().bind(floor).build(),
         std::future::pending(),
     ));
+    let floor_url = format!("http://127.0.0.1:{floor_port}");
     Admin::new(&backends.admin_url)
-        .register_deployment(
-            &format!("http://127.0.0.1:{floor_port}"),
-            Duration::from_secs(30),
-        )
+        .register_deployment(&floor_url, &floor_url, false, Duration::from_secs(30))
         .await?;
 
     // The direct reference: the same downstream calls from a plain handler.

@@ -12,6 +12,10 @@
 //! | `POST /_sim/reset` | `204`, clears ledger, faults and idempotency records |
 //! | `POST /_sim/fulfillments/{id}/ship` | `204`, marks a fulfillment shipped (`404` if unknown) |
 //! | `GET /_sim/health` | `200 {"status":"ok"}` |
+//!
+//! A reservation that is not committed by its `expires_at` (the reservation TTL of
+//! [`SimConfig`], one hour by default) gives its stock back: it turns `expired` in the
+//! ledger the next time the simulator is called or read.
 
 mod faults;
 mod ledger;
@@ -19,9 +23,11 @@ mod operations;
 mod routes;
 mod services;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
@@ -30,6 +36,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -42,6 +49,29 @@ pub use ledger::{
 
 use services::{Op, Recorded, Reply};
 
+/// How a simulator behaves beyond the contract's fixed rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// How long a reservation holds its stock unless it is committed.
+    pub reservation_ttl: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Sets the reservation TTL.
+    pub fn with_reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.reservation_ttl = ttl;
+        self
+    }
+}
+
 /// The simulator: cheap to clone, all clones share one state.
 #[derive(Debug, Clone, Default)]
 pub struct Simulator {
@@ -51,9 +81,21 @@ pub struct Simulator {
 /// Everything the simulator remembers; guarded by one mutex never held across an `.await`.
 #[derive(Debug, Default)]
 struct SimState {
+    config: SimConfig,
     ledger: Ledger,
     faults: Vec<Fault>,
     idempotency: HashMap<(Op, String), Recorded>,
+    /// Reservations that may still expire: (`expires_at`, index in the ledger), soonest first.
+    expiries: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+}
+
+impl SimState {
+    fn new(config: SimConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
 }
 
 /// A simulator serving in a background task; dropping the handle stops it.
@@ -67,9 +109,16 @@ pub struct SimHandle {
 }
 
 impl Simulator {
-    /// A simulator with an empty ledger and no faults.
+    /// A simulator with an empty ledger, no faults and the default [`SimConfig`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A simulator with an empty ledger, no faults and `config`.
+    pub fn with_config(config: SimConfig) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(SimState::new(config))),
+        }
     }
 
     /// All five services plus the control API under `/_sim`.
@@ -85,11 +134,16 @@ impl Simulator {
         Self::new().bind(addr).await
     }
 
+    /// Like [`Simulator::spawn`], with `config` instead of the defaults.
+    pub async fn spawn_with(addr: SocketAddr, config: SimConfig) -> anyhow::Result<SimHandle> {
+        Self::with_config(config).bind(addr).await
+    }
+
     /// Binds `addr` and serves this simulator in a background task.
     pub async fn bind(&self, addr: SocketAddr) -> anyhow::Result<SimHandle> {
         let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("Failed to bind the simulator to {addr}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let addr = listener
             .local_addr()
             .context("Failed to read the simulator's address")?;
@@ -141,9 +195,12 @@ impl Simulator {
         tracing::info!(sim = true, "faults cleared");
     }
 
-    /// Clears the ledger, the faults and the idempotency records.
+    /// Clears the ledger, the faults and the idempotency records; keeps the config.
     pub fn reset(&self) {
-        *self.state() = SimState::default();
+        let mut state = self.state();
+        let config = state.config.clone();
+        *state = SimState::new(config);
+        drop(state);
         tracing::info!(sim = true, "simulator reset");
     }
 
@@ -158,9 +215,13 @@ impl Simulator {
         true
     }
 
+    /// The state, with every reservation past its `expires_at` expired first, so
+    /// that calls and ledger reads all see expiry at the time they happen.
     fn state(&self) -> MutexGuard<'_, SimState> {
         // A panicking test thread must not wedge the simulator for the others.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut state = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        state.expire_due(Utc::now());
+        state
     }
 }
 
@@ -400,6 +461,51 @@ mod tests {
             (events[0].type_.as_str(), events[0].id.as_str()),
             ("order.created", "o-1:created")
         );
+    }
+
+    #[tokio::test]
+    async fn reservation_expires_over_http_when_ttl_passes_without_commit() {
+        let ttl = std::time::Duration::from_millis(300);
+        let config = SimConfig::default().with_reservation_ttl(ttl);
+        let sim = Simulator::spawn_with(([127, 0, 0, 1], 0).into(), config)
+            .await
+            .unwrap();
+        let items = json!([{ "product_id": "p", "sku": "A", "warehouse_id": "w", "quantity": 1 }]);
+        let reserve = json!({ "order_id": "o-1", "items": items });
+        let created: Value = post(&sim, "/v1/reservations", "o-1:reserve", reserve)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["reservation_id"].as_str().unwrap();
+
+        tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+        let url = format!("{}/_sim/ledger", sim.base_url());
+        let ledger: Ledger = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let commit = post(
+            &sim,
+            &format!("/v1/reservations/{id}/commit"),
+            "o-1:commit",
+            json!({}),
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(ledger.reservations[0].status, ReservationStatus::Expired);
+        assert_eq!(commit.status(), reqwest::StatusCode::CONFLICT);
+        let body: Value = commit.json().await.unwrap();
+        assert_eq!(body["code"], "reservation_released");
+    }
+
+    #[test]
+    fn reset_keeps_the_reservation_ttl() {
+        let ttl = std::time::Duration::from_secs(42);
+        let sim = Simulator::with_config(SimConfig::default().with_reservation_ttl(ttl));
+
+        sim.reset();
+
+        assert_eq!(sim.state().config.reservation_ttl, ttl);
     }
 
     #[tokio::test]

@@ -2,12 +2,12 @@
 //! made straight from an HTTP handler with no journal, and a bare Restate handler
 //! making five journaled calls (the engine's floor on this machine).
 
-use crate::domain::{Currency, Money, OrderEvent};
-use crate::downstream::{Downstream, FulfillmentLine, ReservationLine};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use order_service::domain::{Currency, Money, OrderEvent};
+use order_service::downstream::{Downstream, FulfillmentLine, ReservationLine};
 use restate_sdk::prelude::*;
 use uuid::Uuid;
 

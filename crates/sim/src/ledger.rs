@@ -50,6 +50,8 @@ pub struct Reservation {
     pub status: ReservationStatus,
     /// When it was made.
     pub created_at: DateTime<Utc>,
+    /// When it gives its stock back unless committed before.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One reserved line and how much of it is still held.
@@ -65,7 +67,7 @@ pub struct ReservedItem {
     pub quantity: u32,
     /// Quantity released so far.
     pub released: u32,
-    /// Quantity still held (`quantity - released`).
+    /// Quantity still held: `quantity - released`, or 0 once the reservation expired.
     pub remaining: u32,
 }
 
@@ -73,12 +75,14 @@ pub struct ReservedItem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationStatus {
-    /// Some stock is still held.
+    /// Some stock is still held, until `expires_at`.
     Active,
     /// Everything was released.
     Released,
-    /// What was left was committed.
+    /// What was left was committed: it no longer expires, and can still be released.
     Committed,
+    /// It was not committed by its `expires_at`: what was left went back on sale.
+    Expired,
 }
 
 /// One successful release call.

@@ -1,10 +1,11 @@
 //! What each simulated operation does: request validation, the test conventions
 //! (`pm_card_declined`, `OOS-` SKUs) and the side effects on the ledger.
 
+use std::cmp::Reverse;
 use std::str::FromStr;
 
 use axum::http::StatusCode;
-use chrono::{Duration, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -106,6 +107,10 @@ impl SimState {
             return Err(reply.with_field("sku", &item.sku));
         }
         let now = Utc::now();
+        let expires_at = chrono::Duration::from_std(self.config.reservation_ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let reservation = Reservation {
             reservation_id: new_id(),
             order_id: req.order_id,
@@ -113,12 +118,32 @@ impl SimState {
             items: req.items.into_iter().map(ReservedItem::from).collect(),
             status: ReservationStatus::Active,
             created_at: now,
+            expires_at,
         };
-        let expires_at = (now + Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
-        let body =
-            json!({ "reservation_id": reservation.reservation_id, "expires_at": expires_at });
+        let body = json!({
+            "reservation_id": reservation.reservation_id,
+            "expires_at": expires_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        });
+        self.expiries
+            .push(Reverse((expires_at, self.ledger.reservations.len())));
         self.ledger.reservations.push(reservation);
         Ok(Reply::new(StatusCode::CREATED, body))
+    }
+
+    /// Expires every reservation that is neither committed nor wholly released by
+    /// `now`: what it still held goes back on sale.
+    pub(super) fn expire_due(&mut self, now: DateTime<Utc>) {
+        while let Some(Reverse((expires_at, index))) = self.expiries.peek().copied() {
+            if expires_at > now {
+                break;
+            }
+            self.expiries.pop();
+            if let Some(reservation) = self.ledger.reservations.get_mut(index) {
+                if reservation.status == ReservationStatus::Active {
+                    reservation.expire();
+                }
+            }
+        }
     }
 
     /// `POST /v1/reservations/{id}/release`: releases what is asked, clamped to what is left.
@@ -136,7 +161,8 @@ impl SimState {
         Ok(Reply::new(StatusCode::OK, body))
     }
 
-    /// `POST /v1/reservations/{id}/commit`: `409 reservation_released` once nothing is left.
+    /// `POST /v1/reservations/{id}/commit`: `409 reservation_released` once nothing is
+    /// left or the reservation expired.
     pub(super) fn commit(&mut self, id: &str) -> OpResult {
         let reservation = self.reservation(id)?;
         match reservation.status {
@@ -144,6 +170,11 @@ impl SimState {
                 StatusCode::CONFLICT,
                 "reservation_released",
                 "nothing is left to commit",
+            )),
+            ReservationStatus::Expired => Err(Reply::error(
+                StatusCode::CONFLICT,
+                "reservation_released",
+                "the reservation expired before it was committed",
             )),
             ReservationStatus::Committed => Ok(Reply::new(StatusCode::OK, json!({}))),
             ReservationStatus::Active => {
@@ -345,12 +376,10 @@ impl From<ReserveItem> for ReservedItem {
 
 impl Reservation {
     /// Releases up to the wanted quantities (all that is left when `wanted` is empty).
+    /// Committed units can still be released (they have not shipped: the warehouse
+    /// does not know about shipping); an expired reservation has nothing left.
     fn release(&mut self, wanted: &[SkuQty]) -> Vec<SkuQty> {
         let mut released = Vec::new();
-        // A committed reservation holds nothing releasable any more.
-        if self.status == ReservationStatus::Committed {
-            return released;
-        }
         let wanted = if wanted.is_empty() {
             self.items
                 .iter()
@@ -369,10 +398,19 @@ impl Reservation {
                 add_qty(&mut released, &item.sku, take);
             }
         }
-        if self.items.iter().all(|item| item.remaining == 0) {
+        let nothing_left = self.items.iter().all(|item| item.remaining == 0);
+        if nothing_left && self.status != ReservationStatus::Expired {
             self.status = ReservationStatus::Released;
         }
         released
+    }
+
+    /// Gives back what is still held, as the warehouse does at `expires_at`.
+    fn expire(&mut self) {
+        for item in &mut self.items {
+            item.remaining = 0;
+        }
+        self.status = ReservationStatus::Expired;
     }
 }
 
@@ -537,12 +575,14 @@ fn add_qty(list: &mut Vec<SkuQty>, sku: &str, quantity: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::services::tests::{call, charge};
-    use crate::sim::services::Op;
+    use crate::services::tests::{call, charge};
+    use crate::services::Op;
+    use crate::SimConfig;
 
     fn reserve(state: &mut SimState, items: Value) -> String {
         let body = json!({ "order_id": "o-1", "items": items });
-        let outcome = state.handle(&call(Op::Reserve, &[], Some("o-1:reserve"), body));
+        let key = format!("o-1:reserve:{}", state.ledger.reservations.len());
+        let outcome = state.handle(&call(Op::Reserve, &[], Some(&key), body));
         assert_eq!(outcome.reply.status, StatusCode::CREATED);
         outcome.reply.body["reservation_id"]
             .as_str()
@@ -640,6 +680,102 @@ mod tests {
             ReservationStatus::Released
         );
         assert_eq!(outcome.reply.body["code"], "reservation_released");
+    }
+
+    #[test]
+    fn release_gives_back_committed_units_when_reservation_was_committed() {
+        let mut state = SimState::default();
+        let id = reserve(&mut state, json!([line("A", 2), line("B", 1)]));
+        let commit = state.handle(&call(Op::Commit, &[&id], Some("c1"), json!({})));
+        let one = json!({ "items": [{ "sku": "A", "quantity": 1 }] });
+
+        let partial = state.handle(&call(Op::Release, &[&id], Some("r1"), one));
+        let status_after_partial = state.ledger.reservations[0].status;
+        let rest = state.handle(&call(Op::Release, &[&id], Some("r2"), json!({})));
+        let recommit = state.handle(&call(Op::Commit, &[&id], Some("c2"), json!({})));
+
+        assert_eq!(commit.reply.status, StatusCode::OK);
+        assert_eq!(
+            partial.reply.body["released"],
+            json!([{ "sku": "A", "quantity": 1 }])
+        );
+        assert_eq!(status_after_partial, ReservationStatus::Committed);
+        assert_eq!(
+            rest.reply.body["released"],
+            json!([{ "sku": "A", "quantity": 1 }, { "sku": "B", "quantity": 1 }])
+        );
+        assert_eq!(
+            state.ledger.reservations[0].status,
+            ReservationStatus::Released
+        );
+        assert_eq!(recommit.reply.body["code"], "reservation_released");
+    }
+
+    #[test]
+    fn reserve_answers_expires_at_one_ttl_ahead_when_ttl_configured() {
+        let ttl = std::time::Duration::from_millis(90_500);
+        let mut state = SimState::new(SimConfig::default().with_reservation_ttl(ttl));
+        let body = json!({ "order_id": "o-1", "items": [line("A", 1)] });
+
+        let before = Utc::now();
+        let outcome = state.handle(&call(Op::Reserve, &[], Some("k"), body));
+        let after = Utc::now();
+
+        let expires_at = outcome.reply.body["expires_at"].as_str().unwrap();
+        let expires_at = DateTime::parse_from_rfc3339(expires_at).unwrap();
+        let ttl = chrono::Duration::from_std(ttl).unwrap();
+        let slack = chrono::Duration::milliseconds(1);
+        assert!(expires_at >= before + ttl - slack, "{expires_at}");
+        assert!(expires_at <= after + ttl, "{expires_at}");
+        assert_eq!(
+            state.ledger.reservations[0].expires_at.timestamp_millis(),
+            expires_at.timestamp_millis()
+        );
+    }
+
+    #[test]
+    fn reservation_expires_when_not_committed_by_expires_at() {
+        let mut state = SimState::default();
+        let id = reserve(&mut state, json!([line("A", 2)]));
+        let expires_at = state.ledger.reservations[0].expires_at;
+
+        state.expire_due(expires_at - chrono::Duration::milliseconds(1));
+        let before = state.ledger.reservations[0].status;
+        state.expire_due(expires_at);
+        let commit = state.handle(&call(Op::Commit, &[&id], Some("c1"), json!({})));
+        let release = state.handle(&call(Op::Release, &[&id], Some("r1"), json!({})));
+
+        assert_eq!(before, ReservationStatus::Active);
+        let reservation = &state.ledger.reservations[0];
+        assert_eq!(reservation.status, ReservationStatus::Expired);
+        assert_eq!(reservation.items[0].remaining, 0);
+        assert_eq!(commit.reply.status, StatusCode::CONFLICT);
+        assert_eq!(commit.reply.body["code"], "reservation_released");
+        assert_eq!(release.reply.status, StatusCode::OK);
+        assert_eq!(release.reply.body["released"], json!([]));
+        assert!(state.ledger.commits.is_empty());
+    }
+
+    #[test]
+    fn reservation_keeps_its_units_past_expires_at_when_committed_or_released() {
+        let mut state = SimState::default();
+        let committed = reserve(&mut state, json!([line("A", 2)]));
+        let released = reserve(&mut state, json!([line("B", 1)]));
+        state.handle(&call(Op::Commit, &[&committed], Some("c1"), json!({})));
+        state.handle(&call(Op::Release, &[&released], Some("r1"), json!({})));
+
+        state.expire_due(Utc::now() + chrono::Duration::days(1));
+        let release = state.handle(&call(Op::Release, &[&committed], Some("r2"), json!({})));
+
+        assert_eq!(
+            release.reply.body["released"],
+            json!([{ "sku": "A", "quantity": 2 }])
+        );
+        let statuses: Vec<_> = state.ledger.reservations.iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses,
+            [ReservationStatus::Released, ReservationStatus::Released]
+        );
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! Registration of the deployment with a real restate-server: without force, a
+//! restart on the same handlers is accepted, and changed handlers stop the start at
+//! once, whether at the same URL (which Restate would keep unchanged) or at a new one
+//! (which Restate refuses when it breaks the registered handlers, such as a
+//! changed service type).
+
+use order_service::engine::admin::Admin;
+use order_service::engine::endpoint;
+use order_service::engine::process::free_port;
+use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
+use restate_sdk::prelude::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The handlers a deployment had before.
+struct FirstShape;
+
+#[restate_sdk::service]
+impl FirstShape {
+    #[handler]
+    async fn hello(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
+/// Other handlers, served later at the same URL.
+struct SecondShape;
+
+#[restate_sdk::service]
+impl SecondShape {
+    #[handler]
+    async fn hello(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
+/// A service of two handlers.
+struct ShapeV1;
+
+#[restate_sdk::service(name = "Shape")]
+impl ShapeV1 {
+    #[handler]
+    async fn hello(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+
+    #[handler]
+    async fn bye(&self, _ctx: Context<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
+/// The same name as a virtual object: a breaking change of the service type.
+struct ShapeV2;
+
+#[restate_sdk::object(name = "Shape")]
+impl ShapeV2 {
+    #[handler]
+    async fn hello(&self, _ctx: ObjectContext<'_>) -> HandlerResult<()> {
+        Ok(())
+    }
+}
+
+/// A fresh restate-server in a folder of its own.
+async fn fresh_restate() -> (RestateServer, Admin, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("order-reg-{}", uuid::Uuid::new_v4().simple()));
+    let settings = RestateSettings {
+        bin: find_binary(
+            std::env::var_os("RESTATE_SERVER_BIN")
+                .map(PathBuf::from)
+                .as_deref(),
+        )
+        .unwrap(),
+        base_dir: dir.join("restate"),
+        ingress_port: free_port().unwrap(),
+        admin_port: free_port().unwrap(),
+        node_port: free_port().unwrap(),
+    };
+    let restate = RestateServer::start(&settings).await.unwrap();
+    let admin = Admin::new(&restate.admin_url);
+    (restate, admin, dir)
+}
+
+/// Serves `endpoint` on `port` until the returned sender is dropped.
+async fn serve_on(port: u16, endpoint: Endpoint) -> oneshot::Sender<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(endpoint::serve(listener, endpoint, async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+#[tokio::test]
+async fn register_without_force_fails_at_once_when_handlers_changed_at_the_same_url() {
+    let (restate, admin, dir) = fresh_restate().await;
+    let port = free_port().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let limit = Duration::from_secs(30);
+
+    // The first deployment at this URL, registered again unchanged (a restart).
+    let first = serve_on(port, Endpoint::builder().bind(FirstShape).build()).await;
+    admin
+        .register_deployment(&url, &url, false, limit)
+        .await
+        .unwrap();
+    admin
+        .register_deployment(&url, &url, false, limit)
+        .await
+        .unwrap();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Other handlers at the same URL.
+    let _second = serve_on(port, Endpoint::builder().bind(SecondShape).build()).await;
+    let start = Instant::now();
+    let refused = admin.register_deployment(&url, &url, false, limit).await;
+    let took = start.elapsed();
+    let forced = admin.register_deployment(&url, &url, true, limit).await;
+
+    let error = format!("{:#}", refused.expect_err("changed handlers were accepted"));
+    assert!(
+        took < Duration::from_secs(10),
+        "refused only after {took:?}"
+    );
+    assert!(error.contains("ORDER_RESTATE_FORCE_REGISTER"), "{error}");
+    assert!(error.contains(&url), "{error}");
+    forced.expect("force overwrites the deployment");
+    assert!(admin.has_deployment(&url).await.unwrap());
+    restate.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn register_without_force_fails_at_once_when_a_new_url_breaks_the_handlers() {
+    let (restate, admin, dir) = fresh_restate().await;
+    let limit = Duration::from_secs(30);
+    let (old_port, new_port) = (free_port().unwrap(), free_port().unwrap());
+    let old_url = format!("http://127.0.0.1:{old_port}");
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    let _old = serve_on(old_port, Endpoint::builder().bind(ShapeV1).build()).await;
+    let _new = serve_on(new_port, Endpoint::builder().bind(ShapeV2).build()).await;
+    admin
+        .register_deployment(&old_url, &old_url, false, limit)
+        .await
+        .unwrap();
+
+    let start = Instant::now();
+    let refused = admin
+        .register_deployment(&new_url, &new_url, false, limit)
+        .await;
+    let took = start.elapsed();
+
+    let error = format!(
+        "{:#}",
+        refused.expect_err("a changed service type was accepted")
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "refused only after {took:?}"
+    );
+    assert!(error.contains("409"), "{error}");
+    assert!(error.contains("ORDER_RESTATE_FORCE_REGISTER"), "{error}");
+    restate.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
