@@ -10,11 +10,11 @@ use crate::domain::{Compensation, Order, OrderStatus};
 use restate_sdk::prelude::*;
 use std::time::Duration;
 
-/// Schedules the expiry of this draft at its deadline (the earlier of its payment
-/// window and its reservation's expiry): a delayed call to the order's own object,
-/// kept by Restate, so it fires even if every process restarts meanwhile.
+/// Schedules the expiry of this draft at its `expires_at` (the earlier of its
+/// payment window and its reservation's expiry): a delayed call to the order's own
+/// object, kept by Restate, so it fires even if every process restarts meanwhile.
 pub fn schedule(ctx: &ObjectContext<'_>, order: &Order) {
-    let deadline = order.draft_deadline().unwrap_or(order.updated_at);
+    let deadline = order.expires_at.unwrap_or(order.updated_at);
     // Measured from the commit's journaled instant, so a replay schedules the same.
     let after = (deadline - order.updated_at)
         .to_std()

@@ -620,18 +620,14 @@ impl Order {
             .unwrap_or(Money::ZERO)
     }
 
-    /// Records a reservation the warehouse made.
+    /// Records a reservation the warehouse made. A draft is cancelled when its
+    /// payment does not come in time, and never after its reservation expires: its
+    /// `expires_at` becomes the earlier of the two.
     pub fn record_reservation(&mut self, reservation_id: &str, expires_at: Option<DateTime<Utc>>) {
         self.reservation_id = Some(reservation_id.to_owned());
         self.reservation_expires_at = expires_at;
-    }
-
-    /// A draft is cancelled when its payment does not come in time, and never after
-    /// its reservation expires: the earlier of the two.
-    pub fn draft_deadline(&self) -> Option<DateTime<Utc>> {
-        match (self.expires_at, self.reservation_expires_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if let (Some(draft), Some(stock)) = (self.expires_at, expires_at) {
+            self.expires_at = Some(draft.min(stock));
         }
     }
 

@@ -296,6 +296,7 @@ async fn create_order_refunds_and_releases_when_fulfillment_refuses() {
 async fn create_order_answers_202_with_location_when_the_saga_outlasts_the_wait() {
     let app = TestApp::spawn_with(crate::helpers::Options {
         env: vec![("ORDER_CREATE_WAIT_MS", "300".into())],
+        ..Default::default()
     })
     .await;
     app.inject(json!({"service": "payment", "operation": "charge", "delay_ms": 1500, "times": 1}));

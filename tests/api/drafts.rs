@@ -2,13 +2,51 @@
 
 use crate::helpers::{mug_order, Options, TestApp};
 use order_sim::ReservationStatus;
+use order_sim::SimConfig;
 use serde_json::json;
 use std::time::Duration;
 
 fn draft_hours(hours: &str) -> Options {
     Options {
         env: vec![("ORDER_AUTO_CANCEL_DRAFT_HOURS", hours.into())],
+        ..Default::default()
     }
+}
+
+#[tokio::test]
+async fn a_draft_never_outlives_its_reservation() {
+    // The draft may wait 24 h for its payment, but the warehouse holds its stock for
+    // 3 s only: the draft is cancelled when the reservation expires, not later.
+    let app = TestApp::spawn_with(Options {
+        sim: SimConfig {
+            reservation_ttl: Duration::from_secs(3),
+        },
+        ..draft_hours("24")
+    })
+    .await;
+
+    let (status, draft) = app.create(&mug_order(None)).await;
+    assert_eq!(status, 201, "{draft}");
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        draft["expires_at"].as_str().unwrap().parse().unwrap();
+    let created_at: chrono::DateTime<chrono::Utc> =
+        draft["created_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        expires_at - created_at <= chrono::Duration::seconds(4),
+        "expires_at is the reservation's: {draft}"
+    );
+
+    let id = draft["id"].as_str().unwrap();
+    let order = app
+        .wait_for(id, Duration::from_secs(20), |o| o["status"] == "cancelled")
+        .await;
+    assert!(order["cancelled_at"].is_string());
+    let ledger = app.settled_ledger().await;
+    assert!(ledger.captures.is_empty());
+    assert!(ledger
+        .notifications
+        .iter()
+        .any(|n| n.template == "order_cancelled"));
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use order_service::engine::process::free_port;
 use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
-use order_sim::{Fault, Ledger, SimHandle, Simulator};
+use order_sim::{Fault, Ledger, SimConfig, SimHandle, Simulator};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -19,10 +19,11 @@ fn admin_dsn() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Extra environment for the service process.
+/// Extra environment for the service process, and the simulator's settings.
 #[derive(Default, Clone)]
 pub struct Options {
     pub env: Vec<(&'static str, String)>,
+    pub sim: SimConfig,
 }
 
 pub struct TestApp {
@@ -59,7 +60,7 @@ impl TestApp {
         admin.close().await;
         let dsn = replace_db(&admin_dsn(), &db_name);
 
-        let sim = Simulator::spawn("127.0.0.1:0".parse().unwrap())
+        let sim = Simulator::spawn_with("127.0.0.1:0".parse().unwrap(), options.sim.clone())
             .await
             .unwrap();
 
