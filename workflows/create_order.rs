@@ -3,12 +3,11 @@
 //! 1. `update_read_model`: record the order as a draft with its number
 //!    (`order.created` in the outbox).
 //! 2. `reserve_stock`; refused: the order fails (`insufficient_stock`).
-//! 3. Without a payment: rest as a draft, holding the stock, with a timer to expire
-//!    it no later than the reservation does.
+//! 3. Without a payment: rest as a draft, holding the stock (the object then sets
+//!    the timer that expires it, no later than the reservation does).
 //! 4. With one: charge, commit the stock, fulfil and confirm (see
 //!    [`super::pay_order`]).
 
-use super::expire_draft;
 use super::pay_order::{self, Failed, OnDecline};
 use super::saga::Saga;
 use super::steps::reserve_stock;
@@ -34,9 +33,7 @@ pub async fn create_order(saga: &mut Saga<'_, '_>, new: NewOrder) -> Result<Orde
     saga.hold(&order);
 
     let Some(method) = order.payment_method.clone() else {
-        let order = saga.commit(&order, &[], None, |_, _| Ok(())).await?;
-        expire_draft::schedule(saga.ctx, &order);
-        return Ok(order);
+        return saga.commit(&order, &[], None, |_, _| Ok(())).await;
     };
     pay_order::charge_and_confirm(saga, order, &method, OnDecline::FailOrder).await
 }

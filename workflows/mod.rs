@@ -7,6 +7,7 @@ mod pay_order;
 mod saga;
 mod set_status;
 mod steps;
+mod undo;
 
 pub use order::{CommandOutcome, OrderObject, PayRequest, Rested, StatusRequest, ORDER_OBJECT};
 

@@ -5,13 +5,15 @@
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::pay_order::{charge_and_confirm, OnDecline};
-use super::saga::{Ending, Saga, ORDER_STATE};
+use super::saga::{Saga, ORDER_STATE};
 use super::set_status::set_status;
+use super::undo::{settle, Ending};
 use super::Deps;
 use crate::domain::{Compensation, Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The object's name in Restate.
@@ -112,9 +114,13 @@ impl OrderObject {
         }
         let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
         let result = create_order(&mut saga, new).await;
-        let order = saga.settle(result, Ending::Fail).await;
+        let order = settle(&mut saga, result, Ending::Fail).await;
         saga.finish().await;
-        Ok(Json(Rested::from(&order?)))
+        let order = order?;
+        if order.status == OrderStatus::Draft {
+            schedule_expiry(&ctx, &order);
+        }
+        Ok(Json(Rested::from(&order)))
     }
 
     /// Pays a draft, which then goes on as a paid create.
@@ -153,7 +159,7 @@ impl OrderObject {
         let mut saga = Saga::new(&ctx, &self.deps, order.id, "expire_draft".into());
         saga.begin_with(&order);
         let result = expire_draft(&mut saga, order).await;
-        let expired = saga.settle(result, Ending::Cancel).await;
+        let expired = settle(&mut saga, result, Ending::Cancel).await;
         saga.finish().await;
         expired.map(|_| ()).map_err(Into::into)
     }
@@ -218,7 +224,7 @@ impl OrderObject {
             saga.on_rejection(Compensation::ReleaseStock { reservation_id });
         }
         let result = charge_and_confirm(&mut saga, order, &req.method, OnDecline::KeepDraft).await;
-        let order = saga.settle(result, Ending::Fail).await;
+        let order = settle(&mut saga, result, Ending::Fail).await;
         saga.finish().await;
         let order = order?;
 
@@ -229,6 +235,20 @@ impl OrderObject {
             _ => CommandOutcome::Done(Rested::from(&order)),
         })
     }
+}
+
+/// Schedules the expiry of this draft at its `expires_at` (the earlier of its
+/// payment window and its reservation's expiry): a delayed call to the order's own
+/// object, kept by Restate, so it fires even if every process restarts meanwhile.
+fn schedule_expiry(ctx: &ObjectContext<'_>, order: &Order) {
+    let deadline = order.expires_at.unwrap_or(order.updated_at);
+    // Measured from the commit's journaled instant, so a replay schedules the same.
+    let after = (deadline - order.updated_at)
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    ctx.object_client::<OrderObjectClient>(ctx.key())
+        .expire_draft()
+        .send_after(after);
 }
 
 /// Runs `command` once per caller's request key: the outcome is kept in the object's

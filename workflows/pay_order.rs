@@ -10,8 +10,9 @@
 //!
 //! A failure undoes what was done (refund, release) before it is recorded.
 
-use super::saga::{apply, Saga};
+use super::saga::Saga;
 use super::steps::{charge_payment, commit_stock, create_fulfillment};
+use super::undo::{apply, compensate};
 use crate::domain::{DomainError, Order, OrderStatus};
 use crate::downstream::Rejection;
 use chrono::{DateTime, Utc};
@@ -151,7 +152,7 @@ pub async fn fail_order<F>(
 where
     F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError> + Clone + Send + 'static,
 {
-    let undone = saga.compensate(order).await?;
+    let undone = compensate(saga, order).await?;
     let template = match failed.code {
         "payment_declined" => "payment_failed",
         _ => "order_failed",

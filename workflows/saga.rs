@@ -1,10 +1,9 @@
 //! The saga machinery: journaled steps with an idempotency key per occurrence, the
-//! compensation stack, commits of the order to the object and the read model, and
-//! the undo path when a saga is refused, cancelled through Restate, or meets an
-//! error no retry can pass.
+//! compensation stack, and commits of the order to the object and the read model.
+//! The undo path is in [`super::undo`].
 
-use super::{steps, Deps};
-use crate::domain::{Compensation, DomainError, NewOrder, Order, OrderStatus};
+use super::Deps;
+use crate::domain::{Compensation, DomainError, NewOrder, Order};
 use crate::downstream::{DownstreamError, Rejection};
 use crate::read_model::{self, StepRecord};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -42,34 +41,6 @@ struct StepDone<T> {
     outcome: Result<T, Rejection>,
     started_at: DateTime<Utc>,
     ended_at: DateTime<Utc>,
-}
-
-/// What an undo gave back, for the commit that follows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Undone {
-    Released,
-    Refunded(crate::domain::Money),
-    /// A charge whose outcome was unknown had gone through and is now refunded.
-    RefundedCapture {
-        payment_id: String,
-        method: String,
-        captured: crate::domain::Money,
-        refunded: crate::domain::Money,
-    },
-    FulfillmentCancelled,
-    /// The forward step had done nothing.
-    Nothing,
-    /// The downstream finally refused the compensation.
-    Refused(Compensation, Rejection),
-}
-
-/// How a saga ends when it cannot go on (cancelled through Restate, or an error no
-/// retry can pass): after undoing what it did, the order becomes `failed` (a create
-/// or a payment) or `cancelled` (an expiring draft).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Fail,
-    Cancel,
 }
 
 /// Now, at the precision PostgreSQL keeps, so that state and read model agree.
@@ -272,22 +243,14 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.latest = Some(order.clone());
     }
 
-    /// Undoes, newest first, everything registered so far. Each compensation is
-    /// retried while its failure is transient; one that is finally refused is
-    /// returned as [`Undone::Refused`], for the order to carry until an operator
-    /// deals with it.
-    pub async fn compensate(&mut self, order: &Order) -> Result<Vec<Undone>, TerminalError> {
-        let mut undone = Vec::new();
-        while let Some(c) = self.compensations.pop() {
-            undone.push(match steps::undo(self, order, &c).await? {
-                Ok(u) => u,
-                Err(refusal) => {
-                    tracing::error!(order.id = %self.order_id, %refusal, "compensation refused");
-                    Undone::Refused(c, refusal)
-                }
-            });
-        }
-        Ok(undone)
+    /// The newest compensation not yet run, taken off the stack.
+    pub fn pop_compensation(&mut self) -> Option<Compensation> {
+        self.compensations.pop()
+    }
+
+    /// The order as last committed or held.
+    pub fn latest(&self) -> Option<&Order> {
+        self.latest.as_ref()
     }
 
     /// Applies `change` to a copy of `order` at the next version and a fresh instant,
@@ -358,85 +321,6 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.hold(&order);
         Ok(order)
     }
-
-    /// Ends a saga that stopped with `error` (a cancellation through Restate, or an
-    /// error no retry can pass): undoes what it did and ends the order as `ending`
-    /// says, with the reason. Without an order there is nothing to undo.
-    pub async fn settle(
-        &mut self,
-        result: Result<Order, TerminalError>,
-        ending: Ending,
-    ) -> Result<Order, TerminalError> {
-        let error = match result {
-            Ok(order) => return Ok(order),
-            Err(e) => e,
-        };
-        let Some(order) = self.latest.clone() else {
-            return Err(error);
-        };
-        let (code, message) = if is_cancellation(&error) {
-            (
-                "cancelled",
-                "the saga was cancelled through Restate".to_owned(),
-            )
-        } else {
-            ("internal_error", error.message().to_owned())
-        };
-        tracing::warn!(order.id = %self.order_id, saga = %self.name, code, %message, "undoing the saga");
-        let undone = self.compensate(&order).await?;
-        match ending {
-            Ending::Fail => {
-                self.commit(
-                    &order,
-                    &["order.failed"],
-                    Some("order_failed"),
-                    move |o, at| {
-                        apply(o, &undone, at)?;
-                        o.fail(code, &message, at)
-                    },
-                )
-                .await
-            }
-            Ending::Cancel => {
-                self.commit(
-                    &order,
-                    &["order.cancelled"],
-                    Some("order_cancelled"),
-                    move |o, at| {
-                        apply(o, &undone, at)?;
-                        o.transition(OrderStatus::Cancelled, Some(message), "system", at)
-                    },
-                )
-                .await
-            }
-        }
-    }
-}
-
-/// Records on the order what the compensations gave back; a refused one parks
-/// the order for an operator. Only what a downstream confirmed is counted.
-pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<(), DomainError> {
-    for u in undone {
-        match u {
-            Undone::Refunded(amount) => order.record_refund(*amount)?,
-            Undone::RefundedCapture {
-                payment_id,
-                method,
-                captured,
-                refunded,
-            } => {
-                let attempt = order.next_payment_attempt();
-                order.record_capture(attempt, method, payment_id, *captured, at);
-                order.record_refund(*refunded)?;
-            }
-            Undone::Released | Undone::FulfillmentCancelled | Undone::Nothing => {}
-            Undone::Refused(c, refusal) => {
-                order.owed.push(c.clone());
-                order.park(c.step(), "compensation_refused", &refusal.to_string(), at);
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn write(

@@ -714,6 +714,17 @@ mod tests {
         }
     }
 
+    /// The order made of `new`, as the create saga writes it.
+    fn created(new: &NewOrder) -> Order {
+        Order::create(
+            Uuid::nil(),
+            "ORD".into(),
+            new,
+            Utc::now(),
+            Duration::hours(1),
+        )
+    }
+
     fn order(items: Vec<NewItem>) -> NewOrder {
         NewOrder {
             customer_id: None,
@@ -732,13 +743,7 @@ mod tests {
     fn totals_follow_the_money_rules() {
         let new = order(vec![item(2, "50.00", "10.00", "8.10")]);
         assert!(new.validate().is_empty());
-        let o = Order::create(
-            Uuid::nil(),
-            "ORD".into(),
-            &new,
-            Utc::now(),
-            Duration::hours(1),
-        );
+        let o = created(&new);
         assert_eq!(o.subtotal.to_string(), "100.00");
         assert_eq!(o.items[0].total_price.to_string(), "98.10");
         assert_eq!(o.total_amount.to_string(), "103.10");
@@ -786,13 +791,7 @@ mod tests {
     #[test]
     fn transitions_follow_the_table() {
         let new = order(vec![item(1, "1.00", "0", "0")]);
-        let mut o = Order::create(
-            Uuid::nil(),
-            "ORD".into(),
-            &new,
-            Utc::now(),
-            Duration::hours(1),
-        );
+        let mut o = created(&new);
         assert!(o
             .transition(OrderStatus::Shipped, None, "api", Utc::now())
             .is_err());
@@ -805,13 +804,7 @@ mod tests {
     #[test]
     fn refunds_never_exceed_the_capture() {
         let new = order(vec![item(1, "10.00", "0", "0")]);
-        let mut o = Order::create(
-            Uuid::nil(),
-            "ORD".into(),
-            &new,
-            Utc::now(),
-            Duration::hours(1),
-        );
+        let mut o = created(&new);
         o.record_capture(1, "pm", "pay_1", "15.00".parse().unwrap(), Utc::now());
         o.record_refund("10.00".parse().unwrap()).unwrap();
         assert_eq!(o.payment_status, PaymentStatus::PartiallyRefunded);
@@ -837,13 +830,7 @@ mod tests {
     #[test]
     fn event_ids_are_stable() {
         let new = order(vec![item(1, "1.00", "0", "0")]);
-        let o = Order::create(
-            Uuid::nil(),
-            "ORD".into(),
-            &new,
-            Utc::now(),
-            Duration::hours(1),
-        );
+        let o = created(&new);
         assert_eq!(
             o.event("order.created").id,
             o.clone().event("order.created").id

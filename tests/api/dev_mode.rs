@@ -3,7 +3,7 @@
 
 use crate::helpers::mug_order;
 use order_service::engine::process::{free_port, listening_pids};
-use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
+use order_service::engine::restate_server::{RestateServer, RestateSettings};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -312,16 +312,8 @@ async fn restate_server_start_fails_naming_the_port_when_another_process_answers
     tokio::spawn(async move { axum::serve(other, app).await });
     let dir = temp_dir("order-restate-taken");
     let settings = RestateSettings {
-        bin: find_binary(
-            std::env::var_os("RESTATE_SERVER_BIN")
-                .map(PathBuf::from)
-                .as_deref(),
-        )
-        .unwrap(),
-        base_dir: dir.join("restate"),
-        ingress_port: free_port().unwrap(),
         admin_port,
-        node_port: free_port().unwrap(),
+        ..crate::helpers::restate_settings(&dir)
     };
 
     let started = tokio::time::timeout(Duration::from_secs(60), RestateServer::start(&settings))

@@ -19,6 +19,18 @@ fn admin_dsn() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// A restate-server on free loopback ports with its data under `dir/restate`.
+pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
+    let configured = std::env::var_os("RESTATE_SERVER_BIN").map(PathBuf::from);
+    RestateSettings {
+        bin: find_binary(configured.as_deref()).unwrap(),
+        base_dir: dir.join("restate"),
+        ingress_port: free_port().unwrap(),
+        admin_port: free_port().unwrap(),
+        node_port: free_port().unwrap(),
+    }
+}
+
 /// Extra environment for the service process, and the simulator's settings.
 #[derive(Default, Clone)]
 pub struct Options {
@@ -64,18 +76,7 @@ impl TestApp {
             .await
             .unwrap();
 
-        let restate_settings = RestateSettings {
-            bin: find_binary(
-                std::env::var_os("RESTATE_SERVER_BIN")
-                    .map(PathBuf::from)
-                    .as_deref(),
-            )
-            .unwrap(),
-            base_dir: dir.join("restate"),
-            ingress_port: free_port().unwrap(),
-            admin_port: free_port().unwrap(),
-            node_port: free_port().unwrap(),
-        };
+        let restate_settings = restate_settings(&dir);
         let restate = RestateServer::start(&restate_settings)
             .await
             .expect("restate-server starts");

@@ -7,7 +7,7 @@
 use order_service::engine::admin::Admin;
 use order_service::engine::endpoint;
 use order_service::engine::process::free_port;
-use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
+use order_service::engine::restate_server::RestateServer;
 use restate_sdk::prelude::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -65,18 +65,7 @@ impl ShapeV2 {
 /// A fresh restate-server in a folder of its own.
 async fn fresh_restate() -> (RestateServer, Admin, PathBuf) {
     let dir = std::env::temp_dir().join(format!("order-reg-{}", uuid::Uuid::new_v4().simple()));
-    let settings = RestateSettings {
-        bin: find_binary(
-            std::env::var_os("RESTATE_SERVER_BIN")
-                .map(PathBuf::from)
-                .as_deref(),
-        )
-        .unwrap(),
-        base_dir: dir.join("restate"),
-        ingress_port: free_port().unwrap(),
-        admin_port: free_port().unwrap(),
-        node_port: free_port().unwrap(),
-    };
+    let settings = crate::helpers::restate_settings(&dir);
     let restate = RestateServer::start(&settings).await.unwrap();
     let admin = Admin::new(&restate.admin_url);
     (restate, admin, dir)

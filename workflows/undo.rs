@@ -1,0 +1,256 @@
+//! The undo path: the compensations that give back what a saga took, what each gave
+//! back, and how a saga that was refused, cancelled through Restate or met an error
+//! no retry can pass ends the order.
+
+use super::saga::{is_cancellation, Saga};
+use super::steps::{fulfillment_lines, reservation_lines};
+use crate::domain::{Compensation, DomainError, Order, OrderStatus};
+use crate::downstream::{DownstreamError, Rejection};
+use chrono::{DateTime, Utc};
+use restate_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+type Step<T> = Result<Result<T, Rejection>, TerminalError>;
+
+/// What an undo gave back, for the commit that follows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Undone {
+    Released,
+    Refunded(crate::domain::Money),
+    /// A charge whose outcome was unknown had gone through and is now refunded.
+    RefundedCapture {
+        payment_id: String,
+        method: String,
+        captured: crate::domain::Money,
+        refunded: crate::domain::Money,
+    },
+    FulfillmentCancelled,
+    /// The forward step had done nothing.
+    Nothing,
+    /// The downstream finally refused the compensation.
+    Refused(Compensation, Rejection),
+}
+
+/// How a saga ends when it cannot go on (cancelled through Restate, or an error no
+/// retry can pass): after undoing what it did, the order becomes `failed` (a create
+/// or a payment) or `cancelled` (an expiring draft).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Fail,
+    Cancel,
+}
+
+/// Undoes, newest first, everything registered so far. Each compensation is
+/// retried while its failure is transient; one that is finally refused is
+/// returned as [`Undone::Refused`], for the order to carry until an operator
+/// deals with it.
+pub async fn compensate(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+) -> Result<Vec<Undone>, TerminalError> {
+    let mut undone = Vec::new();
+    while let Some(c) = saga.pop_compensation() {
+        undone.push(match undo(saga, order, &c).await? {
+            Ok(u) => u,
+            Err(refusal) => {
+                tracing::error!(order.id = %saga.order_id, %refusal, "compensation refused");
+                Undone::Refused(c, refusal)
+            }
+        });
+    }
+    Ok(undone)
+}
+
+/// Ends a saga that stopped with `error` (a cancellation through Restate, or an
+/// error no retry can pass): undoes what it did and ends the order as `ending`
+/// says, with the reason. Without an order there is nothing to undo.
+pub async fn settle(
+    saga: &mut Saga<'_, '_>,
+    result: Result<Order, TerminalError>,
+    ending: Ending,
+) -> Result<Order, TerminalError> {
+    let error = match result {
+        Ok(order) => return Ok(order),
+        Err(e) => e,
+    };
+    let Some(order) = saga.latest().cloned() else {
+        return Err(error);
+    };
+    let (code, message) = if is_cancellation(&error) {
+        (
+            "cancelled",
+            "the saga was cancelled through Restate".to_owned(),
+        )
+    } else {
+        ("internal_error", error.message().to_owned())
+    };
+    tracing::warn!(order.id = %saga.order_id, code, %message, "undoing the saga");
+    let undone = compensate(saga, &order).await?;
+    match ending {
+        Ending::Fail => {
+            saga.commit(
+                &order,
+                &["order.failed"],
+                Some("order_failed"),
+                move |o, at| {
+                    apply(o, &undone, at)?;
+                    o.fail(code, &message, at)
+                },
+            )
+            .await
+        }
+        Ending::Cancel => {
+            saga.commit(
+                &order,
+                &["order.cancelled"],
+                Some("order_cancelled"),
+                move |o, at| {
+                    apply(o, &undone, at)?;
+                    o.transition(OrderStatus::Cancelled, Some(message), "system", at)
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Records on the order what the compensations gave back; a refused one parks
+/// the order for an operator. Only what a downstream confirmed is counted.
+pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<(), DomainError> {
+    for u in undone {
+        match u {
+            Undone::Refunded(amount) => order.record_refund(*amount)?,
+            Undone::RefundedCapture {
+                payment_id,
+                method,
+                captured,
+                refunded,
+            } => {
+                let attempt = order.next_payment_attempt();
+                order.record_capture(attempt, method, payment_id, *captured, at);
+                order.record_refund(*refunded)?;
+            }
+            Undone::Released | Undone::FulfillmentCancelled | Undone::Nothing => {}
+            Undone::Refused(c, refusal) => {
+                order.owed.push(c.clone());
+                order.park(c.step(), "compensation_refused", &refusal.to_string(), at);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `release_stock` of an expiring draft: gives back all that is left of its
+/// reservation. It is the saga's purpose, not a compensation, and it must finish.
+pub async fn release_draft_stock(saga: &mut Saga<'_, '_>, reservation_id: &str) -> Step<Undone> {
+    let c = Compensation::ReleaseStock {
+        reservation_id: reservation_id.to_owned(),
+    };
+    undo_with(saga, None, &c, None).await
+}
+
+/// Runs the compensation `c` for `order`.
+pub async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<Undone> {
+    undo_with(saga, Some(order), c, Some(c.undoes())).await
+}
+
+async fn undo_with(
+    saga: &mut Saga<'_, '_>,
+    order: Option<&Order>,
+    c: &Compensation,
+    compensates: Option<&'static str>,
+) -> Step<Undone> {
+    let d = saga.deps.downstream.clone();
+    let step = c.step();
+    let reason = "order failed";
+    match c.clone() {
+        Compensation::ReleaseStock { reservation_id } => {
+            saga.compensation_step(step, compensates, move |key| async move {
+                d.warehouse.release(&key, &reservation_id, &[]).await?;
+                Ok(Undone::Released)
+            })
+            .await
+        }
+        Compensation::RefundPayment { payment_id, amount } => {
+            saga.compensation_step(step, compensates, move |key| async move {
+                let receipt = d.payment.refund(&key, &payment_id, amount, reason).await?;
+                Ok(Undone::Refunded(receipt.amount))
+            })
+            .await
+        }
+        Compensation::CancelFulfillment { fulfillment_id } => {
+            saga.compensation_step(step, compensates, move |key| async move {
+                d.fulfillment.cancel(&key, &fulfillment_id, &[]).await?;
+                Ok(Undone::FulfillmentCancelled)
+            })
+            .await
+        }
+        // The outcome of the forward call is unknown: asking again under its key
+        // answers what it did (or does it now), and then it is undone.
+        Compensation::ReleaseStockReservedUnder { key: original } => {
+            let order = order.expect("an in-doubt reservation belongs to an order");
+            let (order_id, lines) = (order.id, reservation_lines(order));
+            saga.compensation_step(step, compensates, move |key| async move {
+                let reserved = match d.warehouse.reserve(&original, order_id, &lines).await {
+                    Ok(r) => r,
+                    Err(DownstreamError::Rejected(r)) if r.is_business() => {
+                        return Ok(Undone::Nothing)
+                    }
+                    Err(e) => return Err(e),
+                };
+                d.warehouse
+                    .release(&key, &reserved.reservation_id, &[])
+                    .await?;
+                Ok(Undone::Released)
+            })
+            .await
+        }
+        Compensation::RefundChargeUnder {
+            key: original,
+            method,
+        } => {
+            let order = order.expect("an in-doubt charge belongs to an order");
+            let (order_id, amount, currency) =
+                (order.id, order.total_amount, order.currency.clone());
+            saga.compensation_step(step, compensates, move |key| async move {
+                let capture = match d
+                    .payment
+                    .charge(&original, order_id, amount, &currency, &method)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(DownstreamError::Rejected(r)) if r.is_business() => {
+                        return Ok(Undone::Nothing)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let receipt = d
+                    .payment
+                    .refund(&key, &capture.payment_id, capture.amount, reason)
+                    .await?;
+                // The capture is recorded with its refund, so that both sides count.
+                Ok(Undone::RefundedCapture {
+                    payment_id: capture.payment_id,
+                    method,
+                    captured: capture.amount,
+                    refunded: receipt.amount,
+                })
+            })
+            .await
+        }
+        Compensation::CancelFulfillmentCreatedUnder { key: original } => {
+            let order = order.expect("an in-doubt fulfillment belongs to an order");
+            let (order_id, lines) = (order.id, fulfillment_lines(order));
+            let address = order.shipping_address.clone();
+            saga.compensation_step(step, compensates, move |key| async move {
+                let id = d
+                    .fulfillment
+                    .create(&original, order_id, &lines, &address)
+                    .await?;
+                d.fulfillment.cancel(&key, &id, &[]).await?;
+                Ok(Undone::FulfillmentCancelled)
+            })
+            .await
+        }
+    }
+}
