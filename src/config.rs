@@ -156,15 +156,7 @@ impl Config {
             create_wait: Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS", 3000)?),
             stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
             db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
-            restate_identity_keys: env
-                .string("ORDER_RESTATE_IDENTITY_KEYS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|k| k.trim().to_owned())
-                        .filter(|k| !k.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            restate_identity_keys: env.identity_keys("ORDER_RESTATE_IDENTITY_KEYS")?,
         })
     }
 }
@@ -172,6 +164,29 @@ impl Config {
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
 
 impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// Comma-separated Restate request identity keys, each checked as the SDK
+    /// reads it, so that a bad one stops the start here rather than later.
+    fn identity_keys(&self, var: &'static str) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(Vec::new());
+        };
+        let keys: Vec<String> = v
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        for key in &keys {
+            if let Err(e) = restate_sdk::endpoint::Endpoint::builder().identity_key(key) {
+                return Err(ConfigError {
+                    var,
+                    value: key.clone(),
+                    reason: format!("not a Restate public key (publickeyv1_...): {e:?}"),
+                });
+            }
+        }
+        Ok(keys)
+    }
+
     fn string(&self, var: &str) -> Option<String> {
         (self.0)(var).filter(|v| !v.trim().is_empty())
     }
@@ -298,6 +313,15 @@ mod tests {
     }
 
     #[test]
+    fn identity_keys_are_read_as_the_sdk_reads_them() {
+        // The SDK's own documented example key.
+        let key = "publickeyv1_ChjENKeMvCtRnqG2mrBK1HmPKufgFUc98K8B3ononQvp";
+        let c = with(&[("ORDER_RESTATE_IDENTITY_KEYS", &format!(" {key}, "))]).unwrap();
+        assert_eq!(c.restate_identity_keys, [key]);
+        assert!(with(&[]).unwrap().restate_identity_keys.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_variable() {
         let e = with(&[("ORDER_HTTP_PORT", "eighty")]).unwrap_err();
         assert!(e.to_string().contains("ORDER_HTTP_PORT"), "{e}");
@@ -307,6 +331,7 @@ mod tests {
             ("ORDER_RESTATE_FORCE_REGISTER", "maybe"),
             ("ORDER_SIM_RESERVATION_TTL_SECS", "0"),
             ("ORDER_SIM_RESERVATION_TTL_SECS", "soon"),
+            ("ORDER_RESTATE_IDENTITY_KEYS", "publickeyv1_notakey"),
         ] {
             let e = with(&[(var, bad)]).unwrap_err();
             assert!(e.to_string().contains(var), "{e}");
