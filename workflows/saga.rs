@@ -200,12 +200,12 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         Ok(done.outcome)
     }
 
-    /// Runs a step that must finish: a compensation (of the step `compensates`) or
-    /// a saga's own giving back.
+    /// Runs a compensation `step`, which undoes the step `compensates`. It must
+    /// finish, so a cancellation does not interrupt it.
     pub async fn compensation_step<T, F, Fut>(
         &mut self,
         step: &'static str,
-        compensates: Option<&'static str>,
+        compensates: &'static str,
         action: F,
     ) -> Result<Result<T, Rejection>, TerminalError>
     where
@@ -213,7 +213,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.run(step, compensates, true, action).await
+        self.run(step, Some(compensates), true, action).await
     }
 
     /// Writes the record of the steps not yet written with a commit. It runs outside

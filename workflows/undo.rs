@@ -99,19 +99,27 @@ pub async fn settle(
             )
             .await
         }
-        Ending::Cancel => {
-            saga.commit(
-                &order,
-                &["order.cancelled"],
-                Some("order_cancelled"),
-                move |o, at| {
-                    apply(o, &undone, at)?;
-                    o.transition(OrderStatus::Cancelled, Some(message), "system", at)
-                },
-            )
-            .await
-        }
+        Ending::Cancel => end_cancelled(saga, &order, undone, message).await,
     }
+}
+
+/// Ends the order `cancelled` with `reason`, recording what was given back.
+pub async fn end_cancelled(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    undone: Vec<Undone>,
+    reason: String,
+) -> Result<Order, TerminalError> {
+    saga.commit(
+        order,
+        &["order.cancelled"],
+        Some("order_cancelled"),
+        move |o, at| {
+            apply(o, &undone, at)?;
+            o.transition(OrderStatus::Cancelled, Some(reason), "system", at)
+        },
+    )
+    .await
 }
 
 /// Records on the order what the compensations gave back; a refused one parks
@@ -140,28 +148,10 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
     Ok(())
 }
 
-/// `release_stock` of an expiring draft: gives back all that is left of its
-/// reservation. It is the saga's purpose, not a compensation, and it must finish.
-pub async fn release_draft_stock(saga: &mut Saga<'_, '_>, reservation_id: &str) -> Step<Undone> {
-    let c = Compensation::ReleaseStock {
-        reservation_id: reservation_id.to_owned(),
-    };
-    undo_with(saga, None, &c, None).await
-}
-
 /// Runs the compensation `c` for `order`.
-pub async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<Undone> {
-    undo_with(saga, Some(order), c, Some(c.undoes())).await
-}
-
-async fn undo_with(
-    saga: &mut Saga<'_, '_>,
-    order: Option<&Order>,
-    c: &Compensation,
-    compensates: Option<&'static str>,
-) -> Step<Undone> {
+async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<Undone> {
     let d = saga.deps.downstream.clone();
-    let step = c.step();
+    let (step, compensates) = (c.step(), c.undoes());
     let reason = "order failed";
     match c.clone() {
         Compensation::ReleaseStock { reservation_id } => {
@@ -188,7 +178,6 @@ async fn undo_with(
         // The outcome of the forward call is unknown: asking again under its key
         // answers what it did (or does it now), and then it is undone.
         Compensation::ReleaseStockReservedUnder { key: original } => {
-            let order = order.expect("an in-doubt reservation belongs to an order");
             let (order_id, lines) = (order.id, reservation_lines(order));
             saga.compensation_step(step, compensates, move |key| async move {
                 let reserved = match d.warehouse.reserve(&original, order_id, &lines).await {
@@ -209,7 +198,6 @@ async fn undo_with(
             key: original,
             method,
         } => {
-            let order = order.expect("an in-doubt charge belongs to an order");
             let (order_id, amount, currency) =
                 (order.id, order.total_amount, order.currency.clone());
             saga.compensation_step(step, compensates, move |key| async move {
@@ -239,7 +227,6 @@ async fn undo_with(
             .await
         }
         Compensation::CancelFulfillmentCreatedUnder { key: original } => {
-            let order = order.expect("an in-doubt fulfillment belongs to an order");
             let (order_id, lines) = (order.id, fulfillment_lines(order));
             let address = order.shipping_address.clone();
             saga.compensation_step(step, compensates, move |key| async move {
