@@ -290,3 +290,69 @@ async fn the_draft_timer_handler_cannot_be_called_from_outside_restate() {
     let (_, still) = app.get(&format!("/orders/{id}")).await;
     assert_eq!(still["status"], "draft");
 }
+
+#[tokio::test]
+async fn the_state_fallback_behind_a_202_reads_the_order_object() {
+    let app = TestApp::spawn().await;
+    let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+    let id = order["id"].as_str().unwrap();
+    let ingress = order_service::engine::ingress::Ingress::new(&format!(
+        "http://127.0.0.1:{}",
+        app.restate_ingress_port()
+    ))
+    .unwrap();
+
+    let held: Option<serde_json::Value> = ingress
+        .read("Order", id, "get", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let unknown: Option<serde_json::Value> = ingress
+        .read(
+            "Order",
+            &uuid::Uuid::new_v4().to_string(),
+            "get",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        held,
+        Some(order),
+        "the object holds what the read model shows"
+    );
+    assert_eq!(unknown, None);
+}
+
+#[tokio::test]
+async fn read_model_errors_that_no_retry_can_pass_are_final_and_others_are_retried() {
+    let app = TestApp::spawn().await;
+    let permanent = |sql: &'static str| {
+        let db = app.db.clone();
+        async move { sqlx::query(sql).execute(&db).await.unwrap_err() }
+    };
+
+    // What PostgreSQL answers to a NUL byte in text, as a saga's write would send it.
+    let nul = sqlx::query("SELECT $1::text")
+        .bind("a\0b")
+        .execute(&app.db)
+        .await
+        .unwrap_err();
+    let overflow = permanent("SELECT 1e20::numeric(19,4)").await;
+    let duplicate = permanent(
+        "INSERT INTO order_number_counters (day, last_value) VALUES ('2026-01-01', 1), ('2026-01-01', 2)",
+    )
+    .await;
+    let closed =
+        <sqlx::PgConnection as sqlx::Connection>::connect("postgres://postgres@127.0.0.1:1/none")
+            .await
+            .unwrap_err();
+
+    for e in [&nul, &overflow, &duplicate] {
+        assert!(order_service::read_model::is_permanent(e), "{e}");
+    }
+    assert!(
+        !order_service::read_model::is_permanent(&closed),
+        "{closed}"
+    );
+}
