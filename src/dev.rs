@@ -221,7 +221,7 @@ impl DevStack {
                     admin
                         .register_deployment(
                             endpoint_url,
-                            &service.endpoint_local_url(),
+                            &service.served,
                             config.restate_force_register.unwrap_or(false),
                             Duration::from_secs(60),
                         )

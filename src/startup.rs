@@ -4,7 +4,7 @@
 use crate::api::{self, ApiSettings, ApiState};
 use crate::config::{Config, DownstreamAddrs};
 use crate::downstream::Downstream;
-use crate::engine::admin::Admin;
+use crate::engine::admin::{Admin, Handlers};
 use crate::engine::endpoint;
 use crate::engine::ingress::Ingress;
 use crate::workflows::{self, Deps};
@@ -34,6 +34,8 @@ pub struct RunningService {
     pub endpoint_addr: SocketAddr,
     /// The URL the deployment is registered with.
     pub endpoint_url: String,
+    /// The handlers the endpoint serves.
+    pub served: Handlers,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -77,6 +79,8 @@ impl RunningService {
             downstream: downstream.clone(),
             draft_ttl: config.auto_cancel_draft_after,
         };
+        // What this code serves, asked in process: no request identity needed.
+        let served = endpoint::handlers(&workflows::endpoint(deps.clone(), &[])?).await?;
         let endpoint_task = tokio::spawn(endpoint::serve(
             endpoint_listener,
             workflows::endpoint(deps, &config.restate_identity_keys)?,
@@ -92,7 +96,7 @@ impl RunningService {
         admin
             .register_deployment(
                 &endpoint_url,
-                &local_url(endpoint_addr),
+                &served,
                 config.restate_force_register.unwrap_or(false),
                 Duration::from_secs(60),
             )
@@ -121,6 +125,7 @@ impl RunningService {
             http_addr,
             endpoint_addr,
             endpoint_url,
+            served,
             stop,
             tasks: vec![endpoint_task, relay_task, http_task],
         })
@@ -129,11 +134,6 @@ impl RunningService {
     /// The API's base URL on the loopback interface.
     pub fn local_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_addr.port())
-    }
-
-    /// The Restate endpoint's URL as this process reaches it.
-    pub fn endpoint_local_url(&self) -> String {
-        local_url(self.endpoint_addr)
     }
 
     /// Stops serving, letting requests under way finish.
@@ -207,15 +207,6 @@ pub async fn listen(host: &str, port: u16) -> anyhow::Result<TcpListener> {
     TcpListener::bind((host, port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))
-}
-
-/// `http://` plus the bound address, with the loopback for a wildcard address.
-fn local_url(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("http://[::1]:{}", a.port()),
-        addr => format!("http://{addr}"),
-    }
 }
 
 /// The DSN without password or options, for logs.

@@ -43,7 +43,7 @@ impl Admin {
     pub async fn register_deployment(
         &self,
         endpoint_url: &str,
-        served_at: &str,
+        served: &Handlers,
         force: bool,
         limit: Duration,
     ) -> anyhow::Result<()> {
@@ -65,7 +65,21 @@ impl Admin {
                         self.base_url
                     );
                 }
-                Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Ok(r) => {
+                    let text = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+                    // The endpoint itself refused Restate's discovery call: no retry
+                    // changes that.
+                    if text.contains("got status code '401")
+                        || text.contains("got status code '403")
+                    {
+                        anyhow::bail!(
+                            "the endpoint at {endpoint_url} refused restate's discovery call \
+                             ({text}): restate does not sign its requests with a key listed in \
+                             ORDER_RESTATE_IDENTITY_KEYS"
+                        );
+                    }
+                    text
+                }
                 Err(e) => e.to_string(),
             };
             if start.elapsed() > limit {
@@ -78,14 +92,13 @@ impl Admin {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let registered = handlers_of(&answer["services"]);
-        let served = served_handlers(served_at).await?;
         anyhow::ensure!(
-            registered == served,
+            registered == *served,
             "restate at {} keeps the deployment registered at {endpoint_url} with other \
              handlers ({}) than this code serves ({}); a deployment does not change: {ADVICE}",
             self.base_url,
             describe(&registered),
-            describe(&served)
+            describe(served)
         );
         Ok(())
     }
@@ -114,11 +127,11 @@ impl Admin {
 }
 
 /// Handler names per service name.
-type Handlers = BTreeMap<String, BTreeSet<String>>;
+pub type Handlers = BTreeMap<String, BTreeSet<String>>;
 
 /// The handlers of a list of services, as both the discovery manifest and Restate's
 /// registration answer give them (`[{"name", "handlers": [{"name"}]}]`).
-fn handlers_of(services: &Value) -> Handlers {
+pub fn handlers_of(services: &Value) -> Handlers {
     let names = |list: &Value| -> Vec<(String, Value)> {
         list.as_array()
             .map(|all| {
@@ -152,7 +165,7 @@ fn describe(handlers: &Handlers) -> String {
 
 /// The handlers the endpoint at `url` serves, from its discovery manifest (the
 /// endpoint speaks HTTP/2 only).
-async fn served_handlers(url: &str) -> anyhow::Result<Handlers> {
+pub async fn served_handlers(url: &str) -> anyhow::Result<Handlers> {
     let manifest: Value = reqwest::Client::builder()
         .http2_prior_knowledge()
         .timeout(Duration::from_secs(10))

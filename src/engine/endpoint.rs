@@ -3,6 +3,9 @@
 //! The SDK's own server leaves Nagle's algorithm on, which adds tens of
 //! milliseconds to every journal round trip; this accept loop sets `TCP_NODELAY`.
 
+use super::admin::{handlers_of, Handlers};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use restate_sdk::endpoint::Endpoint;
@@ -40,4 +43,26 @@ pub async fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: impl Fut
     }
     // Let running invocations reach a journal boundary; Restate resumes the rest.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// The handlers `endpoint` serves, read from its discovery manifest in process
+/// (so that no request identity is needed to ask it).
+pub async fn handlers(endpoint: &Endpoint) -> anyhow::Result<Handlers> {
+    let request = hyper::Request::get("/discover")
+        .header("accept", "application/vnd.restate.endpointmanifest.v4+json")
+        .body(Empty::<Bytes>::new())?;
+    let response = endpoint.handle(request);
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the endpoint's manifest: {e}"))?
+        .to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "the endpoint's manifest answered {status}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok(handlers_of(&manifest["services"]))
 }

@@ -174,6 +174,11 @@ impl TestApp {
         self.service = Some(child);
     }
 
+    /// The environment the service process is started with.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        self.service_env.clone()
+    }
+
     /// Kills the service process at once, as a crash would.
     pub async fn kill_service(&mut self) {
         if let Some(mut child) = self.service.take() {

@@ -4,7 +4,7 @@
 //! (which Restate refuses when it breaks the registered handlers, such as a
 //! changed service type).
 
-use order_service::engine::admin::Admin;
+use order_service::engine::admin::{served_handlers, Admin};
 use order_service::engine::endpoint;
 use order_service::engine::process::free_port;
 use order_service::engine::restate_server::RestateServer;
@@ -93,11 +93,11 @@ async fn register_without_force_fails_at_once_when_handlers_changed_at_the_same_
     // The first deployment at this URL, registered again unchanged (a restart).
     let first = serve_on(port, Endpoint::builder().bind(FirstShape).build()).await;
     admin
-        .register_deployment(&url, &url, false, limit)
+        .register_deployment(&url, &served_handlers(&url).await.unwrap(), false, limit)
         .await
         .unwrap();
     admin
-        .register_deployment(&url, &url, false, limit)
+        .register_deployment(&url, &served_handlers(&url).await.unwrap(), false, limit)
         .await
         .unwrap();
     drop(first);
@@ -106,9 +106,13 @@ async fn register_without_force_fails_at_once_when_handlers_changed_at_the_same_
     // Other handlers at the same URL.
     let _second = serve_on(port, Endpoint::builder().bind(SecondShape).build()).await;
     let start = Instant::now();
-    let refused = admin.register_deployment(&url, &url, false, limit).await;
+    let refused = admin
+        .register_deployment(&url, &served_handlers(&url).await.unwrap(), false, limit)
+        .await;
     let took = start.elapsed();
-    let forced = admin.register_deployment(&url, &url, true, limit).await;
+    let forced = admin
+        .register_deployment(&url, &served_handlers(&url).await.unwrap(), true, limit)
+        .await;
 
     let error = format!("{:#}", refused.expect_err("changed handlers were accepted"));
     assert!(
@@ -133,13 +137,23 @@ async fn register_without_force_fails_at_once_when_a_new_url_breaks_the_handlers
     let _old = serve_on(old_port, Endpoint::builder().bind(ShapeV1).build()).await;
     let _new = serve_on(new_port, Endpoint::builder().bind(ShapeV2).build()).await;
     admin
-        .register_deployment(&old_url, &old_url, false, limit)
+        .register_deployment(
+            &old_url,
+            &served_handlers(&old_url).await.unwrap(),
+            false,
+            limit,
+        )
         .await
         .unwrap();
 
     let start = Instant::now();
     let refused = admin
-        .register_deployment(&new_url, &new_url, false, limit)
+        .register_deployment(
+            &new_url,
+            &served_handlers(&new_url).await.unwrap(),
+            false,
+            limit,
+        )
         .await;
     let took = start.elapsed();
 
@@ -155,4 +169,33 @@ async fn register_without_force_fails_at_once_when_a_new_url_breaks_the_handlers
     assert!(error.contains("ORDER_RESTATE_FORCE_REGISTER"), "{error}");
     restate.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_requires_restate_identity_refuses_unsigned_calls() {
+    let mut app = crate::helpers::TestApp::spawn().await;
+    app.kill_service().await;
+    // The test's restate-server signs nothing: with a key required, its discovery
+    // call to the endpoint is refused, and the start fails at once saying why.
+    let key = "publickeyv1_ChjENKeMvCtRnqG2mrBK1HmPKufgFUc98K8B3ononQvp";
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_order-service"))
+            .arg("serve")
+            .envs(app.service_env())
+            .env("ORDER_RESTATE_IDENTITY_KEYS", key)
+            .env("ORDER_RESTATE_FORCE_REGISTER", "true")
+            .env("RUST_LOG", "error")
+            .output(),
+    )
+    .await
+    .expect("the start ends at once")
+    .unwrap();
+
+    assert!(!out.status.success(), "started without Restate's identity");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ORDER_RESTATE_IDENTITY_KEYS"), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
 }

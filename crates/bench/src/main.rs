@@ -9,7 +9,7 @@ use load::{closed_loop, open_loop, Figures};
 use order_service::config::Config;
 use order_service::dev::DevStack;
 use order_service::downstream::Downstream;
-use order_service::engine::admin::Admin;
+use order_service::engine::admin::{served_handlers, Admin};
 use order_service::engine::process::free_port;
 use order_service::startup::{Backends, RunningService};
 use order_service::telemetry;
@@ -102,7 +102,12 @@ async fn scenarios(
     ));
     let floor_url = format!("http://127.0.0.1:{floor_port}");
     Admin::new(&backends.admin_url)
-        .register_deployment(&floor_url, &floor_url, false, Duration::from_secs(30))
+        .register_deployment(
+            &floor_url,
+            &served_handlers(&floor_url).await?,
+            false,
+            Duration::from_secs(30),
+        )
         .await?;
 
     // The direct reference: the same downstream calls from a plain handler.
