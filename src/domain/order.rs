@@ -262,10 +262,15 @@ impl Compensation {
 
     /// The forward step it undoes.
     pub fn undoes(&self) -> &'static str {
-        match self.step() {
-            "release_stock" => "reserve_stock",
-            "refund_payment" => "charge_payment",
-            _ => "create_fulfillment",
+        match self {
+            Compensation::ReleaseStock { .. } | Compensation::ReleaseStockReservedUnder { .. } => {
+                "reserve_stock"
+            }
+            Compensation::RefundPayment { .. } | Compensation::RefundChargeUnder { .. } => {
+                "charge_payment"
+            }
+            Compensation::CancelFulfillment { .. }
+            | Compensation::CancelFulfillmentCreatedUnder { .. } => "create_fulfillment",
         }
     }
 }

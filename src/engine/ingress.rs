@@ -79,20 +79,11 @@ impl Ingress {
             Err(e) => Err(e),
         };
         match answer {
-            Ok((status, body)) if status.is_success() => {
-                serde_json::from_slice(&body).map_err(|e| IngressError::Failed {
-                    status: 500,
-                    message: format!("unreadable result: {e}"),
-                })
-            }
             // Restate's own troubles (overloaded, no quorum): did it take the call?
             Ok((status, _)) if (502..=504).contains(&status.as_u16()) => {
                 Err(self.confirm(&target, request, idempotency_key, wait).await)
             }
-            Ok((status, body)) => Err(IngressError::Failed {
-                status: status.as_u16(),
-                message: error_message(&body),
-            }),
+            Ok((status, body)) => result(status, &body),
             Err(_) => Err(self.confirm(&target, request, idempotency_key, wait).await),
         }
     }
@@ -143,16 +134,7 @@ impl Ingress {
             .bytes()
             .await
             .map_err(|e| IngressError::NotAccepted(e.to_string()))?;
-        if !status.is_success() {
-            return Err(IngressError::Failed {
-                status: status.as_u16(),
-                message: error_message(&body),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| IngressError::Failed {
-            status: 500,
-            message: format!("unreadable result: {e}"),
-        })
+        result(status, &body)
     }
 
     /// True when the ingress answers.
@@ -160,6 +142,23 @@ impl Ingress {
         let url = format!("{}/restate/health", self.base_url);
         matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
     }
+}
+
+/// A handler's answer: its result, or the terminal error it ended with.
+fn result<Res: DeserializeOwned>(
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<Res, IngressError> {
+    if !status.is_success() {
+        return Err(IngressError::Failed {
+            status: status.as_u16(),
+            message: error_message(body),
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| IngressError::Failed {
+        status: 500,
+        message: format!("unreadable result: {e}"),
+    })
 }
 
 /// The `message` of an error body, or the body itself.
