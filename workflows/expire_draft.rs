@@ -11,7 +11,10 @@ use restate_sdk::prelude::*;
 /// Cancels `order`, an unpaid draft: its reservation is undone like any other.
 pub async fn expire_draft(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, TerminalError> {
     if let Some(reservation_id) = order.reservation_id.clone() {
-        saga.on_rejection(Compensation::ReleaseStock { reservation_id });
+        saga.on_rejection(Compensation::ReleaseStock {
+            reservation_id,
+            items: Vec::new(),
+        });
     }
     let undone = compensate(saga, &order).await?;
     let reason = "payment not received in time".to_owned();

@@ -1,5 +1,6 @@
 //! The Restate side: the order virtual object and the sagas its handlers run.
 
+mod cancel_order;
 mod create_order;
 mod expire_draft;
 mod order;
@@ -9,7 +10,9 @@ mod set_status;
 mod steps;
 mod undo;
 
-pub use order::{CommandOutcome, OrderObject, PayRequest, Rested, StatusRequest, ORDER_OBJECT};
+pub use order::{
+    CancelRequest, CommandOutcome, OrderObject, PayRequest, Rested, StatusRequest, ORDER_OBJECT,
+};
 
 use crate::downstream::Downstream;
 use restate_sdk::prelude::*;

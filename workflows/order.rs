@@ -2,6 +2,7 @@
 //! authoritative state and serializes every change to its order; each exclusive
 //! handler runs one saga.
 
+use super::cancel_order::{cancel_units, Scope};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::pay_order::{charge_and_confirm, OnDecline};
@@ -9,7 +10,10 @@ use super::saga::{Saga, ORDER_STATE};
 use super::set_status::set_status;
 use super::undo::{settle, Ending};
 use super::Deps;
-use crate::domain::{Compensation, Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus};
+use crate::domain::{
+    Compensation, DomainError, ItemQuantity, Money, NewOrder, Order, OrderStatus, OrderView,
+    PaymentStatus,
+};
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -53,6 +57,20 @@ pub struct StatusRequest {
     pub request_key: Option<String>,
 }
 
+/// A cancel of the whole order (`POST /orders/{id}/cancel`) or of some of its
+/// units (`POST /orders/{id}/cancel-items`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// The units to cancel; none for the whole order.
+    #[serde(default)]
+    pub items: Vec<ItemQuantity>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
+    #[serde(default)]
+    pub request_key: Option<String>,
+}
+
 /// Where a saga left the order; the API reads the order itself from the read model,
 /// so the journal does not carry it twice.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -81,6 +99,9 @@ pub enum CommandOutcome {
         status: u16,
         code: String,
         message: String,
+        /// The request field at fault, for `validation_failed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
     },
 }
 
@@ -90,6 +111,16 @@ impl CommandOutcome {
             status,
             code: code.to_owned(),
             message: message.into(),
+            field: None,
+        }
+    }
+
+    fn invalid(field: String, message: impl Into<String>) -> Self {
+        CommandOutcome::Refused {
+            status: 422,
+            code: "validation_failed".into(),
+            message: message.into(),
+            field: Some(field),
         }
     }
 }
@@ -145,6 +176,30 @@ impl OrderObject {
         once(&ctx, "set_status", key, self.move_status(&ctx, req)).await
     }
 
+    /// Cancels the whole order before it ships.
+    #[handler]
+    async fn cancel(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<CancelRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = req.request_key.clone();
+        let command = self.cancel_order(&ctx, req, Scope::Whole);
+        once(&ctx, "cancel", key, command).await
+    }
+
+    /// Cancels some units of the order before it ships; the last ones cancel it.
+    #[handler]
+    async fn cancel_items(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<CancelRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = req.request_key.clone();
+        let command = self.cancel_order(&ctx, req, Scope::Items);
+        once(&ctx, "cancel_items", key, command).await
+    }
+
     /// Fired by the draft's timer: cancels it if it is still unpaid. Only Restate
     /// calls it.
     #[handler(ingress_private)]
@@ -196,6 +251,59 @@ impl OrderObject {
         Ok(CommandOutcome::Done(Rested::from(&order?)))
     }
 
+    async fn cancel_order(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: CancelRequest,
+        scope: Scope,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+            return Ok(CommandOutcome::refused(
+                404,
+                "order_not_found",
+                "no such order",
+            ));
+        };
+        match order.status {
+            OrderStatus::Draft | OrderStatus::Confirmed | OrderStatus::Processing => {}
+            OrderStatus::Shipped | OrderStatus::Delivered | OrderStatus::Refunded => {
+                let message = format!("a {} order can no longer be cancelled", order.status);
+                return Ok(CommandOutcome::refused(409, "not_cancellable", message));
+            }
+            OrderStatus::Cancelled | OrderStatus::Failed => {
+                let message = format!("the order is already {}", order.status);
+                return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            }
+        }
+        let plan = match scope {
+            Scope::Whole => order.plan_cancel_all(),
+            Scope::Items => order.plan_cancel(&req.items),
+        };
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => return Ok(refuse_items(&req.items, e)),
+        };
+
+        // Named by its invocation: a refused cancel changes nothing, so the next
+        // one must not meet the answers given to this one.
+        let saga_name = match scope {
+            Scope::Whole => format!("cancel_order@{}", ctx.invocation_id()),
+            Scope::Items => format!("cancel_items@{}", ctx.invocation_id()),
+        };
+        let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name).asked_by("api", req.reason);
+        saga.begin_with(&order);
+        let result = cancel_units(&mut saga, order, plan, scope).await;
+        saga.finish().await;
+        Ok(match result? {
+            Ok(order) => CommandOutcome::Done(Rested::from(&order)),
+            Err(refused) if refused.is_business() => {
+                let message = format!("the fulfillment service refused: {}", refused.code);
+                CommandOutcome::refused(409, "already_shipped", message)
+            }
+            Err(refused) => CommandOutcome::refused(502, "step_refused", refused.to_string()),
+        })
+    }
+
     async fn pay_draft(
         &self,
         ctx: &ObjectContext<'_>,
@@ -212,8 +320,8 @@ impl OrderObject {
             let message = format!("only a draft can be paid; this order is {}", order.status);
             return Ok(CommandOutcome::refused(409, "invalid_transition", message));
         }
-        if req.amount.is_some_and(|a| a != order.total_amount) {
-            let message = format!("amount must equal the order total {}", order.total_amount);
+        if req.amount.is_some_and(|a| a != order.amount_due()) {
+            let message = format!("amount must equal the amount due {}", order.amount_due());
             return Ok(CommandOutcome::refused(422, "validation_failed", message));
         }
 
@@ -221,7 +329,10 @@ impl OrderObject {
         let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name);
         saga.begin_with(&order);
         if let Some(reservation_id) = order.reservation_id.clone() {
-            saga.on_rejection(Compensation::ReleaseStock { reservation_id });
+            saga.on_rejection(Compensation::ReleaseStock {
+                reservation_id,
+                items: Vec::new(),
+            });
         }
         let result = charge_and_confirm(&mut saga, order, &req.method, OnDecline::KeepDraft).await;
         let order = settle(&mut saga, result, Ending::Fail).await;
@@ -234,6 +345,25 @@ impl OrderObject {
             }
             _ => CommandOutcome::Done(Rested::from(&order)),
         })
+    }
+}
+
+/// The refusal of a cancel of `items` that the order's rules do not allow.
+fn refuse_items(items: &[ItemQuantity], error: DomainError) -> CommandOutcome {
+    let field = |id: i32| {
+        let at = items.iter().position(|i| i.item_id == id).unwrap_or(0);
+        format!("items[{at}].item_id")
+    };
+    match error {
+        DomainError::UnknownItem(id) => CommandOutcome::invalid(field(id), error.to_string()),
+        DomainError::ItemNamedTwice(id) => {
+            let at = items.iter().rposition(|i| i.item_id == id).unwrap_or(0);
+            CommandOutcome::invalid(format!("items[{at}].item_id"), error.to_string())
+        }
+        DomainError::QuantityExceeded { .. } => {
+            CommandOutcome::refused(422, "quantity_exceeded", error.to_string())
+        }
+        other => CommandOutcome::refused(409, "invalid_transition", other.to_string()),
     }
 }
 

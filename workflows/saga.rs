@@ -3,9 +3,9 @@
 //! The undo path is in [`super::undo`].
 
 use super::Deps;
-use crate::domain::{Compensation, DomainError, NewOrder, Order};
+use crate::domain::{Compensation, DomainError, FieldChange, NewOrder, Order};
 use crate::downstream::{DownstreamError, Rejection};
-use crate::read_model::{self, StepRecord};
+use crate::read_model::{self, Author, StepRecord};
 use chrono::{DateTime, SubsecRound, Utc};
 use restate_sdk::prelude::*;
 use serde::de::DeserializeOwned;
@@ -33,6 +33,9 @@ pub struct Saga<'a, 'ctx> {
     /// A cancellation arrived inside a step that had to finish: no further forward
     /// step runs.
     cancelled: bool,
+    /// Who asked for the saga and why, for the histories.
+    actor: String,
+    reason: Option<String>,
 }
 
 /// What a journaled step returns: its outcome and when it ran.
@@ -67,7 +70,31 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             latest: None,
             clock: DateTime::<Utc>::MIN_UTC,
             cancelled: false,
+            actor: "system".into(),
+            reason: None,
         }
+    }
+
+    /// Names who asked for the saga (`api`, `system`) and why.
+    pub fn asked_by(mut self, actor: &str, reason: Option<String>) -> Self {
+        self.actor = actor.to_owned();
+        self.reason = reason;
+        self
+    }
+
+    /// Who asked for the saga.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Why the saga runs, as given; otherwise its name.
+    pub fn reason(&self) -> &str {
+        self.reason.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Why the saga runs, as given.
+    pub fn given_reason(&self) -> Option<String> {
+        self.reason.clone()
     }
 
     /// When the last step ended (journaled, so the same on every replay).
@@ -269,16 +296,22 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError> + Clone + Send + 'static,
     {
         let db = self.deps.db.clone();
-        let next = order.clone();
+        let before = order.clone();
         let steps = std::mem::take(&mut self.done);
+        let (actor, reason) = (self.actor.clone(), self.reason.clone());
         let outcome = self
             .run("update_read_model", None, true, move |_key| async move {
-                let mut next = next;
+                let mut next = before.clone();
                 let at = now();
                 next.version += 1;
                 next.updated_at = at;
                 change(&mut next, at).map_err(domain_error)?;
-                write(&db, &next, topics, notify, &steps).await?;
+                let author = Author {
+                    actor: &actor,
+                    reason: reason.as_deref(),
+                };
+                let changes = next.changes_since(&before);
+                write(&db, &next, topics, notify, (author, &changes), &steps).await?;
                 Ok(next)
             })
             .await?;
@@ -307,7 +340,11 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                     }
                 };
                 let order = Order::create(id, number, &new, at, ttl);
-                write(&db, &order, &["order.created"], None, &[]).await?;
+                let author = Author {
+                    actor: "customer",
+                    reason: None,
+                };
+                write(&db, &order, &["order.created"], None, (author, &[]), &[]).await?;
                 Ok(order)
             })
             .await?;
@@ -328,11 +365,12 @@ async fn write(
     order: &Order,
     topics: &[&str],
     notify: Option<&str>,
+    edits: (Author<'_>, &[FieldChange]),
     steps: &[StepRecord],
 ) -> Result<(), DownstreamError> {
     let events: Vec<_> = topics.iter().map(|t| order.event(t)).collect();
     let notification = notify.map(|t| order.notification(t));
-    read_model::project(db, order, &events, notification.as_ref(), steps)
+    read_model::project(db, order, &events, notification.as_ref(), edits, steps)
         .await
         .map_err(db_error)?;
     Ok(())

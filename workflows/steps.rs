@@ -28,8 +28,10 @@ pub(super) fn fulfillment_lines(order: &Order) -> Vec<FulfillmentLine> {
         .map(|i| FulfillmentLine {
             sku: i.product_sku.clone(),
             warehouse_id: i.warehouse_id,
-            quantity: i.quantity - i.cancelled_quantity,
+            quantity: i.units_left(),
         })
+        // Units cancelled before the payment are not shipped.
+        .filter(|line| line.quantity > 0)
         .collect()
 }
 
@@ -43,6 +45,7 @@ pub async fn reserve_stock(saga: &mut Saga<'_, '_>, order: &Order) -> Step<Reser
         |r: &Reserved| {
             Some(Compensation::ReleaseStock {
                 reservation_id: r.reservation_id.clone(),
+                items: Vec::new(),
             })
         },
         move |key| async move { warehouse.reserve(&key, order_id, &lines).await },
@@ -53,7 +56,7 @@ pub async fn reserve_stock(saga: &mut Saga<'_, '_>, order: &Order) -> Step<Reser
 /// `charge_payment`: captures the order total with `method`.
 pub async fn charge_payment(saga: &mut Saga<'_, '_>, order: &Order, method: &str) -> Step<Capture> {
     let payment = saga.deps.downstream.payment.clone();
-    let (order_id, amount, currency) = (order.id, order.total_amount, order.currency.clone());
+    let (order_id, amount, currency) = (order.id, order.amount_due(), order.currency.clone());
     let method = method.to_owned();
     let in_doubt_method = method.clone();
     saga.forward(
@@ -105,6 +108,7 @@ pub async fn create_fulfillment(saga: &mut Saga<'_, '_>, order: &Order) -> Step<
         |id: &String| {
             Some(Compensation::CancelFulfillment {
                 fulfillment_id: id.clone(),
+                items: Vec::new(),
             })
         },
         move |key| async move { fulfillment.create(&key, order_id, &lines, &address).await },

@@ -152,25 +152,31 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
 async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<Undone> {
     let d = saga.deps.downstream.clone();
     let (step, compensates) = (c.step(), c.undoes());
-    let reason = "order failed";
+    let reason = saga.reason().to_owned();
     match c.clone() {
-        Compensation::ReleaseStock { reservation_id } => {
+        Compensation::ReleaseStock {
+            reservation_id,
+            items,
+        } => {
             saga.compensation_step(step, compensates, move |key| async move {
-                d.warehouse.release(&key, &reservation_id, &[]).await?;
+                d.warehouse.release(&key, &reservation_id, &items).await?;
                 Ok(Undone::Released)
             })
             .await
         }
         Compensation::RefundPayment { payment_id, amount } => {
             saga.compensation_step(step, compensates, move |key| async move {
-                let receipt = d.payment.refund(&key, &payment_id, amount, reason).await?;
+                let receipt = d.payment.refund(&key, &payment_id, amount, &reason).await?;
                 Ok(Undone::Refunded(receipt.amount))
             })
             .await
         }
-        Compensation::CancelFulfillment { fulfillment_id } => {
+        Compensation::CancelFulfillment {
+            fulfillment_id,
+            items,
+        } => {
             saga.compensation_step(step, compensates, move |key| async move {
-                d.fulfillment.cancel(&key, &fulfillment_id, &[]).await?;
+                d.fulfillment.cancel(&key, &fulfillment_id, &items).await?;
                 Ok(Undone::FulfillmentCancelled)
             })
             .await
@@ -199,7 +205,7 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
             method,
         } => {
             let (order_id, amount, currency) =
-                (order.id, order.total_amount, order.currency.clone());
+                (order.id, order.amount_due(), order.currency.clone());
             saga.compensation_step(step, compensates, move |key| async move {
                 let capture = match d
                     .payment
@@ -214,7 +220,7 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
                 };
                 let receipt = d
                     .payment
-                    .refund(&key, &capture.payment_id, capture.amount, reason)
+                    .refund(&key, &capture.payment_id, capture.amount, &reason)
                     .await?;
                 // The capture is recorded with its refund, so that both sides count.
                 Ok(Undone::RefundedCapture {

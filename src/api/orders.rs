@@ -4,10 +4,14 @@ use super::body::{read_request, JsonBody};
 use super::idempotency::{self, Begin, Reply};
 use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
-use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
+use crate::domain::{
+    FieldError, ItemQuantity, NewOrder, NewPayment, OrderStatus, OrderView, MAX_ITEMS, MAX_QUANTITY,
+};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, ListFilter};
-use crate::workflows::{CommandOutcome, PayRequest, Rested, StatusRequest, ORDER_OBJECT};
+use crate::workflows::{
+    CancelRequest, CommandOutcome, PayRequest, Rested, StatusRequest, ORDER_OBJECT,
+};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
@@ -27,7 +31,10 @@ pub fn router() -> Router<ApiState> {
         .route("/orders/by-number/{order_number}", get(get_order_by_number))
         .route("/orders/{id}/payments", post(pay_order))
         .route("/orders/{id}/status", put(set_status))
+        .route("/orders/{id}/cancel", post(cancel_order))
+        .route("/orders/{id}/cancel-items", post(cancel_items))
         .route("/orders/{id}/status-history", get(status_history))
+        .route("/orders/{id}/edit-history", get(edit_history))
 }
 
 /// `POST /orders`: runs the create saga and answers once it rests, or with `202`.
@@ -88,8 +95,8 @@ async fn pay_order(
     let order = read_model::get_order(&state.db, id)
         .await?
         .ok_or(ApiError::OrderNotFound)?;
-    if payment.amount.is_some_and(|a| a != order.total_amount) {
-        let message = format!("must equal the order total {}", order.total_amount);
+    if payment.amount.is_some_and(|a| a != order.amount_due()) {
+        let message = format!("must equal the amount due {}", order.amount_due());
         return Err(ApiError::Validation(vec![FieldError::new(
             "amount", message,
         )]));
@@ -120,16 +127,8 @@ async fn set_status(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, |b: &StatusBody| {
-        let too_long = b.reason.as_ref().is_some_and(|r| r.chars().count() > 500);
-        match too_long {
-            true => vec![FieldError::new("reason", "must be at most 500 characters")],
-            false => vec![],
-        }
-    })?;
-    if read_model::get_order(&state.db, id).await?.is_none() {
-        return Err(ApiError::OrderNotFound);
-    }
+    let (request, body) = read_request(body, |b: &StatusBody| reason_rules(&b.reason))?;
+    existing(&state, id).await?;
     let change = StatusRequest {
         status: body.status,
         reason: body.reason,
@@ -137,6 +136,101 @@ async fn set_status(
     };
     let key = change.request_key.clone();
     command(&state, id, "set_status", key, &request, &change).await
+}
+
+/// The body of `POST /orders/{id}/cancel`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /orders/{id}/cancel`: cancels the whole order before it ships.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn cancel_order(
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Reply, ApiError> {
+    let (request, body) = read_request(body, |b: &CancelBody| reason_rules(&b.reason))?;
+    let cancel = CancelRequest {
+        items: Vec::new(),
+        reason: body.reason,
+        request_key: idempotency::request_key(&headers)?,
+    };
+    existing(&state, id).await?;
+    let key = cancel.request_key.clone();
+    command(&state, id, "cancel", key, &request, &cancel).await
+}
+
+/// The body of `POST /orders/{id}/cancel-items`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelItemsBody {
+    items: Vec<ItemQuantity>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl CancelItemsBody {
+    /// The shape of the request; which items the order has and how many units
+    /// are left is for the order to say.
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = reason_rules(&self.reason);
+        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
+            let message = format!("must name 1 to {MAX_ITEMS} items");
+            errors.push(FieldError::new("items", message));
+        }
+        for (n, item) in self.items.iter().enumerate() {
+            if item.item_id < 1 {
+                let field = format!("items[{n}].item_id");
+                errors.push(FieldError::new(field, "must be an item id of the order"));
+            }
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                let field = format!("items[{n}].quantity");
+                let message = format!("must be between 1 and {MAX_QUANTITY}");
+                errors.push(FieldError::new(field, message));
+            }
+        }
+        errors
+    }
+}
+
+/// `POST /orders/{id}/cancel-items`: cancels some units before the order ships.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn cancel_items(
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Reply, ApiError> {
+    let (request, body) = read_request(body, CancelItemsBody::validate)?;
+    let cancel = CancelRequest {
+        items: body.items,
+        reason: body.reason,
+        request_key: idempotency::request_key(&headers)?,
+    };
+    existing(&state, id).await?;
+    let key = cancel.request_key.clone();
+    command(&state, id, "cancel_items", key, &request, &cancel).await
+}
+
+/// A reason is free text of at most 500 characters.
+fn reason_rules(reason: &Option<String>) -> Vec<FieldError> {
+    match reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        true => vec![FieldError::new("reason", "must be at most 500 characters")],
+        false => vec![],
+    }
+}
+
+/// `404` unless the order is in the read model.
+async fn existing(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
+    match read_model::get_order(&state.db, id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::OrderNotFound),
+    }
 }
 
 /// Runs `handler` of the order's object once per `Idempotency-Key` and answers
@@ -181,12 +275,16 @@ async fn command<Req: Serialize>(
             status,
             code,
             message,
+            field,
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
-            let error = ApiError::Refused {
-                status,
-                code,
-                message,
+            let error = match field {
+                Some(field) => ApiError::Validation(vec![FieldError::new(field, message)]),
+                None => ApiError::Refused {
+                    status,
+                    code,
+                    message,
+                },
             };
             Reply {
                 status,
@@ -280,6 +378,15 @@ async fn status_history(
     history
         .map(|h| Json(json!(h)))
         .ok_or(ApiError::OrderNotFound)
+}
+
+/// `GET /orders/{id}/edit-history`.
+async fn edit_history(
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+) -> Result<Json<Vec<read_model::EditEntry>>, ApiError> {
+    let history = read_model::edit_history(&state.db, id).await?;
+    history.map(Json).ok_or(ApiError::OrderNotFound)
 }
 
 /// `GET /orders`: newest first, filtered, a page at a time.

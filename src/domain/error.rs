@@ -11,6 +11,8 @@ pub enum DomainError {
     QuantityExceeded { item_id: i32, left: i64, asked: i64 },
     #[error("the order has no item {0}")]
     UnknownItem(i32),
+    #[error("item {0} is named more than once")]
+    ItemNamedTwice(i32),
     #[error("a refund of {asked} would exceed what is left of the capture ({left})")]
     RefundExceedsCapture { asked: String, left: String },
     #[error("an amount would exceed the largest amount the service keeps")]

@@ -1,17 +1,21 @@
 //! Pure order types and rules: no I/O here.
 
 mod currency;
+mod edits;
 mod error;
+mod give_back;
 mod money;
 mod order;
 pub mod proration;
 mod status;
 
 pub use currency::Currency;
+pub use edits::FieldChange;
 pub use error::DomainError;
+pub use give_back::{GiveBack, GiveBackLine, ItemQuantity, SkuQuantity};
 pub use money::{Money, MoneyError};
 pub use order::{
     Attention, Compensation, Failure, FieldError, NewItem, NewOrder, NewPayment, Order, OrderEvent,
-    OrderItem, OrderNotification, OrderView, PaymentAttempt, StatusChange,
+    OrderItem, OrderNotification, OrderView, PaymentAttempt, StatusChange, MAX_ITEMS, MAX_QUANTITY,
 };
 pub use status::{OrderStatus, PaymentStatus};

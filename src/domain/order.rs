@@ -2,15 +2,16 @@
 //! what it shows (`OrderView`).
 
 use super::proration::Line;
-use super::{Currency, DomainError, Money, OrderStatus, PaymentStatus};
+use super::{Currency, DomainError, Money, OrderStatus, PaymentStatus, SkuQuantity};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 /// Largest quantity of one item; guards the money arithmetic against overflow.
-const MAX_QUANTITY: i64 = 100_000;
-const MAX_ITEMS: usize = 200;
+pub const MAX_QUANTITY: i64 = 100_000;
+/// Most items of one order.
+pub const MAX_ITEMS: usize = 200;
 
 /// A validation problem with one field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,12 +238,32 @@ pub struct Attention {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Compensation {
-    ReleaseStock { reservation_id: String },
-    RefundPayment { payment_id: String, amount: Money },
-    CancelFulfillment { fulfillment_id: String },
-    ReleaseStockReservedUnder { key: String },
-    RefundChargeUnder { key: String, method: String },
-    CancelFulfillmentCreatedUnder { key: String },
+    /// Releases `items` of the reservation, or everything left when empty.
+    ReleaseStock {
+        reservation_id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        items: Vec<SkuQuantity>,
+    },
+    RefundPayment {
+        payment_id: String,
+        amount: Money,
+    },
+    /// Cancels `items` of the fulfillment, or all of it when empty.
+    CancelFulfillment {
+        fulfillment_id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        items: Vec<SkuQuantity>,
+    },
+    ReleaseStockReservedUnder {
+        key: String,
+    },
+    RefundChargeUnder {
+        key: String,
+        method: String,
+    },
+    CancelFulfillmentCreatedUnder {
+        key: String,
+    },
 }
 
 impl Compensation {
@@ -588,7 +609,7 @@ impl Order {
             attempt,
             payment_id: None,
             method: method.to_owned(),
-            amount: self.total_amount,
+            amount: self.amount_due(),
             status: "declined".into(),
             failure_code: Some(code.to_owned()),
             at,

@@ -12,11 +12,12 @@ mod payment;
 mod pubsub;
 mod warehouse;
 
+pub use crate::domain::SkuQuantity;
 pub use fulfillment::{FulfillmentClient, FulfillmentLine};
 pub use notification::NotificationClient;
 pub use payment::{Capture, PaymentClient, RefundReceipt};
 pub use pubsub::PubSubClient;
-pub use warehouse::{ReservationLine, Reserved, SkuQuantity, WarehouseClient};
+pub use warehouse::{ReservationLine, Reserved, WarehouseClient};
 
 use crate::config::DownstreamAddrs;
 use serde::de::DeserializeOwned;

@@ -1,6 +1,7 @@
 //! Warehouse: stock reservations, their release and restocks.
 
 use super::{DownstreamError, Http};
+use crate::domain::SkuQuantity;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,13 +12,6 @@ pub struct ReservationLine {
     pub product_id: Uuid,
     pub sku: String,
     pub warehouse_id: Uuid,
-    pub quantity: i64,
-}
-
-/// A quantity of one SKU.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SkuQuantity {
-    pub sku: String,
     pub quantity: i64,
 }
 

@@ -1,11 +1,13 @@
 //! The PostgreSQL read model: written by the sagas, read by every query endpoint.
 
+mod edit_history;
 mod idempotency;
 pub mod outbox;
 mod projection;
 mod queries;
 mod saga_steps;
 
+pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};
 pub use projection::{allocate_order_number, existing_order_number, project};
 pub use queries::{

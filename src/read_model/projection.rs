@@ -1,8 +1,8 @@
 //! Writes an order's state into the read model. Every write carries the order
 //! version and only ever moves a row forward, so replaying it is a no-op.
 
-use super::StepRecord;
-use crate::domain::{Order, OrderEvent, OrderNotification};
+use super::{Author, StepRecord};
+use crate::domain::{FieldChange, Order, OrderEvent, OrderNotification};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -35,14 +35,15 @@ pub async fn allocate_order_number(pool: &PgPool, day: NaiveDate) -> sqlx::Resul
 }
 
 /// Writes `order` at its version, with the events and the notification it emitted
-/// at that version (into the outbox, in the same transaction) and the saga steps
-/// that led to it. Returns false when the read model already holds this version or
+/// at that version (into the outbox), the fields it changed (into the edit
+/// history), all in one transaction, and the saga steps that led to it. Returns false when the read model already holds this version or
 /// a newer one.
 pub async fn project(
     pool: &PgPool,
     order: &Order,
     events: &[OrderEvent],
     notification: Option<&OrderNotification>,
+    edits: (Author<'_>, &[FieldChange]),
     steps: &[StepRecord],
 ) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
@@ -181,6 +182,16 @@ pub async fn project(
         payments.build().execute(&mut *tx).await?;
     }
 
+    let (author, changes) = edits;
+    super::edit_history::record(
+        &mut tx,
+        order.id,
+        order.version,
+        order.updated_at,
+        author,
+        changes,
+    )
+    .await?;
     super::outbox::enqueue(&mut tx, order, events, notification).await?;
 
     tx.commit().await?;

@@ -20,6 +20,8 @@ enum Endpoint {
     CreateDraft,
     Pay(Target),
     Status(Target),
+    Cancel(Target),
+    CancelItems(Target),
     Unknown(Index),
 }
 
@@ -159,6 +161,31 @@ fn spec(endpoint: &Endpoint) -> Spec {
             )],
             objects: &[""],
         },
+        // Valid but for the mutation: they would cancel the draft.
+        Endpoint::Cancel(_) => Spec {
+            body: json!({"reason": "changed my mind"}),
+            required: &[],
+            typed: &[("/reason", Kind::Text)],
+            money: &[],
+            quantities: &[],
+            enums: &[],
+            objects: &[""],
+        },
+        Endpoint::CancelItems(_) => Spec {
+            body: json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "one too many"}),
+            required: &["/items", "/items/0/item_id", "/items/0/quantity"],
+            typed: &[
+                ("/items", Kind::Array),
+                ("/items/0", Kind::Object),
+                ("/items/0/item_id", Kind::Int),
+                ("/items/0/quantity", Kind::Int),
+                ("/reason", Kind::Text),
+            ],
+            money: &[],
+            quantities: &["/items/0/quantity", "/items/0/item_id"],
+            enums: &[],
+            objects: &["", "/items/0"],
+        },
     }
 }
 
@@ -190,6 +217,11 @@ fn request(endpoint: &Endpoint, mutation: &Mutation, draft: &str) -> Request {
         Endpoint::Create | Endpoint::CreateDraft => (Method::POST, "/orders".to_owned()),
         Endpoint::Pay(t) => (Method::POST, format!("/orders/{}/payments", order_path(t))),
         Endpoint::Status(t) => (Method::PUT, format!("/orders/{}/status", order_path(t))),
+        Endpoint::Cancel(t) => (Method::POST, format!("/orders/{}/cancel", order_path(t))),
+        Endpoint::CancelItems(t) => (
+            Method::POST,
+            format!("/orders/{}/cancel-items", order_path(t)),
+        ),
         Endpoint::Unknown(i) => {
             let routes = [
                 (Method::POST, format!("/orders/{draft}/bogus")),
@@ -454,7 +486,9 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
         3 => Just(Endpoint::Create),
         2 => Just(Endpoint::CreateDraft),
         3 => target.clone().prop_map(Endpoint::Pay),
-        3 => target.prop_map(Endpoint::Status),
+        3 => target.clone().prop_map(Endpoint::Status),
+        2 => target.clone().prop_map(Endpoint::Cancel),
+        3 => target.prop_map(Endpoint::CancelItems),
         1 => any::<Index>().prop_map(Endpoint::Unknown),
     ]
 }

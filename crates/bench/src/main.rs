@@ -1,5 +1,5 @@
-//! `order-bench` (`make bench`): create-order and get-order under load on a fresh
-//! embedded default, beside the two references that show what durability and the
+//! `order-bench` (`make bench`): create-order, cancel, cancel-items, status change
+//! and get-order under load on a fresh embedded default, beside the two references that show what durability and the
 //! saga cost. Prints figures; asserts nothing.
 
 mod load;
@@ -162,6 +162,7 @@ async fn scenarios(
         "create-order  open loop 100/s",
         &open_loop(100, duration, create.clone()).await,
     );
+    commands_on_confirmed_orders(&http, &api, duration).await?;
     let mut create_at = Vec::new();
     for c in CONCURRENCY {
         let f = closed_loop(c, duration, create.clone()).await;
@@ -213,6 +214,75 @@ async fn scenarios(
         );
     }
     Ok(())
+}
+
+/// Cancel, cancel-items and a status change at 100/s, each on orders confirmed
+/// beforehand, one order per request.
+async fn commands_on_confirmed_orders(
+    http: &reqwest::Client,
+    api: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let rate = 100;
+    let count = rate as usize * duration.as_secs() as usize;
+    let scenarios: [(&str, &str, Value); 3] = [
+        (
+            "cancel  open loop 100/s",
+            "cancel",
+            json!({"reason": "bench"}),
+        ),
+        (
+            "cancel-items  open loop 100/s",
+            "cancel-items",
+            json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "bench"}),
+        ),
+        (
+            "status change  open loop 100/s",
+            "status",
+            json!({"status": "processing"}),
+        ),
+    ];
+    for (name, action, body) in scenarios {
+        let ids = Arc::new(create_orders(http, api, count).await?);
+        let (http, api, body) = (http.clone(), api.to_owned(), Arc::new(body));
+        let call = move |n: u64| {
+            let url = format!("{api}/orders/{}/{action}", ids[n as usize % ids.len()]);
+            let request = match action {
+                "status" => http.put(url),
+                _ => http.post(url),
+            };
+            let body = body.clone();
+            async move { matches!(request.json(&*body).send().await, Ok(r) if r.status() == 200) }
+        };
+        print_row(name, &open_loop(rate, duration, call).await);
+    }
+    Ok(())
+}
+
+/// Creates `count` confirmed orders, 32 at a time, and returns their ids.
+async fn create_orders(
+    http: &reqwest::Client,
+    api: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let body = Arc::new(order_body());
+    let mut ids = Vec::with_capacity(count);
+    let mut batch = tokio::task::JoinSet::new();
+    while ids.len() < count {
+        for _ in 0..32.min(count - ids.len()) {
+            let (http, url, body) = (http.clone(), format!("{api}/orders"), body.clone());
+            batch.spawn(async move {
+                let order: Value = http.post(url).json(&*body).send().await?.json().await?;
+                anyhow::Ok(order["id"].as_str().unwrap_or_default().to_owned())
+            });
+        }
+        while let Some(id) = batch.join_next().await {
+            let id = id??;
+            anyhow::ensure!(!id.is_empty(), "an order was not created");
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 fn ms(d: Duration) -> f64 {

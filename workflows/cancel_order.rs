@@ -1,0 +1,105 @@
+//! Cancelling an order before it ships, whole (`POST /orders/{id}/cancel`) or some
+//! of its units (`POST /orders/{id}/cancel-items`).
+//!
+//! 1. `cancel_fulfillment` of those units (all of it for a whole cancel); refused
+//!    (`already_shipped`): the cancel is refused and nothing changes.
+//! 2. `release_stock` of those units (all that is left for a whole cancel).
+//! 3. `refund_payment` of their share, with the shipping when they are the last
+//!    units, once the order was paid.
+//! 4. `update_read_model`: the units cancelled, and the order `cancelled` when none
+//!    is left (`order.items_cancelled` / `order.cancelled` and the matching
+//!    notification in the outbox).
+//!
+//! A release or a refund that is finally refused does not stop the cancel: the
+//! order carries it (`attention`, `owed`) for an operator, and counts only the
+//! money the payment service confirmed. Every step must finish, so a cancellation
+//! through Restate never leaves a cancel half done.
+
+use super::saga::Saga;
+use super::undo::{apply, compensate};
+use crate::domain::{Compensation, GiveBack, Money, Order, OrderStatus, SkuQuantity};
+use crate::downstream::Rejection;
+use restate_sdk::prelude::*;
+
+/// Whether the whole order or some of its units are cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Whole,
+    Items,
+}
+
+/// Cancels the units of `plan`. A refusal of the fulfillment service comes back as
+/// `Ok(Err(..))`, with the order unchanged.
+pub async fn cancel_units(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    plan: GiveBack,
+    scope: Scope,
+) -> Result<Result<Order, Rejection>, TerminalError> {
+    // The downstream services take "no items" to mean "everything left".
+    let skus = match scope {
+        Scope::Whole => Vec::new(),
+        Scope::Items => plan.skus(),
+    };
+
+    if let Some(fulfillment_id) = order.fulfillment_id.clone() {
+        if let Err(refused) = cancel_fulfillment(saga, fulfillment_id, skus.clone()).await? {
+            return Ok(Err(refused));
+        }
+    }
+
+    // Run newest first: the stock goes back before the money.
+    let refund = order
+        .refund_for(&plan)
+        .map_err(|e| TerminalError::new(e.to_string()))?;
+    if let (Some(payment_id), true) = (order.payment_id.clone(), refund > Money::ZERO) {
+        saga.on_rejection(Compensation::RefundPayment {
+            payment_id,
+            amount: refund,
+        });
+    }
+    if let Some(reservation_id) = order.reservation_id.clone() {
+        saga.on_rejection(Compensation::ReleaseStock {
+            reservation_id,
+            items: skus,
+        });
+    }
+    let undone = compensate(saga, &order).await?;
+
+    let (topics, notify): (&'static [&'static str], _) = match (scope, plan.last) {
+        (Scope::Whole, _) => (&["order.cancelled"], "order_cancelled"),
+        (Scope::Items, false) => (&["order.items_cancelled"], "order_items_cancelled"),
+        (Scope::Items, true) => (
+            &["order.items_cancelled", "order.cancelled"],
+            "order_items_cancelled",
+        ),
+    };
+    let (actor, reason) = (saga.actor().to_owned(), saga.given_reason());
+    let order = saga
+        .commit(&order, topics, Some(notify), move |o, at| {
+            apply(o, &undone, at)?;
+            o.record_cancel(&plan)?;
+            if plan.last {
+                o.transition(OrderStatus::Cancelled, reason, &actor, at)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Ok(order))
+}
+
+/// `cancel_fulfillment`: tells the fulfillment service not to ship `items` (all
+/// when empty). It must finish once started, like a compensation.
+async fn cancel_fulfillment(
+    saga: &mut Saga<'_, '_>,
+    fulfillment_id: String,
+    items: Vec<SkuQuantity>,
+) -> Result<Result<(), Rejection>, TerminalError> {
+    let fulfillment = saga.deps.downstream.fulfillment.clone();
+    saga.compensation_step(
+        "cancel_fulfillment",
+        "create_fulfillment",
+        move |key| async move { fulfillment.cancel(&key, &fulfillment_id, &items).await },
+    )
+    .await
+}
