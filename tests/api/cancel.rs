@@ -123,11 +123,68 @@ async fn cancel_refunds_releases_and_cancels_the_fulfillment_of_confirmed_and_pr
 }
 
 #[tokio::test]
+async fn cancel_after_cancelled_items_refunds_and_releases_only_what_is_left() {
+    let app = TestApp::spawn().await;
+    // Mug: 98.10; cup: 3 x 10.00 - 1.00 + 0.83 = 29.83; shipping 5.00: 132.93.
+    let mut body = mug_order(Some("pm_card_visa"));
+    let mut cup = order_body(&[("SKU-CUP", 3, "10.00")], None)["items"][0].clone();
+    cup["discount_amount"] = json!("1.00");
+    cup["tax_amount"] = json!("0.83");
+    body["items"].as_array_mut().unwrap().push(cup);
+    let (_, order) = app.create(&body).await;
+    assert_eq!(order["total_amount"], "132.93", "{order}");
+    let id = id(&order);
+    let items = json!({"items": [{"item_id": 1, "quantity": 2}, {"item_id": 2, "quantity": 1}]});
+    let (status, partly, _) = app
+        .post(&format!("/orders/{id}/cancel-items"), &items, None)
+        .await;
+    assert_eq!(status, 200, "{partly}");
+    assert_eq!(partly["refunded_amount"], "108.05", "98.10 + 9.95");
+
+    let (status, cancelled, _) = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            &json!({"reason": "all"}),
+            None,
+        )
+        .await;
+
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["items"][0]["cancelled_quantity"], 2);
+    assert_eq!(cancelled["items"][1]["cancelled_quantity"], 3);
+    assert_eq!(cancelled["refunded_amount"], "132.93");
+    assert_eq!(cancelled["payment_status"], "refunded");
+    let ledger = OrderLedger::of(&app.settled_ledger().await, &id);
+    assert_eq!(
+        ledger.refund_amounts(),
+        ["108.05", "24.88"],
+        "the cancel refunds what is left, in one refund"
+    );
+    assert_eq!(ledger.releases.len(), 2);
+    assert_eq!(ledger.releases[1].released, [sku_qty("SKU-CUP", 2)]);
+    assert_eq!(ledger.reservations[0].status, ReservationStatus::Released);
+    let mut fulfillment_cancelled = ledger.fulfillments[0].cancelled.clone();
+    fulfillment_cancelled.sort_by(|a, b| a.sku.cmp(&b.sku));
+    assert_eq!(
+        fulfillment_cancelled,
+        [sku_qty("SKU-CUP", 3), sku_qty("SKU-MUG", 2)]
+    );
+    assert_eq!(ledger.fulfillments[0].status, FulfillmentStatus::Cancelled);
+    assert_eq!(ledger.count_topic("order.cancelled"), 1);
+}
+
+#[tokio::test]
 async fn cancel_is_refused_for_unknown_shipped_delivered_and_failed_orders_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let unknown = uuid::Uuid::new_v4().to_string();
-    for path in ["cancel", "cancel-items"] {
-        let body = json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "r"});
+    for (path, body) in [
+        ("cancel", json!({"reason": "r"})),
+        (
+            "cancel-items",
+            json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "r"}),
+        ),
+    ] {
         let answer = app
             .post(&format!("/orders/{unknown}/{path}"), &body, None)
             .await;
@@ -358,26 +415,43 @@ async fn a_refund_the_payment_service_refuses_still_cancels_and_asks_for_an_oper
 }
 
 #[tokio::test]
-async fn a_refund_that_fails_for_a_while_is_retried_and_made_once() {
+async fn a_refund_that_fails_for_a_while_or_loses_its_answer_is_made_once() {
     let app = TestApp::spawn().await;
-    let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
-    let id = id(&order);
-    app.inject(json!({"service": "payment", "operation": "refund", "status": 503, "times": 3}));
+    let (_, failing) = app.create(&mug_order(Some("pm_card_visa"))).await;
+    let (_, dropped) = app.create(&mug_order(Some("pm_card_visa"))).await;
 
+    // Three 503s, then the refund.
+    app.inject(json!({"service": "payment", "operation": "refund", "status": 503, "times": 3}));
+    let ledger = cancel_with_faulty_refund(&app, &id(&failing)).await;
+    assert_eq!(ledger.refund_calls.len(), 4, "three 503s, then the refund");
+
+    // The refund is made but its answer lost: the retry is answered from the
+    // payment service's record of the key, not made again.
+    app.inject(json!({"service": "payment", "operation": "refund", "drop": "after", "times": 1}));
+    let ledger = cancel_with_faulty_refund(&app, &id(&dropped)).await;
+    assert!(
+        ledger.refund_calls.iter().any(|c| c.replayed),
+        "{:#?}",
+        ledger.refund_calls
+    );
+}
+
+/// Cancels the order `id` while a refund fault is set; checks it ends cancelled with
+/// exactly one refund, every attempt under one key; answers its ledger.
+async fn cancel_with_faulty_refund(app: &TestApp, id: &str) -> OrderLedger {
     let (status, answer, _) = app
         .post(&format!("/orders/{id}/cancel"), &json!({}), None)
         .await;
 
     assert!(status == 200 || status == 202, "{status}: {answer}");
     let cancelled = app
-        .wait_for(&id, Duration::from_secs(30), |o| o["status"] == "cancelled")
+        .wait_for(id, Duration::from_secs(30), |o| o["status"] == "cancelled")
         .await;
     assert_eq!(cancelled["refunded_amount"], "103.10");
     assert_eq!(cancelled["payment_status"], "refunded");
     assert_eq!(cancelled["attention"], Value::Null);
-    let ledger = OrderLedger::of(&app.settled_ledger().await, &id);
+    let ledger = OrderLedger::of(&app.settled_ledger().await, id);
     assert_eq!(ledger.refund_amounts(), ["103.10"], "exactly one refund");
-    assert_eq!(ledger.refund_calls.len(), 4, "three 503s, then the refund");
     assert!(
         ledger
             .refund_calls
@@ -386,6 +460,7 @@ async fn a_refund_that_fails_for_a_while_is_retried_and_made_once() {
         "every retry reuses the key: {:#?}",
         ledger.refund_calls
     );
+    ledger
 }
 
 #[tokio::test]
@@ -455,6 +530,10 @@ async fn start_cancel_with_a_slow_refund(app: &TestApp) -> String {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        OrderLedger::of(&app.ledger(), &id).refunds.is_empty(),
+        "still inside the refund"
+    );
     id
 }
 
