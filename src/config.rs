@@ -72,7 +72,13 @@ pub struct Config {
     /// `ORDER_SIM_RESERVATION_TTL_SECS` (3600, decimal allowed): how long a simulated
     /// reservation holds its stock unless committed (`sim` and `dev`).
     pub sim_reservation_ttl: Duration,
-    pub return_window_days: u32,
+    /// `ORDER_RETURN_WINDOW_DAYS` (30, decimal allowed): how long after delivery a
+    /// return can be requested.
+    pub return_window: Duration,
+    /// `ORDER_RETURN_PARCEL_DAYS` (14, decimal allowed): how long a return waits for
+    /// its parcel before it expires.
+    pub return_parcel_wait: Duration,
+    /// `ORDER_AUTO_CANCEL_DRAFT_HOURS` (24, decimal allowed).
     pub auto_cancel_draft_after: Duration,
     pub downstream: DownstreamAddrs,
     pub pubsub_name: String,
@@ -109,15 +115,6 @@ impl Config {
     /// Reads configuration through `get`, so tests can supply their own values.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = Env(&get);
-        let draft_hours: Decimal = env.parse("ORDER_AUTO_CANCEL_DRAFT_HOURS", Decimal::from(24))?;
-        let draft_secs = (draft_hours * Decimal::from(3600))
-            .to_f64()
-            .filter(|s| *s > 0.0 && s.is_finite())
-            .ok_or_else(|| ConfigError {
-                var: "ORDER_AUTO_CANCEL_DRAFT_HOURS",
-                value: draft_hours.to_string(),
-                reason: "must be a positive number of hours".into(),
-            })?;
         Ok(Config {
             database_dsn: env.string("ORDER_DATABASE_DSN"),
             bind_host: env.string("ORDER_BIND_HOST"),
@@ -138,8 +135,14 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(".data")),
             sim_port: env.parse("ORDER_SIM_PORT", 9010)?,
             sim_reservation_ttl: env.seconds("ORDER_SIM_RESERVATION_TTL_SECS", 3600)?,
-            return_window_days: env.parse("ORDER_RETURN_WINDOW_DAYS", 30)?,
-            auto_cancel_draft_after: Duration::from_secs_f64(draft_secs),
+            return_window: env.span("ORDER_RETURN_WINDOW_DAYS", 30, DAY, "days")?,
+            return_parcel_wait: env.span("ORDER_RETURN_PARCEL_DAYS", 14, DAY, "days")?,
+            auto_cancel_draft_after: env.span(
+                "ORDER_AUTO_CANCEL_DRAFT_HOURS",
+                24,
+                HOUR,
+                "hours",
+            )?,
             downstream: DownstreamAddrs {
                 warehouse: env.url("ORDER_WAREHOUSE_SERVICE_ADDR")?,
                 payment: env.url("ORDER_PAYMENT_SERVICE_ADDR")?,
@@ -162,6 +165,9 @@ impl Config {
 }
 
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+const HOUR: u32 = 3600;
+const DAY: u32 = 24 * HOUR;
 
 impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     /// Comma-separated Restate request identity keys, each checked as the SDK
@@ -235,14 +241,27 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
 
     /// A positive number of seconds; decimals such as `0.5` are allowed.
     fn seconds(&self, var: &'static str, default: u32) -> Result<Duration, ConfigError> {
-        let secs: Decimal = self.parse(var, Decimal::from(default))?;
-        secs.to_f64()
+        self.span(var, default, 1, "seconds")
+    }
+
+    /// A positive number of `unit`s of `unit_secs` seconds each; decimals such as
+    /// `0.001` are allowed, so that tests can wait seconds for what takes days.
+    fn span(
+        &self,
+        var: &'static str,
+        default: u32,
+        unit_secs: u32,
+        unit: &str,
+    ) -> Result<Duration, ConfigError> {
+        let n: Decimal = self.parse(var, Decimal::from(default))?;
+        n.checked_mul(Decimal::from(unit_secs))
+            .and_then(|secs| secs.to_f64())
             .filter(|s| *s > 0.0 && s.is_finite())
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| ConfigError {
                 var,
-                value: secs.to_string(),
-                reason: "must be a positive number of seconds".into(),
+                value: n.to_string(),
+                reason: format!("must be a positive number of {unit}"),
             })
     }
 
@@ -282,6 +301,8 @@ mod tests {
         assert_eq!(c.http_port, 8004);
         assert_eq!(c.restate_endpoint_port, 9080);
         assert_eq!(c.auto_cancel_draft_after, Duration::from_secs(24 * 3600));
+        assert_eq!(c.return_window, Duration::from_secs(30 * 86400));
+        assert_eq!(c.return_parcel_wait, Duration::from_secs(14 * 86400));
         assert_eq!(c.pubsub_name, "pubsub");
         assert_eq!(c.downstream_timeout, Duration::from_millis(5000));
         assert!(c.downstream.any_missing());
@@ -291,6 +312,19 @@ mod tests {
     fn fractional_draft_hours_are_allowed() {
         let c = with(&[("ORDER_AUTO_CANCEL_DRAFT_HOURS", "0.001")]).unwrap();
         assert_eq!(c.auto_cancel_draft_after, Duration::from_millis(3600));
+    }
+
+    #[test]
+    fn return_days_take_decimals_and_refuse_zero() {
+        let c = with(&[
+            ("ORDER_RETURN_WINDOW_DAYS", "0.0001"),
+            ("ORDER_RETURN_PARCEL_DAYS", "0.5"),
+        ])
+        .unwrap();
+        assert_eq!(c.return_window, Duration::from_secs_f64(8.64));
+        assert_eq!(c.return_parcel_wait, Duration::from_secs(43200));
+        let e = with(&[("ORDER_RETURN_PARCEL_DAYS", "0")]).unwrap_err();
+        assert!(e.to_string().contains("ORDER_RETURN_PARCEL_DAYS"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ impl RunningService {
             db: db.clone(),
             downstream: downstream.clone(),
             draft_ttl: config.auto_cancel_draft_after,
+            return_window: config.return_window,
+            return_parcel_wait: config.return_parcel_wait,
         };
         // What this code serves, asked in process: no request identity needed.
         let served = endpoint::handlers(&workflows::endpoint(deps.clone(), &[])?).await?;

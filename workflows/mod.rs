@@ -5,13 +5,15 @@ mod create_order;
 mod expire_draft;
 mod order;
 mod pay_order;
+mod returns;
 mod saga;
 mod set_status;
 mod steps;
 mod undo;
 
 pub use order::{
-    CancelRequest, CommandOutcome, OrderObject, PayRequest, Rested, StatusRequest, ORDER_OBJECT,
+    CommandOutcome, ItemsRequest, OrderObject, PayRequest, Rested, ReturnCommand, ReturnRequest,
+    StatusRequest, ORDER_OBJECT,
 };
 
 use crate::downstream::Downstream;
@@ -26,6 +28,10 @@ pub struct Deps {
     pub downstream: Downstream,
     /// How long a draft waits for its payment before it is cancelled.
     pub draft_ttl: Duration,
+    /// How long after delivery a return can be asked for.
+    pub return_window: Duration,
+    /// How long a return waits for its parcel.
+    pub return_parcel_wait: Duration,
 }
 
 /// The Restate endpoint serving every handler of this service. With

@@ -6,13 +6,14 @@ use super::cancel_order::{cancel_units, Scope};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::pay_order::{charge_and_confirm, OnDecline};
+use super::returns::{close_return, receive_return, refund_items, request_return};
 use super::saga::{Saga, ORDER_STATE};
 use super::set_status::set_status;
 use super::undo::{settle, Ending};
 use super::Deps;
 use crate::domain::{
     Compensation, DomainError, ItemQuantity, Money, NewOrder, Order, OrderStatus, OrderView,
-    PaymentStatus,
+    PaymentStatus, ReturnItem, ReturnStatus,
 };
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -57,16 +58,39 @@ pub struct StatusRequest {
     pub request_key: Option<String>,
 }
 
-/// A cancel of the whole order (`POST /orders/{id}/cancel`) or of some of its
-/// units (`POST /orders/{id}/cancel-items`).
+/// A command on some units of the order: cancel them
+/// (`POST /orders/{id}/cancel-items`; none: the whole order, `POST
+/// /orders/{id}/cancel`) or refund them (`POST /orders/{id}/refund-items`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CancelRequest {
-    /// The units to cancel; none for the whole order.
+pub struct ItemsRequest {
+    /// The units; none for the whole order.
     #[serde(default)]
     pub items: Vec<ItemQuantity>,
     #[serde(default)]
     pub reason: Option<String>,
     /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
+    #[serde(default)]
+    pub request_key: Option<String>,
+}
+
+/// A return of some units of a delivered order (`POST /orders/{id}/returns`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnRequest {
+    /// Chosen by the caller, so that a repeat names the same return.
+    pub return_id: Uuid,
+    pub items: Vec<ReturnItem>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub request_key: Option<String>,
+}
+
+/// Receiving or rejecting return `return_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnCommand {
+    pub return_id: Uuid,
+    #[serde(default)]
+    pub reason: Option<String>,
     #[serde(default)]
     pub request_key: Option<String>,
 }
@@ -181,7 +205,7 @@ impl OrderObject {
     async fn cancel(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<CancelRequest>,
+        Json(req): Json<ItemsRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
         let key = req.request_key.clone();
         let command = self.cancel_order(&ctx, req, Scope::Whole);
@@ -193,11 +217,79 @@ impl OrderObject {
     async fn cancel_items(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<CancelRequest>,
+        Json(req): Json<ItemsRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
         let key = req.request_key.clone();
         let command = self.cancel_order(&ctx, req, Scope::Items);
         once(&ctx, "cancel_items", key, command).await
+    }
+
+    /// Asks for a return of some units of a delivered order, inside the return
+    /// window; the return then waits for its parcel without holding the order.
+    #[handler]
+    async fn request_return(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<ReturnRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = req.request_key.clone();
+        once(&ctx, "request_return", key, self.ask_return(&ctx, req)).await
+    }
+
+    /// The parcel of a return arrived: restock and refund.
+    #[handler]
+    async fn receive_return(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<ReturnCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = req.request_key.clone();
+        once(&ctx, "receive_return", key, self.receive(&ctx, req)).await
+    }
+
+    /// Refuses a return that is not refunded yet.
+    #[handler]
+    async fn reject_return(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<ReturnCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = req.request_key.clone();
+        once(&ctx, "reject_return", key, self.reject(&ctx, req)).await
+    }
+
+    /// Fired by a return's timer: a return still waiting for its parcel expires.
+    /// Only Restate calls it.
+    #[handler(ingress_private)]
+    async fn expire_return(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(return_id): Json<Uuid>,
+    ) -> HandlerResult<()> {
+        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+            return Ok(());
+        };
+        let waiting = order.find_return(return_id).map(|r| r.status);
+        if waiting != Some(ReturnStatus::Requested) {
+            return Ok(());
+        }
+        let name = format!("expire_return@{}", ctx.invocation_id());
+        let mut saga = Saga::new(&ctx, &self.deps, order.id, name)
+            .asked_by("system", Some("the parcel did not arrive in time".into()));
+        let result = close_return(&mut saga, order, return_id, ReturnStatus::Expired).await;
+        saga.finish().await;
+        result.map(|_| ()).map_err(Into::into)
+    }
+
+    /// Refunds some units of a shipped or delivered order without a return.
+    #[handler]
+    async fn refund_items(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<ItemsRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let key = req.request_key.clone();
+        once(&ctx, "refund_items", key, self.refund(&ctx, req)).await
     }
 
     /// Fired by the draft's timer: cancels it if it is still unpaid. Only Restate
@@ -254,7 +346,7 @@ impl OrderObject {
     async fn cancel_order(
         &self,
         ctx: &ObjectContext<'_>,
-        req: CancelRequest,
+        req: ItemsRequest,
         scope: Scope,
     ) -> Result<CommandOutcome, TerminalError> {
         let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
@@ -281,7 +373,10 @@ impl OrderObject {
         };
         let plan = match plan {
             Ok(plan) => plan,
-            Err(e) => return Ok(refuse_items(&req.items, e)),
+            Err(e) => {
+                let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
+                return Ok(refuse_items(&ids, e));
+            }
         };
 
         // Named by its invocation: a refused cancel changes nothing, so the next
@@ -299,6 +394,139 @@ impl OrderObject {
             Err(refused) if refused.is_business() => {
                 let message = format!("the fulfillment service refused: {}", refused.code);
                 CommandOutcome::refused(409, "already_shipped", message)
+            }
+            Err(refused) => CommandOutcome::refused(502, "step_refused", refused.to_string()),
+        })
+    }
+
+    async fn ask_return(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: ReturnRequest,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
+        };
+        if order.find_return(req.return_id).is_some() {
+            return Ok(CommandOutcome::Done(Rested::from(&order)));
+        }
+        if order.status != OrderStatus::Delivered {
+            let message = format!(
+                "only a delivered order can be returned; this one is {}",
+                order.status
+            );
+            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+        }
+        let name = format!("request_return@{}", ctx.invocation_id());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
+        let at = saga.now().await?;
+        let window = chrono::Duration::from_std(self.deps.return_window)
+            .unwrap_or(chrono::Duration::days(30));
+        if let Err(e) = order.check_return(&req.items, at, window) {
+            let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
+            return Ok(refuse_items(&ids, e));
+        }
+        let result = request_return(&mut saga, order, req.return_id, req.items, at).await;
+        saga.finish().await;
+        let order = result?;
+        ctx.object_client::<OrderObjectClient>(ctx.key())
+            .expire_return(Json(req.return_id))
+            .send_after(self.deps.return_parcel_wait);
+        Ok(CommandOutcome::Done(Rested::from(&order)))
+    }
+
+    async fn receive(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: ReturnCommand,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
+        };
+        let Some(ret) = order.find_return(req.return_id) else {
+            return Ok(return_not_found());
+        };
+        match ret.status {
+            ReturnStatus::Requested => {}
+            // Received already: the first answer again, and nothing changes.
+            ReturnStatus::Received | ReturnStatus::Refunded => {
+                return Ok(CommandOutcome::Done(Rested::from(&order)))
+            }
+            status @ (ReturnStatus::Rejected | ReturnStatus::Expired) => {
+                let message = format!("the return is {}", status.as_str());
+                return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            }
+        }
+        let plan = match order.plan_return(req.return_id) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Ok(CommandOutcome::refused(
+                    409,
+                    "invalid_transition",
+                    e.to_string(),
+                ))
+            }
+        };
+        let name = format!("receive_return@{}", ctx.invocation_id());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
+        let result = receive_return(&mut saga, order, req.return_id, plan).await;
+        saga.finish().await;
+        Ok(CommandOutcome::Done(Rested::from(&result?)))
+    }
+
+    async fn reject(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: ReturnCommand,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
+        };
+        let Some(ret) = order.find_return(req.return_id) else {
+            return Ok(return_not_found());
+        };
+        if !ret.status.is_open() {
+            let message = format!("the return is {}", ret.status.as_str());
+            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+        }
+        let name = format!("reject_return@{}", ctx.invocation_id());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
+        let result = close_return(&mut saga, order, req.return_id, ReturnStatus::Rejected).await;
+        saga.finish().await;
+        Ok(CommandOutcome::Done(Rested::from(&result?)))
+    }
+
+    async fn refund(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: ItemsRequest,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
+        };
+        if !matches!(order.status, OrderStatus::Shipped | OrderStatus::Delivered) {
+            let message = format!(
+                "only a shipped or delivered order is refunded by items; this one is {}",
+                order.status
+            );
+            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+        }
+        let plan = match order.plan_refund(&req.items) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
+                return Ok(refuse_items(&ids, e));
+            }
+        };
+        let name = format!("refund_items@{}", ctx.invocation_id());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
+        let result = refund_items(&mut saga, order, plan).await;
+        saga.finish().await;
+        Ok(match result? {
+            Ok(order) => CommandOutcome::Done(Rested::from(&order)),
+            Err(refused) if refused.is_business() => {
+                let message = format!("the payment service refused the refund: {}", refused.code);
+                CommandOutcome::refused(409, "refund_refused", message)
             }
             Err(refused) => CommandOutcome::refused(502, "step_refused", refused.to_string()),
         })
@@ -348,23 +576,40 @@ impl OrderObject {
     }
 }
 
-/// The refusal of a cancel of `items` that the order's rules do not allow.
-fn refuse_items(items: &[ItemQuantity], error: DomainError) -> CommandOutcome {
-    let field = |id: i32| {
-        let at = items.iter().position(|i| i.item_id == id).unwrap_or(0);
-        format!("items[{at}].item_id")
-    };
+/// The refusal of a command on the items `ids` (in the order the request named
+/// them) that the order's rules do not allow.
+fn refuse_items(ids: &[i32], error: DomainError) -> CommandOutcome {
+    let field = |at: Option<usize>| format!("items[{}].item_id", at.unwrap_or(0));
     match error {
-        DomainError::UnknownItem(id) => CommandOutcome::invalid(field(id), error.to_string()),
+        DomainError::UnknownItem(id) => {
+            let at = ids.iter().position(|i| *i == id);
+            CommandOutcome::invalid(field(at), error.to_string())
+        }
         DomainError::ItemNamedTwice(id) => {
-            let at = items.iter().rposition(|i| i.item_id == id).unwrap_or(0);
-            CommandOutcome::invalid(format!("items[{at}].item_id"), error.to_string())
+            let at = ids.iter().rposition(|i| *i == id);
+            CommandOutcome::invalid(field(at), error.to_string())
         }
         DomainError::QuantityExceeded { .. } => {
             CommandOutcome::refused(422, "quantity_exceeded", error.to_string())
         }
+        DomainError::ReturnWindowClosed => {
+            CommandOutcome::refused(422, "return_window_closed", error.to_string())
+        }
         other => CommandOutcome::refused(409, "invalid_transition", other.to_string()),
     }
+}
+
+/// The order as its object holds it.
+async fn current(ctx: &ObjectContext<'_>) -> Result<Option<Order>, TerminalError> {
+    Ok(ctx.get::<Json<Order>>(ORDER_STATE).await?.map(|Json(o)| o))
+}
+
+fn not_found() -> CommandOutcome {
+    CommandOutcome::refused(404, "order_not_found", "no such order")
+}
+
+fn return_not_found() -> CommandOutcome {
+    CommandOutcome::refused(404, "return_not_found", "the order has no such return")
 }
 
 /// Schedules the expiry of this draft at its `expires_at` (the earlier of its

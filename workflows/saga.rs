@@ -227,6 +227,32 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         Ok(done.outcome)
     }
 
+    /// Runs `step`, which must finish once started (a cancellation through Restate
+    /// does not interrupt it), like a compensation.
+    pub async fn step<T, F, Fut>(
+        &mut self,
+        step: &'static str,
+        action: F,
+    ) -> Result<Result<T, Rejection>, TerminalError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce(String) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
+    {
+        self.run(step, None, true, action).await
+    }
+
+    /// Now, journaled: the same instant on every replay.
+    pub async fn now(&mut self) -> Result<DateTime<Utc>, TerminalError> {
+        let Json(at) = self
+            .ctx
+            .run(|| async { Ok(Json(now())) })
+            .name("clock")
+            .await?;
+        self.clock = at;
+        Ok(at)
+    }
+
     /// Runs a compensation `step`, which undoes the step `compensates`. It must
     /// finish, so a cancellation does not interrupt it.
     pub async fn compensation_step<T, F, Fut>(

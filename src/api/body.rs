@@ -33,6 +33,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+impl JsonBody {
+    /// The body `bytes` under `headers`, checked as a request body is.
+    pub fn from_bytes(headers: &HeaderMap, bytes: &[u8]) -> Result<JsonBody, ApiError> {
+        if !is_json(headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_body(bytes).map(JsonBody)
+    }
+}
+
 /// Reads the body as `T` and checks it with `rules`. Returns the JSON as sent (for
 /// the idempotency hash) and the typed request.
 pub fn read_request<T: DeserializeOwned>(

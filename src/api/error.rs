@@ -22,6 +22,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("no such order")]
     OrderNotFound,
+    #[error("the order has no such return")]
+    ReturnNotFound,
     #[error("this method is not allowed on this route")]
     MethodNotAllowed,
     #[error("the Idempotency-Key was already used with a different request")]
@@ -55,7 +57,9 @@ impl ApiError {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) | ApiError::OrderNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::OrderNotFound | ApiError::ReturnNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Refused { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::OrderNotFound => "order_not_found",
+            ApiError::ReturnNotFound => "return_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Refused { code, .. } => code,

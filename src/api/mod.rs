@@ -2,11 +2,14 @@
 //! extractors that check every body, path and query value at the edge.
 
 mod body;
+mod cancel;
+mod commands;
 mod error;
 mod health;
 mod idempotency;
 mod orders;
 mod params;
+mod returns;
 
 pub use error::ApiError;
 
@@ -52,7 +55,13 @@ impl ApiSettings {
 /// The whole API, ready to serve.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .nest("/api/v1", orders::router().merge(health::router()))
+        .nest(
+            "/api/v1",
+            orders::router()
+                .merge(cancel::router())
+                .merge(returns::router())
+                .merge(health::router()),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,26 +1,25 @@
-//! `/orders`: create, read, list, pay, move along the status path, status history.
+//! `/orders`: create, read, list, pay, move along the status path, the status and
+//! edit histories.
 
 use super::body::{read_request, JsonBody};
+use super::commands::{
+    accepted_or_unavailable, command, existing, read_back, reason_rules, Answer,
+};
 use super::idempotency::{self, Begin, Reply};
 use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
-use crate::domain::{
-    FieldError, ItemQuantity, NewOrder, NewPayment, OrderStatus, OrderView, MAX_ITEMS, MAX_QUANTITY,
-};
+use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, ListFilter};
-use crate::workflows::{
-    CancelRequest, CommandOutcome, PayRequest, Rested, StatusRequest, ORDER_OBJECT,
-};
+use crate::workflows::{PayRequest, Rested, StatusRequest, ORDER_OBJECT};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The order routes.
@@ -31,8 +30,6 @@ pub fn router() -> Router<ApiState> {
         .route("/orders/by-number/{order_number}", get(get_order_by_number))
         .route("/orders/{id}/payments", post(pay_order))
         .route("/orders/{id}/status", put(set_status))
-        .route("/orders/{id}/cancel", post(cancel_order))
-        .route("/orders/{id}/cancel-items", post(cancel_items))
         .route("/orders/{id}/status-history", get(status_history))
         .route("/orders/{id}/edit-history", get(edit_history))
 }
@@ -107,7 +104,7 @@ async fn pay_order(
         request_key: idempotency::request_key(&headers)?,
     };
     let key = pay.request_key.clone();
-    command(&state, id, "pay", key, &request, &pay).await
+    command(&state, id, "pay", key, &request, |_| pay, Answer::Order).await
 }
 
 /// The body of `PUT /orders/{id}/status`.
@@ -135,220 +132,16 @@ async fn set_status(
         request_key: idempotency::request_key(&headers)?,
     };
     let key = change.request_key.clone();
-    command(&state, id, "set_status", key, &request, &change).await
-}
-
-/// The body of `POST /orders/{id}/cancel`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// `POST /orders/{id}/cancel`: cancels the whole order before it ships.
-#[tracing::instrument(skip_all, fields(order.id = %id))]
-async fn cancel_order(
-    State(state): State<ApiState>,
-    OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
-) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, |b: &CancelBody| reason_rules(&b.reason))?;
-    let cancel = CancelRequest {
-        items: Vec::new(),
-        reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
-    };
-    existing(&state, id).await?;
-    let key = cancel.request_key.clone();
-    command(&state, id, "cancel", key, &request, &cancel).await
-}
-
-/// The body of `POST /orders/{id}/cancel-items`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelItemsBody {
-    items: Vec<ItemQuantity>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-impl CancelItemsBody {
-    /// The shape of the request; which items the order has and how many units
-    /// are left is for the order to say.
-    fn validate(&self) -> Vec<FieldError> {
-        let mut errors = reason_rules(&self.reason);
-        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            let message = format!("must name 1 to {MAX_ITEMS} items");
-            errors.push(FieldError::new("items", message));
-        }
-        for (n, item) in self.items.iter().enumerate() {
-            if item.item_id < 1 {
-                let field = format!("items[{n}].item_id");
-                errors.push(FieldError::new(field, "must be an item id of the order"));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                let field = format!("items[{n}].quantity");
-                let message = format!("must be between 1 and {MAX_QUANTITY}");
-                errors.push(FieldError::new(field, message));
-            }
-        }
-        errors
-    }
-}
-
-/// `POST /orders/{id}/cancel-items`: cancels some units before the order ships.
-#[tracing::instrument(skip_all, fields(order.id = %id))]
-async fn cancel_items(
-    State(state): State<ApiState>,
-    OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
-) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, CancelItemsBody::validate)?;
-    let cancel = CancelRequest {
-        items: body.items,
-        reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
-    };
-    existing(&state, id).await?;
-    let key = cancel.request_key.clone();
-    command(&state, id, "cancel_items", key, &request, &cancel).await
-}
-
-/// A reason is free text of at most 500 characters.
-fn reason_rules(reason: &Option<String>) -> Vec<FieldError> {
-    match reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        true => vec![FieldError::new("reason", "must be at most 500 characters")],
-        false => vec![],
-    }
-}
-
-/// `404` unless the order is in the read model.
-async fn existing(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
-    match read_model::get_order(&state.db, id).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::OrderNotFound),
-    }
-}
-
-/// Runs `handler` of the order's object once per `Idempotency-Key` and answers
-/// `200` with the order as it rests, the refusal, or `202` if it takes longer.
-async fn command<Req: Serialize>(
-    state: &ApiState,
-    id: Uuid,
-    handler: &str,
-    key: Option<String>,
-    request: &Value,
-    payload: &Req,
-) -> Result<Reply, ApiError> {
-    let scope = format!("{handler}:{id}");
-    if let Begin::Replay(reply) =
-        idempotency::begin(&state.db, &scope, key.as_deref(), request, id).await?
-    {
-        return Ok(reply);
-    }
-    let wait = state.settings.create_wait;
-    // Without a caller's key, every request is a command of its own.
-    let restate_key = format!(
-        "{scope}:{}",
-        key.clone().unwrap_or_else(|| Uuid::new_v4().to_string())
-    );
-    let outcome = state
-        .ingress
-        .submit::<_, CommandOutcome>(
-            ORDER_OBJECT,
-            &id.to_string(),
-            handler,
-            payload,
-            &restate_key,
-            wait,
-        )
-        .await;
-    let reply = match outcome {
-        Ok(CommandOutcome::Done(_)) => Reply {
-            status: StatusCode::OK,
-            body: json!(read_back(state, id).await?),
-        },
-        Ok(CommandOutcome::Refused {
-            status,
-            code,
-            message,
-            field,
-        }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
-            let error = match field {
-                Some(field) => ApiError::Validation(vec![FieldError::new(field, message)]),
-                None => ApiError::Refused {
-                    status,
-                    code,
-                    message,
-                },
-            };
-            Reply {
-                status,
-                body: error.body(),
-            }
-        }
-        Err(e) => accepted_or_unavailable(state, id, e).await?,
-    };
-    idempotency::finish(&state.db, &scope, key.as_deref(), &reply).await?;
-    Ok(reply)
-}
-
-/// The order from the read model, which the saga wrote before it rested.
-async fn read_back(state: &ApiState, id: Uuid) -> Result<OrderView, ApiError> {
-    read_model::get_order(&state.db, id).await?.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "order {id} rested but is not in the read model"
-        ))
-    })
-}
-
-/// The saga has not rested in time: `202` with the order as it stands (it goes on
-/// inside Restate). A call Restate did not accept is `503`, safe to retry with the
-/// same `Idempotency-Key`.
-async fn accepted_or_unavailable(
-    state: &ApiState,
-    id: Uuid,
-    error: IngressError,
-) -> Result<Reply, ApiError> {
-    match &error {
-        IngressError::NotAccepted(reason) => {
-            tracing::warn!(order.id = %id, reason, "restate did not accept the call");
-            return Err(ApiError::Unavailable(
-                "the order engine did not accept the request; retry with the same Idempotency-Key"
-                    .into(),
-            ));
-        }
-        IngressError::Failed { status, message } => {
-            tracing::error!(order.id = %id, status, message, "order handler failed");
-        }
-        IngressError::StillRunning(_) => {}
-    }
-    let current = match read_model::get_order(&state.db, id).await? {
-        Some(order) => Some(order),
-        None => state
-            .ingress
-            .read::<Option<OrderView>>(ORDER_OBJECT, &id.to_string(), "get", Duration::from_secs(1))
-            .await
-            .ok()
-            .flatten(),
-    };
-    let body = match (current, error) {
-        (Some(order), _) => json!(order),
-        (None, IngressError::StillRunning(_)) => json!({ "id": id, "status": "pending" }),
-        (None, e) => {
-            return Err(ApiError::Unavailable(format!(
-                "the order engine failed: {e}"
-            )))
-        }
-    };
-    Ok(Reply {
-        status: StatusCode::ACCEPTED,
-        body,
-    })
+    command(
+        &state,
+        id,
+        "set_status",
+        key,
+        &request,
+        |_| change,
+        Answer::Order,
+    )
+    .await
 }
 
 /// `GET /orders/{id}`.

@@ -24,6 +24,20 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderId {
     }
 }
 
+/// The return id of the path; anything that is not a UUID names no return.
+pub struct ReturnId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReturnId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = path_param(parts, "return_id").await?;
+        raw.parse()
+            .map(ReturnId)
+            .map_err(|_| ApiError::ReturnNotFound)
+    }
+}
+
 /// The order number of the path; anything not shaped `ORD-YYYYMMDD-NNNNNN` names no
 /// order.
 pub struct OrderNumber(pub String);

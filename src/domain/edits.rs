@@ -1,29 +1,52 @@
-//! The edit history: which quantities, amounts and addresses a change moved, with
-//! the old and the new value. Found by comparing the order before and after the
+//! The edit history: which quantities, amounts, addresses and returns a change
+//! moved, with the old and the new value. Found by comparing the order before and after the
 //! change, so no saga can forget to record one.
 
-use super::OrderView;
+use super::{Order, OrderView};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 /// One field a change moved: of the order, or of its item `item_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: String,
     pub item_id: Option<i32>,
+    pub return_id: Option<Uuid>,
     pub old: Value,
     pub new: Value,
 }
 
+impl Order {
+    /// The quantities, amounts, addresses and returns that differ from `before`.
+    pub fn changes_since(&self, before: &Order) -> Vec<FieldChange> {
+        let mut changes = self.resource.changes_since(&before.resource);
+        for r in &self.returns {
+            let old = before.find_return(r.return_id).map(|b| json!(b.status));
+            if old.as_ref() != Some(&json!(r.status)) {
+                changes.push(FieldChange {
+                    field: "return_status".into(),
+                    item_id: None,
+                    return_id: Some(r.return_id),
+                    old: old.unwrap_or(Value::Null),
+                    new: json!(r.status),
+                });
+            }
+        }
+        changes
+    }
+}
+
 impl OrderView {
     /// The quantities, amounts and addresses that differ from `before`.
-    pub fn changes_since(&self, before: &OrderView) -> Vec<FieldChange> {
+    fn changes_since(&self, before: &OrderView) -> Vec<FieldChange> {
         let mut changes = Vec::new();
         let mut compare = |field: &str, item_id: Option<i32>, old: Value, new: Value| {
             if old != new {
                 changes.push(FieldChange {
                     field: field.to_owned(),
                     item_id,
+                    return_id: None,
                     old,
                     new,
                 });

@@ -13,6 +13,12 @@ pub enum DomainError {
     UnknownItem(i32),
     #[error("item {0} is named more than once")]
     ItemNamedTwice(i32),
+    #[error("the order has no return {0}")]
+    UnknownReturn(uuid::Uuid),
+    #[error("only a delivered order can be returned; this one is {0}")]
+    NotReturnable(OrderStatus),
+    #[error("the return window of this order has closed")]
+    ReturnWindowClosed,
     #[error("a refund of {asked} would exceed what is left of the capture ({left})")]
     RefundExceedsCapture { asked: String, left: String },
     #[error("an amount would exceed the largest amount the service keeps")]

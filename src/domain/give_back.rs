@@ -4,7 +4,7 @@
 //! that keep refunds exact live in one place: an item's give-backs sum to its
 //! total exactly, and an order's refunds never exceed its capture.
 
-use super::{DomainError, Money, Order, OrderView};
+use super::{DomainError, Money, Order, OrderItem, OrderView};
 use serde::{Deserialize, Serialize};
 
 /// Units of one item, as a caller names them.
@@ -84,8 +84,21 @@ impl OrderView {
 
 impl Order {
     /// Cancelling `asks` before shipment: refuses an item the order does not have,
-    /// an item named twice, and more units than are left.
+    /// an item named twice, and more units than are left. The last units take the
+    /// shipping with them.
     pub fn plan_cancel(&self, asks: &[ItemQuantity]) -> Result<GiveBack, DomainError> {
+        self.plan_give_back(asks, None, true)
+    }
+
+    /// Giving back `asks` out of the units left that no open return holds (but
+    /// return `except`, which is the one giving them back).
+    pub(super) fn plan_give_back(
+        &self,
+        asks: &[ItemQuantity],
+        except: Option<uuid::Uuid>,
+        shipping_with_last: bool,
+    ) -> Result<GiveBack, DomainError> {
+        let free = |item: &OrderItem| item.units_left() - self.held_by_returns(item.id, except);
         let mut lines = Vec::with_capacity(asks.len());
         for ask in asks {
             if lines
@@ -99,6 +112,13 @@ impl Order {
                 .iter()
                 .find(|i| i.id == ask.item_id)
                 .ok_or(DomainError::UnknownItem(ask.item_id))?;
+            if ask.quantity > free(item) {
+                return Err(DomainError::QuantityExceeded {
+                    item_id: item.id,
+                    left: free(item),
+                    asked: ask.quantity,
+                });
+            }
             lines.push(GiveBackLine {
                 item_id: item.id,
                 sku: item.product_sku.clone(),
@@ -106,18 +126,22 @@ impl Order {
                 amount: item.give_back_amount(ask.quantity)?,
             });
         }
-        let left: i64 = self.items.iter().map(|i| i.units_left()).sum();
+        let left: i64 = self.items.iter().map(free).sum();
         let asked: i64 = asks.iter().map(|a| a.quantity).sum();
         let last = asked == left;
         Ok(GiveBack {
             lines,
-            shipping: if last {
-                self.shipping_amount
-            } else {
-                Money::ZERO
+            shipping: match last && shipping_with_last {
+                true => self.shipping_amount,
+                false => Money::ZERO,
             },
             last,
         })
+    }
+
+    pub(super) fn item_mut(&mut self, item_id: i32) -> Result<&mut OrderItem, DomainError> {
+        let item = self.items.iter_mut().find(|i| i.id == item_id);
+        item.ok_or(DomainError::UnknownItem(item_id))
     }
 
     /// Cancelling every unit left, before shipment.
@@ -153,11 +177,7 @@ impl Order {
     /// Records the units of `plan` as cancelled.
     pub fn record_cancel(&mut self, plan: &GiveBack) -> Result<(), DomainError> {
         for line in &plan.lines {
-            let item = self
-                .items
-                .iter_mut()
-                .find(|i| i.id == line.item_id)
-                .ok_or(DomainError::UnknownItem(line.item_id))?;
+            let item = self.item_mut(line.item_id)?;
             if line.quantity > item.units_left() {
                 return Err(DomainError::QuantityExceeded {
                     item_id: item.id,

@@ -7,6 +7,7 @@ mod give_back;
 mod money;
 mod order;
 pub mod proration;
+mod returns;
 mod status;
 
 pub use currency::Currency;
@@ -18,4 +19,5 @@ pub use order::{
     Attention, Compensation, Failure, FieldError, NewItem, NewOrder, NewPayment, Order, OrderEvent,
     OrderItem, OrderNotification, OrderView, PaymentAttempt, StatusChange, MAX_ITEMS, MAX_QUANTITY,
 };
+pub use returns::{Return, ReturnItem, ReturnStatus};
 pub use status::{OrderStatus, PaymentStatus};

@@ -2,7 +2,7 @@
 //! what it shows (`OrderView`).
 
 use super::proration::Line;
-use super::{Currency, DomainError, Money, OrderStatus, PaymentStatus, SkuQuantity};
+use super::{Currency, DomainError, Money, OrderStatus, PaymentStatus, Return, SkuQuantity};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -410,6 +410,9 @@ pub struct Order {
     /// for an operator to retry or resolve.
     #[serde(default)]
     pub owed: Vec<Compensation>,
+    /// Its returns, oldest first.
+    #[serde(default)]
+    pub returns: Vec<Return>,
 }
 
 impl std::ops::Deref for Order {
@@ -530,6 +533,7 @@ impl Order {
             history: Vec::new(),
             payments: Vec::new(),
             owed: Vec::new(),
+            returns: Vec::new(),
         };
         order.record_status(None, OrderStatus::Draft, None, "customer", at);
         order

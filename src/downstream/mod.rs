@@ -17,7 +17,7 @@ pub use fulfillment::{FulfillmentClient, FulfillmentLine};
 pub use notification::NotificationClient;
 pub use payment::{Capture, PaymentClient, RefundReceipt};
 pub use pubsub::PubSubClient;
-pub use warehouse::{ReservationLine, Reserved, WarehouseClient};
+pub use warehouse::{ReservationLine, Reserved, RestockLine, WarehouseClient};
 
 use crate::config::DownstreamAddrs;
 use serde::de::DeserializeOwned;

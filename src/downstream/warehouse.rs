@@ -21,6 +21,14 @@ pub struct WarehouseClient {
     pub(crate) http: Http,
 }
 
+/// Returned units of one SKU to put back on sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestockLine {
+    pub sku: String,
+    pub warehouse_id: Uuid,
+    pub quantity: i64,
+}
+
 /// A reservation the warehouse made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reserved {
@@ -61,6 +69,27 @@ impl WarehouseClient {
             .post::<_, serde_json::Value>(&path, key, "application/json", &serde_json::json!({}))
             .await
             .map(|_| ())
+    }
+
+    /// Puts returned units back on sale.
+    pub async fn restock(
+        &self,
+        key: &str,
+        order_id: Uuid,
+        return_id: Uuid,
+        items: &[RestockLine],
+    ) -> Result<String, DownstreamError> {
+        #[derive(Deserialize)]
+        struct Restocked {
+            restock_id: String,
+        }
+        let body =
+            serde_json::json!({ "order_id": order_id, "return_id": return_id, "items": items });
+        let r: Restocked = self
+            .http
+            .post("/v1/restocks", key, "application/json", &body)
+            .await?;
+        Ok(r.restock_id)
     }
 
     /// Releases `items` of a reservation, or all that is left when `items` is empty.

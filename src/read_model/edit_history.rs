@@ -20,6 +20,7 @@ pub struct Author<'a> {
 pub struct EditEntry {
     pub field: String,
     pub item_id: Option<i32>,
+    pub return_id: Option<Uuid>,
     pub old: Option<Value>,
     pub new: Option<Value>,
     pub reason: Option<String>,
@@ -41,8 +42,8 @@ pub(super) async fn record(
         return Ok(());
     }
     let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO order_edit_history (order_id, version, seq, field, item_id, old_value,
-            new_value, reason, actor, at) ",
+        "INSERT INTO order_edit_history (order_id, version, seq, field, item_id, return_id,
+            old_value, new_value, reason, actor, at) ",
     );
     q.push_values(changes.iter().zip(0i32..), |mut b, (c, seq)| {
         b.push_bind(order_id)
@@ -50,6 +51,7 @@ pub(super) async fn record(
             .push_bind(seq)
             .push_bind(&c.field)
             .push_bind(c.item_id)
+            .push_bind(c.return_id)
             .push_bind(&c.old)
             .push_bind(&c.new)
             .push_bind(author.reason)
@@ -71,7 +73,7 @@ pub async fn edit_history(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Vec<Ed
         return Ok(None);
     }
     let rows = sqlx::query_as::<_, EditEntry>(
-        r#"SELECT field, item_id, old_value AS "old", new_value AS "new", reason, actor, at,
+        r#"SELECT field, item_id, return_id, old_value AS "old", new_value AS "new", reason, actor, at,
                   version
            FROM order_edit_history WHERE order_id = $1 ORDER BY version, seq"#,
     )

@@ -5,6 +5,7 @@ mod idempotency;
 pub mod outbox;
 mod projection;
 mod queries;
+mod returns;
 mod saga_steps;
 
 pub use edit_history::{edit_history, Author, EditEntry};
@@ -14,6 +15,7 @@ pub use queries::{
     get_order, get_order_by_number, list_orders, status_history, Cursor, ListFilter, OrderPage,
     StatusHistoryEntry,
 };
+pub use returns::{get_return, list_returns};
 pub use saga_steps::{record_steps, StepRecord};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -182,6 +182,7 @@ pub async fn project(
         payments.build().execute(&mut *tx).await?;
     }
 
+    super::returns::record(&mut tx, order).await?;
     let (author, changes) = edits;
     super::edit_history::record(
         &mut tx,

@@ -1,0 +1,170 @@
+//! Running a command on an order's object from the API: once per
+//! `Idempotency-Key`, waiting a few seconds for its saga to rest, and answering
+//! with the order, the refusal, or `202`.
+
+use super::idempotency::{self, Begin, Reply};
+use super::{ApiError, ApiState};
+use crate::domain::{FieldError, OrderView};
+use crate::engine::ingress::IngressError;
+use crate::read_model;
+use crate::workflows::{CommandOutcome, ORDER_OBJECT};
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A reason is free text of at most 500 characters.
+pub(super) fn reason_rules(reason: &Option<String>) -> Vec<FieldError> {
+    match reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        true => vec![FieldError::new("reason", "must be at most 500 characters")],
+        false => vec![],
+    }
+}
+
+/// `404` unless the order is in the read model.
+pub(super) async fn existing(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
+    match read_model::get_order(&state.db, id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::OrderNotFound),
+    }
+}
+
+/// What a command answers once it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// `200` with the order as it rests.
+    Order,
+    /// `201` with the return the command made (the id bound to the request).
+    NewReturn,
+}
+
+/// Runs `handler` of the order's object once per `Idempotency-Key` and answers as
+/// `answer` says, with the refusal, or `202` if it takes longer. `payload` builds
+/// the handler's request from the id bound to the key (a fresh one the first time),
+/// so that a repeat names what the first request made.
+pub(super) async fn command<Req: Serialize>(
+    state: &ApiState,
+    id: Uuid,
+    handler: &str,
+    key: Option<String>,
+    request: &Value,
+    payload: impl FnOnce(Uuid) -> Req,
+    answer: Answer,
+) -> Result<Reply, ApiError> {
+    let scope = format!("{handler}:{id}");
+    let bound = match idempotency::begin(&state.db, &scope, key.as_deref(), request, Uuid::new_v4())
+        .await?
+    {
+        Begin::Replay(reply) => return Ok(reply),
+        Begin::Proceed(bound) => bound,
+    };
+    let wait = state.settings.create_wait;
+    // Without a caller's key, every request is a command of its own.
+    let restate_key = format!(
+        "{scope}:{}",
+        key.clone().unwrap_or_else(|| Uuid::new_v4().to_string())
+    );
+    let outcome = state
+        .ingress
+        .submit::<_, CommandOutcome>(
+            ORDER_OBJECT,
+            &id.to_string(),
+            handler,
+            &payload(bound),
+            &restate_key,
+            wait,
+        )
+        .await;
+    let reply = match outcome {
+        Ok(CommandOutcome::Done(_)) if answer == Answer::NewReturn => Reply {
+            status: StatusCode::CREATED,
+            body: json!(read_model::get_return(&state.db, id, bound)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!(
+                    "return {bound} was made but is not in the read model"
+                ))?),
+        },
+        Ok(CommandOutcome::Done(_)) => Reply {
+            status: StatusCode::OK,
+            body: json!(read_back(state, id).await?),
+        },
+        Ok(CommandOutcome::Refused {
+            status,
+            code,
+            message,
+            field,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
+            let error = match field {
+                Some(field) => ApiError::Validation(vec![FieldError::new(field, message)]),
+                None => ApiError::Refused {
+                    status,
+                    code,
+                    message,
+                },
+            };
+            Reply {
+                status,
+                body: error.body(),
+            }
+        }
+        Err(e) => accepted_or_unavailable(state, id, e).await?,
+    };
+    idempotency::finish(&state.db, &scope, key.as_deref(), &reply).await?;
+    Ok(reply)
+}
+
+/// The order from the read model, which the saga wrote before it rested.
+pub(super) async fn read_back(state: &ApiState, id: Uuid) -> Result<OrderView, ApiError> {
+    read_model::get_order(&state.db, id).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "order {id} rested but is not in the read model"
+        ))
+    })
+}
+
+/// The saga has not rested in time: `202` with the order as it stands (it goes on
+/// inside Restate). A call Restate did not accept is `503`, safe to retry with the
+/// same `Idempotency-Key`.
+pub(super) async fn accepted_or_unavailable(
+    state: &ApiState,
+    id: Uuid,
+    error: IngressError,
+) -> Result<Reply, ApiError> {
+    match &error {
+        IngressError::NotAccepted(reason) => {
+            tracing::warn!(order.id = %id, reason, "restate did not accept the call");
+            return Err(ApiError::Unavailable(
+                "the order engine did not accept the request; retry with the same Idempotency-Key"
+                    .into(),
+            ));
+        }
+        IngressError::Failed { status, message } => {
+            tracing::error!(order.id = %id, status, message, "order handler failed");
+        }
+        IngressError::StillRunning(_) => {}
+    }
+    let current = match read_model::get_order(&state.db, id).await? {
+        Some(order) => Some(order),
+        None => state
+            .ingress
+            .read::<Option<OrderView>>(ORDER_OBJECT, &id.to_string(), "get", Duration::from_secs(1))
+            .await
+            .ok()
+            .flatten(),
+    };
+    let body = match (current, error) {
+        (Some(order), _) => json!(order),
+        (None, IngressError::StillRunning(_)) => json!({ "id": id, "status": "pending" }),
+        (None, e) => {
+            return Err(ApiError::Unavailable(format!(
+                "the order engine failed: {e}"
+            )))
+        }
+    };
+    Ok(Reply {
+        status: StatusCode::ACCEPTED,
+        body,
+    })
+}

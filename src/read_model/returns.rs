@@ -1,0 +1,67 @@
+//! The returns of each order, as the API shows them.
+
+use crate::domain::{Order, Return};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// Writes the order's returns; a row only ever moves to a newer version.
+pub(super) async fn record(tx: &mut PgConnection, order: &Order) -> sqlx::Result<()> {
+    if order.returns.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Postgres>::new(
+        "INSERT INTO returns (id, order_id, status, items, requested_at, received_at,
+            refunded_at, closed_at, expires_at, version, document) ",
+    );
+    q.push_values(&order.returns, |mut b, r| {
+        b.push_bind(r.return_id)
+            .push_bind(r.order_id)
+            .push_bind(r.status.as_str())
+            .push_bind(serde_json::to_value(&r.items).unwrap_or_default())
+            .push_bind(r.requested_at)
+            .push_bind(r.received_at)
+            .push_bind(r.refunded_at)
+            .push_bind(r.closed_at)
+            .push_bind(r.expires_at)
+            .push_bind(r.version)
+            .push_bind(serde_json::to_value(r).unwrap_or_default());
+    });
+    q.push(
+        " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+            received_at = EXCLUDED.received_at, refunded_at = EXCLUDED.refunded_at,
+            closed_at = EXCLUDED.closed_at, version = EXCLUDED.version,
+            document = EXCLUDED.document
+         WHERE returns.version < EXCLUDED.version",
+    );
+    q.build().execute(tx).await?;
+    Ok(())
+}
+
+/// One return of one order.
+pub async fn get_return(pool: &PgPool, order_id: Uuid, id: Uuid) -> sqlx::Result<Option<Return>> {
+    let row: Option<(sqlx::types::Json<Return>,)> =
+        sqlx::query_as("SELECT document FROM returns WHERE id = $1 AND order_id = $2")
+            .bind(id)
+            .bind(order_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(r,)| r.0))
+}
+
+/// The order's returns, oldest first; `None` when the order does not exist.
+pub async fn list_returns(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Vec<Return>>> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows: Vec<(sqlx::types::Json<Return>,)> = sqlx::query_as(
+        "SELECT document FROM returns WHERE order_id = $1 ORDER BY requested_at, id",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(rows.into_iter().map(|(r,)| r.0).collect()))
+}
