@@ -3,7 +3,11 @@
 
 use order_service::engine::process::free_port;
 use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
-use order_sim::{Fault, Ledger, SimConfig, SimHandle, Simulator};
+use order_sim::{
+    Call, Capture, Event, Fault, Fulfillment, Ledger, Notification, Refund, Release, Reservation,
+    SimConfig, SimHandle, Simulator,
+};
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -461,4 +465,176 @@ pub fn mug_order(method: Option<&str>) -> Value {
     body["items"][0]["discount_amount"] = json!("10.00");
     body["items"][0]["tax_amount"] = json!("8.10");
     body
+}
+
+/// Asserts that `answer` is a problem+json refusal with `status` and `code`.
+pub fn assert_problem(answer: &Answer, status: u16, code: &str) {
+    let (got, problem, headers) = answer;
+    assert_eq!(
+        (*got, problem["code"].as_str()),
+        (status, Some(code)),
+        "{problem}"
+    );
+    assert_eq!(headers["content-type"], "application/problem+json");
+}
+
+/// What the simulator's ledger holds about one order.
+#[derive(Debug)]
+pub struct OrderLedger {
+    pub reservations: Vec<Reservation>,
+    /// Release calls on the order's reservations that took effect.
+    pub releases: Vec<Release>,
+    pub captures: Vec<Capture>,
+    /// Refunds against the order's captures, in the order they were made.
+    pub refunds: Vec<Refund>,
+    /// Every refund call against the order's captures: failed and replayed ones too.
+    pub refund_calls: Vec<Call>,
+    pub fulfillments: Vec<Fulfillment>,
+    /// Cancel calls on the order's fulfillments that took effect (`200`, not replayed).
+    pub fulfillment_cancels: usize,
+    /// Published events, each once however often it was delivered.
+    pub events: Vec<Event>,
+    pub notifications: Vec<Notification>,
+}
+
+impl OrderLedger {
+    pub fn of(ledger: &Ledger, order_id: &str) -> OrderLedger {
+        let reservations: Vec<Reservation> = ledger
+            .reservations
+            .iter()
+            .filter(|r| r.order_id == order_id)
+            .cloned()
+            .collect();
+        let captures: Vec<Capture> = ledger
+            .captures
+            .iter()
+            .filter(|c| c.order_id == order_id)
+            .cloned()
+            .collect();
+        let fulfillments: Vec<Fulfillment> = ledger
+            .fulfillments
+            .iter()
+            .filter(|f| f.order_id == order_id)
+            .cloned()
+            .collect();
+        let releases = ledger
+            .releases
+            .iter()
+            .filter(|r| {
+                reservations
+                    .iter()
+                    .any(|x| x.reservation_id == r.reservation_id)
+            })
+            .cloned()
+            .collect();
+        let refunds = ledger
+            .refunds
+            .iter()
+            .filter(|r| captures.iter().any(|c| c.payment_id == r.payment_id))
+            .cloned()
+            .collect();
+        let calls_on = |service: &str, operation: &str, ids: Vec<&str>| -> Vec<Call> {
+            ledger
+                .calls
+                .iter()
+                .filter(|c| c.service == service && c.operation == operation)
+                .filter(|c| ids.iter().any(|id| c.path.contains(id)))
+                .cloned()
+                .collect()
+        };
+        let refund_calls = calls_on(
+            "payment",
+            "refund",
+            captures.iter().map(|c| c.payment_id.as_str()).collect(),
+        );
+        let fulfillment_cancels = calls_on(
+            "fulfillment",
+            "cancel",
+            fulfillments
+                .iter()
+                .map(|f| f.fulfillment_id.as_str())
+                .collect(),
+        )
+        .iter()
+        .filter(|c| c.status == 200 && !c.replayed)
+        .count();
+        let mut events: Vec<Event> = Vec::new();
+        for event in ledger
+            .events
+            .iter()
+            .filter(|e| e.cloud_event["subject"] == order_id)
+        {
+            if !events.iter().any(|e| e.id == event.id) {
+                events.push(event.clone());
+            }
+        }
+        let notifications = ledger
+            .notifications
+            .iter()
+            .filter(|n| n.order_id == order_id)
+            .cloned()
+            .collect();
+        OrderLedger {
+            reservations,
+            releases,
+            captures,
+            refunds,
+            refund_calls,
+            fulfillments,
+            fulfillment_cancels,
+            events,
+            notifications,
+        }
+    }
+
+    /// The refunded amounts, in the order they were made.
+    pub fn refund_amounts(&self) -> Vec<String> {
+        self.refunds.iter().map(|r| cents(r.amount)).collect()
+    }
+
+    /// Event topics, in the order they were published.
+    pub fn topics(&self) -> Vec<&str> {
+        self.events.iter().map(|e| e.topic.as_str()).collect()
+    }
+
+    /// How many distinct events of `topic` were published.
+    pub fn count_topic(&self, topic: &str) -> usize {
+        self.events.iter().filter(|e| e.topic == topic).count()
+    }
+
+    /// How many notifications with `template` were sent.
+    pub fn count_template(&self, template: &str) -> usize {
+        self.notifications
+            .iter()
+            .filter(|n| n.template == template)
+            .count()
+    }
+}
+
+/// An amount as the API writes it: 2 fraction digits.
+pub fn cents(amount: Decimal) -> String {
+    format!("{amount:.2}")
+}
+
+/// Parses a money string of the API.
+pub fn money(text: &Value) -> Decimal {
+    text.as_str()
+        .unwrap_or_else(|| panic!("not a money string: {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// What `q` more units of `item` (an order resource's item) give back when `given`
+/// were given back already: the cumulative rule of api.md's money rules, computed
+/// here independently of the service.
+pub fn give_back(item: &Value, given: i64, q: i64) -> Decimal {
+    let n = item["quantity"].as_i64().unwrap();
+    let part = |total: Decimal, m: i64| {
+        (total * Decimal::from(m) / Decimal::from(n))
+            .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+    };
+    let (discount, tax) = (money(&item["discount_amount"]), money(&item["tax_amount"]));
+    money(&item["unit_price"]) * Decimal::from(q)
+        - (part(discount, given + q) - part(discount, given))
+        + (part(tax, given + q) - part(tax, given))
 }

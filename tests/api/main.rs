@@ -2,6 +2,8 @@
 //! PostgreSQL and the downstream simulator over HTTP.
 
 mod bad_requests;
+mod cancel;
+mod cancel_items;
 mod crash;
 mod create_order;
 mod dev_mode;
