@@ -22,6 +22,9 @@ enum Endpoint {
     Status(Target),
     Cancel(Target),
     CancelItems(Target),
+    Return(Target),
+    RefundItems(Target),
+    Reject(Target),
     Unknown(Index),
 }
 
@@ -171,7 +174,32 @@ fn spec(endpoint: &Endpoint) -> Spec {
             enums: &[],
             objects: &[""],
         },
-        Endpoint::CancelItems(_) => Spec {
+        Endpoint::Return(_) => Spec {
+            body: json!({"items": [{"item_id": 1, "quantity": 1, "reason": "too big"}], "reason": "fit"}),
+            required: &["/items", "/items/0/item_id", "/items/0/quantity"],
+            typed: &[
+                ("/items", Kind::Array),
+                ("/items/0", Kind::Object),
+                ("/items/0/item_id", Kind::Int),
+                ("/items/0/quantity", Kind::Int),
+                ("/items/0/reason", Kind::Text),
+                ("/reason", Kind::Text),
+            ],
+            money: &[],
+            quantities: &["/items/0/quantity", "/items/0/item_id"],
+            enums: &[],
+            objects: &["", "/items/0"],
+        },
+        Endpoint::Reject(_) => Spec {
+            body: json!({"reason": "damaged"}),
+            required: &[],
+            typed: &[("/reason", Kind::Text)],
+            money: &[],
+            quantities: &[],
+            enums: &[],
+            objects: &[""],
+        },
+        Endpoint::CancelItems(_) | Endpoint::RefundItems(_) => Spec {
             body: json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "one too many"}),
             required: &["/items", "/items/0/item_id", "/items/0/quantity"],
             typed: &[
@@ -221,6 +249,16 @@ fn request(endpoint: &Endpoint, mutation: &Mutation, draft: &str) -> Request {
         Endpoint::CancelItems(t) => (
             Method::POST,
             format!("/orders/{}/cancel-items", order_path(t)),
+        ),
+        Endpoint::Return(t) => (Method::POST, format!("/orders/{}/returns", order_path(t))),
+        Endpoint::RefundItems(t) => (
+            Method::POST,
+            format!("/orders/{}/refund-items", order_path(t)),
+        ),
+        // The draft has no return: the answer is a 4xx whatever the body.
+        Endpoint::Reject(t) => (
+            Method::POST,
+            format!("/orders/{}/returns/{MISSING}/reject", order_path(t)),
         ),
         Endpoint::Unknown(i) => {
             let routes = [
@@ -488,7 +526,10 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
         3 => target.clone().prop_map(Endpoint::Pay),
         3 => target.clone().prop_map(Endpoint::Status),
         2 => target.clone().prop_map(Endpoint::Cancel),
-        3 => target.prop_map(Endpoint::CancelItems),
+        3 => target.clone().prop_map(Endpoint::CancelItems),
+        2 => target.clone().prop_map(Endpoint::Return),
+        2 => target.clone().prop_map(Endpoint::RefundItems),
+        1 => target.prop_map(Endpoint::Reject),
         1 => any::<Index>().prop_map(Endpoint::Unknown),
     ]
 }
