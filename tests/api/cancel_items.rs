@@ -290,7 +290,9 @@ async fn cancel_items_refuses_bad_items_and_quantities_and_changes_nothing() {
     let id = id(&order);
     let path = format!("/orders/{id}/cancel-items");
 
-    let refusals: [(&[(i64, i64)], u16, &str, Option<&str>); 7] = [
+    // (items, status, code, field at fault)
+    type Refusal<'a> = (&'a [(i64, i64)], u16, &'a str, Option<&'a str>);
+    let refusals: [Refusal; 7] = [
         (&[(1, 4)], 422, "quantity_exceeded", None),
         (
             &[(2, 1)],
