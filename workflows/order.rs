@@ -325,12 +325,8 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: StatusRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
-            return Ok(CommandOutcome::refused(
-                404,
-                "order_not_found",
-                "no such order",
-            ));
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
         };
         if !order.status.can_be_set_manually(req.status) {
             let message = format!("an order cannot go from {} to {}", order.status, req.status);
@@ -349,12 +345,8 @@ impl OrderObject {
         req: ItemsRequest,
         scope: Scope,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
-            return Ok(CommandOutcome::refused(
-                404,
-                "order_not_found",
-                "no such order",
-            ));
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
         };
         match order.status {
             OrderStatus::Draft | OrderStatus::Confirmed | OrderStatus::Processing => {}
@@ -537,12 +529,8 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: PayRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
-            return Ok(CommandOutcome::refused(
-                404,
-                "order_not_found",
-                "no such order",
-            ));
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
         };
         if order.status != OrderStatus::Draft {
             let message = format!("only a draft can be paid; this order is {}", order.status);

@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
+use uuid::Uuid;
 
 /// The cancel routes.
 pub fn router() -> Router<ApiState> {
@@ -70,21 +71,8 @@ impl ItemsBody {
     /// are left is for the order to say.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = reason_rules(&self.reason);
-        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            let message = format!("must name 1 to {MAX_ITEMS} items");
-            errors.push(FieldError::new("items", message));
-        }
-        for (n, item) in self.items.iter().enumerate() {
-            if item.item_id < 1 {
-                let field = format!("items[{n}].item_id");
-                errors.push(FieldError::new(field, "must be an item id of the order"));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                let field = format!("items[{n}].quantity");
-                let message = format!("must be between 1 and {MAX_QUANTITY}");
-                errors.push(FieldError::new(field, message));
-            }
-        }
+        let units = self.items.iter().map(|i| (i.item_id, i.quantity));
+        errors.extend(units_rules(units));
         errors
     }
 }
@@ -97,22 +85,47 @@ async fn cancel_items(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
+    items_command(&state, id, &headers, body, "cancel_items").await
+}
+
+/// Runs `handler` on the units an [`ItemsBody`] names.
+pub(super) async fn items_command(
+    state: &ApiState,
+    id: Uuid,
+    headers: &HeaderMap,
+    body: JsonBody,
+    handler: &str,
+) -> Result<Reply, ApiError> {
     let (request, body) = read_request(body, ItemsBody::validate)?;
-    let cancel = ItemsRequest {
+    let units = ItemsRequest {
         items: body.items,
         reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
+        request_key: idempotency::request_key(headers)?,
     };
-    existing(&state, id).await?;
-    let key = cancel.request_key.clone();
-    command(
-        &state,
-        id,
-        "cancel_items",
-        key,
-        &request,
-        |_| cancel,
-        Answer::Order,
-    )
-    .await
+    existing(state, id).await?;
+    let key = units.request_key.clone();
+    command(state, id, handler, key, &request, |_| units, Answer::Order).await
+}
+
+/// The shape of the units a request names, `(item_id, quantity)` each; whether
+/// the order has those items, and how many of their units are left, is for the
+/// order to say.
+pub(super) fn units_rules(units: impl ExactSizeIterator<Item = (i32, i64)>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if units.len() == 0 || units.len() > MAX_ITEMS {
+        let message = format!("must name 1 to {MAX_ITEMS} items");
+        errors.push(FieldError::new("items", message));
+    }
+    for (n, (item_id, quantity)) in units.enumerate() {
+        if item_id < 1 {
+            let field = format!("items[{n}].item_id");
+            errors.push(FieldError::new(field, "must be an item id of the order"));
+        }
+        if !(1..=MAX_QUANTITY).contains(&quantity) {
+            let field = format!("items[{n}].quantity");
+            let message = format!("must be between 1 and {MAX_QUANTITY}");
+            errors.push(FieldError::new(field, message));
+        }
+    }
+    errors
 }

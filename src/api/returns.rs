@@ -1,14 +1,14 @@
 //! Returns of a delivered order and refunds without a return.
 
 use super::body::{read_request, JsonBody};
-use super::cancel::ItemsBody;
+use super::cancel::{items_command, units_rules};
 use super::commands::{command, existing, reason_rules, Answer};
 use super::idempotency::{self, Reply};
 use super::params::{OrderId, ReturnId};
 use super::{ApiError, ApiState};
-use crate::domain::{FieldError, ReturnItem, MAX_ITEMS, MAX_QUANTITY};
+use crate::domain::{FieldError, ReturnItem};
 use crate::read_model;
-use crate::workflows::{ItemsRequest, ReturnCommand, ReturnRequest};
+use crate::workflows::{ReturnCommand, ReturnRequest};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -47,20 +47,10 @@ struct ReturnBody {
 impl ReturnBody {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = reason_rules(&self.reason);
-        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            let message = format!("must name 1 to {MAX_ITEMS} items");
-            errors.push(FieldError::new("items", message));
-        }
+        errors.extend(units_rules(
+            self.items.iter().map(|i| (i.item_id, i.quantity)),
+        ));
         for (n, item) in self.items.iter().enumerate() {
-            if item.item_id < 1 {
-                let field = format!("items[{n}].item_id");
-                errors.push(FieldError::new(field, "must be an item id of the order"));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                let field = format!("items[{n}].quantity");
-                let message = format!("must be between 1 and {MAX_QUANTITY}");
-                errors.push(FieldError::new(field, message));
-            }
             if item
                 .reason
                 .as_ref()
@@ -196,22 +186,5 @@ async fn refund_items(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, ItemsBody::validate)?;
-    let refund = ItemsRequest {
-        items: body.items,
-        reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
-    };
-    existing(&state, id).await?;
-    let key = refund.request_key.clone();
-    command(
-        &state,
-        id,
-        "refund_items",
-        key,
-        &request,
-        |_| refund,
-        Answer::Order,
-    )
-    .await
+    items_command(&state, id, &headers, body, "refund_items").await
 }

@@ -65,11 +65,7 @@ pub(super) async fn record(
 
 /// The order's edits, oldest first; `None` when the order does not exist.
 pub async fn edit_history(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Vec<EditEntry>>> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM orders WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    if exists.is_none() {
+    if !super::order_exists(pool, id).await? {
         return Ok(None);
     }
     let rows = sqlx::query_as::<_, EditEntry>(

@@ -35,6 +35,15 @@ pub fn is_permanent(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the read model has the order `id`.
+async fn order_exists(pool: &PgPool, id: uuid::Uuid) -> sqlx::Result<bool> {
+    let version: Option<i64> = sqlx::query_scalar("SELECT version FROM orders WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(version.is_some())
+}
+
 /// Opens a pool on `dsn`.
 pub async fn connect(dsn: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(dsn)?;

@@ -140,11 +140,7 @@ pub async fn status_history(
     pool: &PgPool,
     id: Uuid,
 ) -> sqlx::Result<Option<Vec<StatusHistoryEntry>>> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM orders WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    if exists.is_none() {
+    if !super::order_exists(pool, id).await? {
         return Ok(None);
     }
     let rows = sqlx::query_as::<_, StatusHistoryEntry>(

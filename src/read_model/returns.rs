@@ -50,11 +50,7 @@ pub async fn get_return(pool: &PgPool, order_id: Uuid, id: Uuid) -> sqlx::Result
 
 /// The order's returns, oldest first; `None` when the order does not exist.
 pub async fn list_returns(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Vec<Return>>> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT version FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await?;
-    if exists.is_none() {
+    if !super::order_exists(pool, order_id).await? {
         return Ok(None);
     }
     let rows: Vec<(sqlx::types::Json<Return>,)> = sqlx::query_as(
