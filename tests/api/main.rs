@@ -10,6 +10,7 @@ mod helpers;
 mod idempotency;
 mod queries;
 mod registration;
+mod returns;
 mod saga_core;
 mod status;
 mod validation;
