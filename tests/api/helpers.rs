@@ -638,3 +638,32 @@ pub fn give_back(item: &Value, given: i64, q: i64) -> Decimal {
         - (part(discount, given + q) - part(discount, given))
         + (part(tax, given + q) - part(tax, given))
 }
+
+/// Moves order `id` through `statuses` with `PUT /status`, each answered `200`;
+/// returns the order as the last move answered it.
+pub async fn advance(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
+    let path = format!("/orders/{id}/status");
+    let mut order = Value::Null;
+    for to in statuses {
+        let (status, moved, _) = app.put(&path, &json!({ "status": to }), None).await;
+        assert_eq!(
+            (status, moved["status"].as_str()),
+            (200, Some(*to)),
+            "{moved}"
+        );
+        order = moved;
+    }
+    order
+}
+
+/// Creates the paid order `body` and moves it to `delivered`; returns it delivered.
+pub async fn delivered_order(app: &TestApp, body: &Value) -> Value {
+    let (status, order) = app.create(body).await;
+    assert_eq!(
+        (status, order["status"].as_str()),
+        (201, Some("confirmed")),
+        "{order}"
+    );
+    let id = order["id"].as_str().unwrap();
+    advance(app, id, &["processing", "shipped", "delivered"]).await
+}

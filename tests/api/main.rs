@@ -12,6 +12,7 @@ mod helpers;
 mod idempotency;
 mod queries;
 mod registration;
+mod returns;
 mod saga_core;
 mod status;
 mod validation;

@@ -1,5 +1,6 @@
-//! `order-bench` (`make bench`): create-order, cancel, cancel-items, status change
-//! and get-order under load on a fresh embedded default, beside the two references that show what durability and the
+//! `order-bench` (`make bench`): create-order, cancel, cancel-items, status change,
+//! return received, refund-items and get-order under load on a fresh embedded
+//! default, beside the two references that show what durability and the
 //! saga cost. Prints figures; asserts nothing.
 
 mod load;
@@ -163,6 +164,7 @@ async fn scenarios(
         &open_loop(100, duration, create.clone()).await,
     );
     commands_on_confirmed_orders(&http, &api, duration).await?;
+    refunds_on_delivered_orders(&http, &api, duration).await?;
     let mut create_at = Vec::new();
     for c in CONCURRENCY {
         let f = closed_loop(c, duration, create.clone()).await;
@@ -257,6 +259,115 @@ async fn commands_on_confirmed_orders(
         print_row(name, &open_loop(rate, duration, call).await);
     }
     Ok(())
+}
+
+/// A return received (restock and refund) and a refund without a return at
+/// 100/s, each on orders delivered beforehand.
+async fn refunds_on_delivered_orders(
+    http: &reqwest::Client,
+    api: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let rate = 100;
+    let count = rate as usize * duration.as_secs() as usize;
+    let one_unit = json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "bench"});
+
+    let ids = deliver(http, api, create_orders(http, api, count).await?).await?;
+    let returns = Arc::new(
+        in_batches(
+            ids,
+            |http, id| {
+                let (url, body) = (format!("{api}/orders/{id}/returns"), one_unit.clone());
+                async move {
+                    let r: Value = http.post(url).json(&body).send().await?.json().await?;
+                    let return_id = r["return_id"].as_str().unwrap_or_default().to_owned();
+                    anyhow::ensure!(!return_id.is_empty(), "a return was not made: {r}");
+                    Ok(format!("{id}/returns/{return_id}/receive"))
+                }
+            },
+            http,
+        )
+        .await?,
+    );
+    let receive = {
+        let (http, api) = (http.clone(), api.to_owned());
+        move |n: u64| {
+            let url = format!("{api}/orders/{}", returns[n as usize % returns.len()]);
+            let request = http.post(url);
+            async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
+        }
+    };
+    print_row(
+        "return received  open loop 100/s",
+        &open_loop(rate, duration, receive).await,
+    );
+
+    let ids = Arc::new(deliver(http, api, create_orders(http, api, count).await?).await?);
+    let refund = {
+        let (http, api, body) = (http.clone(), api.to_owned(), Arc::new(one_unit));
+        move |n: u64| {
+            let url = format!("{api}/orders/{}/refund-items", ids[n as usize % ids.len()]);
+            let request = http.post(url).json(&*body);
+            async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
+        }
+    };
+    print_row(
+        "refund-items  open loop 100/s",
+        &open_loop(rate, duration, refund).await,
+    );
+    Ok(())
+}
+
+/// Moves each order of `ids` to `delivered`, 32 orders at a time.
+async fn deliver(
+    http: &reqwest::Client,
+    api: &str,
+    ids: Vec<String>,
+) -> anyhow::Result<Vec<String>> {
+    in_batches(
+        ids,
+        |http, id| {
+            let url = format!("{api}/orders/{id}/status");
+            async move {
+                for status in ["processing", "shipped", "delivered"] {
+                    let r = http
+                        .put(&url)
+                        .json(&json!({ "status": status }))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(r.status() == 200, "moving to {status}: {}", r.status());
+                }
+                Ok(id)
+            }
+        },
+        http,
+    )
+    .await
+}
+
+/// Runs `step` for each of `items`, 32 at a time, and returns what each gave, in
+/// no particular order.
+async fn in_batches<T, F, Fut>(
+    items: Vec<String>,
+    step: F,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(reqwest::Client, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(32) {
+        let mut batch = tokio::task::JoinSet::new();
+        for item in chunk {
+            batch.spawn(step(http.clone(), item.clone()));
+        }
+        while let Some(done) = batch.join_next().await {
+            out.push(done??);
+        }
+    }
+    Ok(out)
 }
 
 /// Creates `count` confirmed orders, 32 at a time, and returns their ids.
