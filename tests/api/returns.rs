@@ -180,8 +180,11 @@ fn total(amounts: &[String]) -> i64 {
     amounts.iter().map(|a| cents(a)).sum()
 }
 
-/// `(return_id, [(sku, warehouse_id, quantity)])` of each restock of `order_id`.
-fn restocks_of(ledger: &Ledger, order_id: &str) -> Vec<(String, Vec<(String, String, u32)>)> {
+/// `(sku, warehouse_id, quantity)` of a restocked line.
+type RestockedLine = (String, String, u32);
+
+/// `(return_id, lines)` of each restock of `order_id`.
+fn restocks_of(ledger: &Ledger, order_id: &str) -> Vec<(String, Vec<RestockedLine>)> {
     ledger
         .restocks
         .iter()
@@ -293,7 +296,10 @@ async fn returns_refund_the_units_share_to_the_cent_restock_them_and_are_receive
     assert_eq!(waiting["refunded_amount"], "0.00");
     assert_eq!(waiting["payment_status"], "captured");
     assert_eq!(waiting["items"][0]["returned_quantity"], 0);
-    assert_eq!(returns_of(&app, &order_id).await, [first.clone()]);
+    assert_eq!(
+        returns_of(&app, &order_id).await,
+        std::slice::from_ref(&first)
+    );
 
     let after_first = received(&app, &order_id, &first_id).await;
 
