@@ -15,6 +15,8 @@ pub mod domain;
 pub mod downstream;
 /// Restate ingress and admin clients, the endpoint server, and local processes.
 pub mod engine;
+/// The operators' view: stuck orders, timelines, retries.
+pub mod operators;
 /// PostgreSQL read model: projections and queries.
 pub mod read_model;
 /// Delivery of the outbox: events and notifications, outside the sagas.

@@ -56,6 +56,7 @@ pub async fn cancel_units(
         saga.on_rejection(Compensation::RefundPayment {
             payment_id,
             amount: refund,
+            return_id: None,
         });
     }
     if let Some(reservation_id) = order.reservation_id.clone() {

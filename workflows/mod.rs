@@ -3,6 +3,7 @@
 mod cancel_order;
 mod create_order;
 mod expire_draft;
+mod operator;
 mod order;
 mod pay_order;
 mod returns;
@@ -12,8 +13,8 @@ mod steps;
 mod undo;
 
 pub use order::{
-    CommandOutcome, ItemsRequest, OrderObject, PayRequest, Rested, ReturnCommand, ReturnRequest,
-    StatusRequest, ORDER_OBJECT,
+    CommandOutcome, ItemsRequest, OperatorOutcome, OperatorRequest, OrderObject, PayRequest,
+    Rested, ReturnCommand, ReturnRequest, StatusRequest, ORDER_OBJECT,
 };
 
 use crate::downstream::Downstream;

@@ -5,6 +5,7 @@
 use super::cancel_order::{cancel_units, Scope};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
+use super::operator::{resolve, retry_owed};
 use super::pay_order::{charge_and_confirm, OnDecline};
 use super::returns::{close_return, receive_return, refund_items, request_return};
 use super::saga::{Saga, ORDER_STATE};
@@ -93,6 +94,20 @@ pub struct ReturnCommand {
     pub reason: Option<String>,
     #[serde(default)]
     pub request_key: Option<String>,
+}
+
+/// An operator's retry or resolution of a parked order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// How an operator's command ended, and the invocation that ran it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorOutcome {
+    pub invocation_id: String,
+    pub outcome: CommandOutcome,
 }
 
 /// Where a saga left the order; the API reads the order itself from the read model,
@@ -311,6 +326,34 @@ impl OrderObject {
         expired.map(|_| ()).map_err(Into::into)
     }
 
+    /// Runs again the compensations a parked order owes (an operator's retry).
+    #[handler]
+    async fn retry(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<OperatorRequest>,
+    ) -> HandlerResult<Json<OperatorOutcome>> {
+        let outcome = self.retry_parked(&ctx, req).await?;
+        Ok(Json(OperatorOutcome {
+            invocation_id: ctx.invocation_id().to_owned(),
+            outcome,
+        }))
+    }
+
+    /// Drops what a parked order owes, with the operator's reason.
+    #[handler]
+    async fn resolve(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(req): Json<OperatorRequest>,
+    ) -> HandlerResult<Json<OperatorOutcome>> {
+        let outcome = self.resolve_parked(&ctx, req).await?;
+        Ok(Json(OperatorOutcome {
+            invocation_id: ctx.invocation_id().to_owned(),
+            outcome,
+        }))
+    }
+
     /// The order as the object holds it, for inspection while a saga runs.
     #[handler]
     async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<Json<Option<OrderView>>> {
@@ -522,6 +565,50 @@ impl OrderObject {
             }
             Err(refused) => CommandOutcome::refused(502, "step_refused", refused.to_string()),
         })
+    }
+
+    async fn retry_parked(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: OperatorRequest,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
+        };
+        if order.owed.is_empty() {
+            let message = match &order.attention {
+                Some(a) => format!(
+                    "{} was refused and is not a compensation to run again: resolve it by hand",
+                    a.step
+                ),
+                None => "nothing of the order is stuck".to_owned(),
+            };
+            return Ok(CommandOutcome::refused(409, "nothing_to_retry", message));
+        }
+        let name = format!("retry@{}", ctx.invocation_id());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
+        let result = retry_owed(&mut saga, order).await;
+        saga.finish().await;
+        Ok(CommandOutcome::Done(Rested::from(&result?)))
+    }
+
+    async fn resolve_parked(
+        &self,
+        ctx: &ObjectContext<'_>,
+        req: OperatorRequest,
+    ) -> Result<CommandOutcome, TerminalError> {
+        let Some(order) = current(ctx).await? else {
+            return Ok(not_found());
+        };
+        if order.owed.is_empty() && order.attention.is_none() {
+            let message = "the order does not wait for an operator";
+            return Ok(CommandOutcome::refused(409, "nothing_to_resolve", message));
+        }
+        let name = format!("resolve@{}", ctx.invocation_id());
+        let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
+        let result = resolve(&mut saga, order).await;
+        saga.finish().await;
+        Ok(CommandOutcome::Done(Rested::from(&result?)))
     }
 
     async fn pay_draft(

@@ -98,7 +98,7 @@ pub async fn receive_return(
             saga.commit(&order, &["order.return_received"], None, move |o, at| {
                 park_restock(o, at);
                 o.record_return_received(return_id, at)?;
-                owe_refund(o, amount, &refused, at);
+                owe_refund(o, return_id, amount, &refused, at);
                 Ok(())
             })
             .await
@@ -200,12 +200,21 @@ async fn refund(
     .await
 }
 
-/// A refund the payment service refused stays owed, and parks the order.
-fn owe_refund(order: &mut Order, amount: Money, refused: &Rejection, at: DateTime<Utc>) {
+/// The refund of return `return_id` that the payment service refused stays owed,
+/// and parks the order; an operator's retry refunds the return.
+fn owe_refund(
+    order: &mut Order,
+    return_id: Uuid,
+    amount: Money,
+    refused: &Rejection,
+    at: DateTime<Utc>,
+) {
     if let Some(payment_id) = order.payment_id.clone() {
-        order
-            .owed
-            .push(Compensation::RefundPayment { payment_id, amount });
+        order.owed.push(Compensation::RefundPayment {
+            payment_id,
+            amount,
+            return_id: Some(return_id),
+        });
     }
     order.park("refund_payment", "step_refused", &refused.to_string(), at);
 }

@@ -165,6 +165,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 self.name.clone(),
                 self.seq,
             );
+            let invocation_id = self.ctx.invocation_id().to_owned();
             let (action, key) = (action.clone(), key.clone());
             let attempt = self
                 .ctx
@@ -179,6 +180,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                             let record = StepRecord {
                                 order_id,
                                 saga,
+                                invocation_id,
                                 seq,
                                 step,
                                 outcome: "failed",
@@ -212,6 +214,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.done.push(StepRecord {
             order_id: self.order_id,
             saga: self.name.clone(),
+            invocation_id: self.ctx.invocation_id().to_owned(),
             seq: self.seq,
             step,
             outcome: if done.outcome.is_ok() {

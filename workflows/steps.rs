@@ -71,6 +71,7 @@ pub async fn charge_payment(saga: &mut Saga<'_, '_>, order: &Order, method: &str
             Some(Compensation::RefundPayment {
                 payment_id: c.payment_id.clone(),
                 amount: c.amount,
+                return_id: None,
             })
         },
         move |key| async move {

@@ -17,6 +17,8 @@ type Step<T> = Result<Result<T, Rejection>, TerminalError>;
 pub enum Undone {
     Released,
     Refunded(crate::domain::Money),
+    /// The refund of a received return, owed since the payment service refused it.
+    ReturnRefunded(uuid::Uuid, crate::domain::Money),
     /// A charge whose outcome was unknown had gone through and is now refunded.
     RefundedCapture {
         payment_id: String,
@@ -128,6 +130,10 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
     for u in undone {
         match u {
             Undone::Refunded(amount) => order.record_refund(*amount)?,
+            Undone::ReturnRefunded(return_id, amount) => {
+                let plan = order.plan_return(*return_id)?;
+                order.record_return_refunded(*return_id, &plan, *amount, at)?;
+            }
             Undone::RefundedCapture {
                 payment_id,
                 method,
@@ -164,10 +170,17 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
             })
             .await
         }
-        Compensation::RefundPayment { payment_id, amount } => {
+        Compensation::RefundPayment {
+            payment_id,
+            amount,
+            return_id,
+        } => {
             saga.compensation_step(step, compensates, move |key| async move {
                 let receipt = d.payment.refund(&key, &payment_id, amount, &reason).await?;
-                Ok(Undone::Refunded(receipt.amount))
+                Ok(match return_id {
+                    Some(id) => Undone::ReturnRefunded(id, receipt.amount),
+                    None => Undone::Refunded(receipt.amount),
+                })
             })
             .await
         }

@@ -4,9 +4,12 @@
 mod body;
 mod cancel;
 mod commands;
+mod console;
 mod error;
 mod health;
 mod idempotency;
+mod metrics;
+mod ops;
 mod orders;
 mod params;
 mod returns;
@@ -17,6 +20,7 @@ use crate::config::Config;
 use crate::downstream::Downstream;
 use crate::engine::admin::Admin;
 use crate::engine::ingress::Ingress;
+use crate::operators::Operators;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use sqlx::PgPool;
@@ -41,6 +45,8 @@ pub struct ApiState {
 pub struct ApiSettings {
     /// How long a create or a payment waits for its saga before answering `202`.
     pub create_wait: Duration,
+    /// How long an order may rest in a transitional state before it is stuck.
+    pub stuck_after: Duration,
 }
 
 impl ApiSettings {
@@ -48,6 +54,18 @@ impl ApiSettings {
     pub fn from_config(config: &Config) -> Self {
         ApiSettings {
             create_wait: config.create_wait,
+            stuck_after: config.stuck_after,
+        }
+    }
+}
+
+impl ApiState {
+    /// The operators' view over the read model and the engine.
+    pub fn operators(&self) -> Operators {
+        Operators {
+            db: self.db.clone(),
+            admin: self.admin.clone(),
+            stuck_after: self.settings.stuck_after,
         }
     }
 }
@@ -60,8 +78,11 @@ pub fn router(state: ApiState) -> Router {
             orders::router()
                 .merge(cancel::router())
                 .merge(returns::router())
+                .merge(ops::router())
                 .merge(health::router()),
         )
+        .merge(console::router())
+        .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

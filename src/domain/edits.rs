@@ -63,6 +63,7 @@ impl OrderView {
                 ("refunded_amount", json!(o.refunded_amount)),
                 ("shipping_address", o.shipping_address.clone()),
                 ("billing_address", o.billing_address.clone()),
+                ("attention", json!(o.attention)),
             ]
         };
         for ((field, old), (_, new)) in order_fields(before).into_iter().zip(order_fields(self)) {

@@ -244,9 +244,12 @@ pub enum Compensation {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         items: Vec<SkuQuantity>,
     },
+    /// Refunds `amount`; for return `return_id`, which is refunded with it.
     RefundPayment {
         payment_id: String,
         amount: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_id: Option<Uuid>,
     },
     /// Cancels `items` of the fulfillment, or all of it when empty.
     CancelFulfillment {

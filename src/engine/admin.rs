@@ -1,4 +1,5 @@
-//! Restate's admin API: health and the registration of this service's deployment.
+//! Restate's admin API: health, the registration of this service's deployment,
+//! SQL introspection of invocations and resuming them.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,54 @@ impl Admin {
     pub async fn healthy(&self) -> bool {
         let url = format!("{}/health", self.base_url);
         matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// Runs `sql` on Restate's SQL introspection (`POST /query`) and returns its rows;
+    /// a column that is NULL is absent from its row.
+    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Value>> {
+        // Right after a start, a partition may not be reachable yet for a moment.
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.query_once(sql).await {
+                Err(e) if delay < Duration::from_secs(2) => {
+                    tracing::debug!(error = %e, "restate query failed, asking again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn query_once(&self, sql: &str) -> anyhow::Result<Vec<Value>> {
+        let url = format!("{}/query", self.base_url);
+        let answer = self
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&serde_json::json!({ "query": sql }))
+            .send()
+            .await?;
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(
+            status.is_success(),
+            "restate query answered {status}: {body}"
+        );
+        Ok(body["rows"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Resumes a paused invocation, or retries a backing-off one now.
+    pub async fn resume(&self, invocation_id: &str) -> anyhow::Result<()> {
+        let url = format!("{}/invocations/{invocation_id}/resume", self.base_url);
+        let answer = self.http.patch(url).send().await?;
+        let status = answer.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "resuming {invocation_id} answered {status}: {}",
+            answer.text().await.unwrap_or_default()
+        );
+        Ok(())
     }
 
     /// Registers the deployment serving at `endpoint_url` (its handlers read from

@@ -2,6 +2,7 @@
 
 mod edit_history;
 mod idempotency;
+mod operators;
 pub mod outbox;
 mod projection;
 mod queries;
@@ -10,6 +11,10 @@ mod saga_steps;
 
 pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};
+pub use operators::{
+    last_step_of_invocation, numbers_and_statuses, overdue_drafts, parked_orders, saga_steps_of,
+    OverdueDraft, Parked, SagaStepRow,
+};
 pub use projection::{allocate_order_number, existing_order_number, project};
 pub use queries::{
     get_order, get_order_by_number, list_orders, status_history, Cursor, ListFilter, OrderPage,

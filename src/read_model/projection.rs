@@ -50,15 +50,17 @@ pub async fn project(
     super::record_steps(&mut *tx, steps).await?;
     let money = |m: crate::domain::Money| Decimal::from(m);
     let document = serde_json::to_value(order.view()).expect("order view serializes");
+    let attention = order.attention.as_ref();
     let written = sqlx::query(
         "INSERT INTO orders (id, order_number, customer_id, status, payment_status, currency,
             subtotal, discount_amount, tax_amount, shipping_amount, total_amount,
             captured_amount, refunded_amount, shipping_address, billing_address, notes,
             metadata, failure_code, failure_message, reservation_id, payment_id,
             fulfillment_id, version, document, created_at, updated_at, expires_at,
-            cancelled_at, completed_at)
+            cancelled_at, completed_at, attention_step, attention_code, attention_message,
+            attention_since)
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,
-            $21,$22,$23,$24,$25,$26,$27,$28,$29)
+            $21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33)
          ON CONFLICT (id) DO UPDATE SET
             status = EXCLUDED.status, payment_status = EXCLUDED.payment_status,
             subtotal = EXCLUDED.subtotal, discount_amount = EXCLUDED.discount_amount,
@@ -73,7 +75,10 @@ pub async fn project(
             fulfillment_id = EXCLUDED.fulfillment_id, version = EXCLUDED.version,
             document = EXCLUDED.document, updated_at = EXCLUDED.updated_at,
             expires_at = EXCLUDED.expires_at, cancelled_at = EXCLUDED.cancelled_at,
-            completed_at = EXCLUDED.completed_at
+            completed_at = EXCLUDED.completed_at,
+            attention_step = EXCLUDED.attention_step, attention_code = EXCLUDED.attention_code,
+            attention_message = EXCLUDED.attention_message,
+            attention_since = EXCLUDED.attention_since
          WHERE orders.version < EXCLUDED.version",
     )
     .bind(order.id)
@@ -105,6 +110,10 @@ pub async fn project(
     .bind(order.expires_at)
     .bind(order.cancelled_at)
     .bind(order.completed_at)
+    .bind(attention.map(|a| a.step.clone()))
+    .bind(attention.map(|a| a.code.clone()))
+    .bind(attention.map(|a| a.message.clone()))
+    .bind(attention.map(|a| a.since))
     .execute(&mut *tx)
     .await?
     .rows_affected()

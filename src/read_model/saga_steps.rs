@@ -9,6 +9,8 @@ use uuid::Uuid;
 pub struct StepRecord {
     pub order_id: Uuid,
     pub saga: String,
+    /// The Restate invocation that ran the saga.
+    pub invocation_id: String,
     pub seq: i32,
     pub step: &'static str,
     /// `succeeded`, `rejected` or `failed` (a transient error: it will be retried).
@@ -26,12 +28,13 @@ pub async fn record_steps<'e>(db: impl PgExecutor<'e>, records: &[StepRecord]) -
         return Ok(());
     }
     let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO saga_steps (order_id, saga, seq, step, attempts, outcome, last_error,
-            compensates, started_at, ended_at) ",
+        "INSERT INTO saga_steps (order_id, saga, invocation_id, seq, step, attempts, outcome,
+            last_error, compensates, started_at, ended_at) ",
     );
     q.push_values(records, |mut b, r| {
         b.push_bind(r.order_id)
             .push_bind(&r.saga)
+            .push_bind(&r.invocation_id)
             .push_bind(r.seq)
             .push_bind(r.step)
             .push_bind(1)

@@ -10,6 +10,7 @@ mod dev_mode;
 mod drafts;
 mod helpers;
 mod idempotency;
+mod operators;
 mod queries;
 mod registration;
 mod returns;

@@ -1,0 +1,15 @@
+//! `GET /ops`: the operator console, one self-contained page (no CDN, works
+//! offline) over the operator API.
+
+use super::ApiState;
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+
+/// The page, built into the binary.
+const PAGE: &str = include_str!("console.html");
+
+/// The console route (at the root, beside `/api/v1`).
+pub fn router() -> Router<ApiState> {
+    Router::new().route("/ops", get(|| async { Html(PAGE) }))
+}

@@ -1,0 +1,268 @@
+//! The operator API (`/api/v1/ops`): the stuck list, an order's timeline, retries
+//! (one order or every order of a filter) and resolving a parked order by hand.
+
+use super::body::{read_request, JsonBody};
+use super::commands::{existing, read_back};
+use super::idempotency;
+use super::params::{OrderId, QueryParams};
+use super::{ApiError, ApiState};
+use crate::domain::FieldError;
+use crate::engine::ingress::IngressError;
+use crate::operators::{StuckFilter, StuckList, Timeline};
+use crate::workflows::{CommandOutcome, OperatorOutcome, OperatorRequest, ORDER_OBJECT};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The operator routes.
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/ops/orders/stuck", get(stuck))
+        .route("/ops/orders/retry", post(retry_all))
+        .route("/ops/orders/{id}/timeline", get(timeline))
+        .route("/ops/orders/{id}/retry", post(retry))
+        .route("/ops/orders/{id}/resolve", post(resolve))
+}
+
+/// `GET /ops/orders/stuck?older_than=&step=&error=`.
+async fn stuck(
+    State(state): State<ApiState>,
+    QueryParams(params): QueryParams,
+) -> Result<Json<StuckList>, ApiError> {
+    let filter = stuck_filter(&params)?;
+    let list = state.operators().stuck(&filter).await.map_err(engine)?;
+    Ok(Json(list))
+}
+
+/// `GET /ops/orders/{id}/timeline`.
+async fn timeline(
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+) -> Result<Json<Timeline>, ApiError> {
+    let timeline = state.operators().timeline(id).await.map_err(engine)?;
+    timeline.map(Json).ok_or(ApiError::OrderNotFound)
+}
+
+/// `POST /ops/orders/{id}/retry`: resumes now what backs off or is paused, else
+/// runs again the compensations a parked order owes; `409 nothing_to_retry`
+/// otherwise. Steps that went through are never repeated: a resumed invocation
+/// replays them from its journal, and a retried compensation keeps its key.
+async fn retry(
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    existing(&state, id).await?;
+    let key = idempotency::request_key(&headers)?;
+    match retry_order(&state, id, key).await? {
+        Ok(answer) => Ok((StatusCode::ACCEPTED, Json(answer))),
+        Err(refusal) => Err(refusal),
+    }
+}
+
+/// `POST /ops/orders/retry?step=&error=&older_than=`: retries every order of the
+/// stuck list that the filter selects.
+async fn retry_all(
+    State(state): State<ApiState>,
+    QueryParams(params): QueryParams,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let filter = stuck_filter(&params)?;
+    let list = state.operators().stuck(&filter).await.map_err(engine)?;
+    let (mut retried, mut skipped) = (Vec::new(), Vec::new());
+    for order in list.orders {
+        match retry_order(&state, order.order_id, None).await? {
+            Ok(answer) => retried.push(answer),
+            Err(refusal) => {
+                let body = refusal.body();
+                skipped.push(json!({
+                    "order_id": order.order_id,
+                    "code": body["code"],
+                    "detail": body["detail"],
+                }));
+            }
+        }
+    }
+    let answer = json!({ "retried": retried, "skipped": skipped });
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// The body of `POST /ops/orders/{id}/resolve`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    reason: String,
+}
+
+/// `POST /ops/orders/{id}/resolve` `{"reason"}`: an operator settled by hand what
+/// the order owed; it leaves the stuck list, with the reason in its edit history.
+async fn resolve(
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let (_, body) = read_request(body, |b: &ResolveBody| {
+        let length = b.reason.trim().chars().count();
+        match (1..=500).contains(&length) {
+            true => vec![],
+            false => vec![FieldError::new("reason", "must be 1 to 500 characters")],
+        }
+    })?;
+    existing(&state, id).await?;
+    let key = idempotency::request_key(&headers)?;
+    let request = OperatorRequest {
+        reason: Some(body.reason.trim().to_owned()),
+    };
+    let outcome = call(&state, id, "resolve", &request, key).await?;
+    let invocation_id = settled(outcome)?;
+    let order = read_back(&state, id).await?;
+    Ok(Json(
+        json!({ "order_id": id, "resolved_by": invocation_id, "order": order }),
+    ))
+}
+
+/// Retries what is stuck of order `id`: `Ok` with what was retried, or the
+/// refusal to answer with.
+async fn retry_order(
+    state: &ApiState,
+    id: Uuid,
+    key: Option<String>,
+) -> Result<Result<Value, ApiError>, ApiError> {
+    let resumed = state.operators().resume_stalled(id).await.map_err(engine)?;
+    if !resumed.is_empty() {
+        return Ok(Ok(json!({ "order_id": id, "retried": resumed })));
+    }
+    let request = OperatorRequest { reason: None };
+    let outcome = call(state, id, "retry", &request, key).await?;
+    Ok(settled(outcome).map(|invocation_id| json!({ "order_id": id, "retried": [invocation_id] })))
+}
+
+/// Calls the operator handler `handler` of the order's object and waits for it.
+async fn call(
+    state: &ApiState,
+    id: Uuid,
+    handler: &str,
+    request: &OperatorRequest,
+    key: Option<String>,
+) -> Result<OperatorOutcome, ApiError> {
+    let key = key.unwrap_or_else(|| Uuid::new_v4().to_string());
+    let outcome = state
+        .ingress
+        .submit::<_, OperatorOutcome>(
+            ORDER_OBJECT,
+            &id.to_string(),
+            handler,
+            request,
+            &format!("ops_{handler}:{id}:{key}"),
+            state.settings.create_wait,
+        )
+        .await;
+    outcome.map_err(|e| match e {
+        IngressError::StillRunning(_) => ApiError::Refused {
+            status: StatusCode::CONFLICT,
+            code: "still_running".into(),
+            message: format!("the order's {handler} is still under way; look at its timeline"),
+        },
+        other => ApiError::Unavailable(format!("the order engine did not run it: {other}")),
+    })
+}
+
+/// The invocation of a command that went through, or its refusal.
+fn settled(outcome: OperatorOutcome) -> Result<String, ApiError> {
+    match outcome.outcome {
+        CommandOutcome::Done(_) => Ok(outcome.invocation_id),
+        CommandOutcome::Refused {
+            status,
+            code,
+            message,
+            ..
+        } => Err(ApiError::Refused {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
+            code,
+            message,
+        }),
+    }
+}
+
+/// The stuck list's filter from the query: `older_than` as `300`, `300s`, `5m`,
+/// `2h` or `1d`; `step` and `error` as given (`error` matches any part, any case).
+fn stuck_filter(params: &HashMap<String, String>) -> Result<StuckFilter, ApiError> {
+    let mut errors = Vec::new();
+    let older_than = params
+        .get("older_than")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    let older_than = older_than.and_then(|v| match parse_age(v) {
+        Some(age) => Some(age),
+        None => {
+            errors.push(FieldError::new(
+                "older_than",
+                "must be a duration such as 300s, 5m, 2h or 1d",
+            ));
+            None
+        }
+    });
+    let mut text = |name: &str| {
+        let value = params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        if value.is_some_and(|v| v.chars().count() > 200) {
+            errors.push(FieldError::new(name, "must be at most 200 characters"));
+        }
+        value.map(str::to_owned)
+    };
+    let (step, error) = (text("step"), text("error"));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(StuckFilter {
+        older_than,
+        step,
+        error,
+    })
+}
+
+/// `300`, `300s`, `5m`, `2h`, `1d`: at most a year.
+fn parse_age(text: &str) -> Option<Duration> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (seconds <= 366 * 86_400).then(|| Duration::from_secs(seconds))
+}
+
+/// Restate's admin API failed: the operator view cannot be had now.
+fn engine(e: anyhow::Error) -> ApiError {
+    tracing::warn!(error = %e, "operator view unavailable");
+    ApiError::Unavailable(format!("the order engine's admin API failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+    use std::time::Duration;
+
+    #[test]
+    fn ages_read_as_seconds_minutes_hours_and_days() {
+        assert_eq!(parse_age("300"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_age("300s"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_age("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_age("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_age("1d"), Some(Duration::from_secs(86_400)));
+        for bad in ["", "s", "-5s", "5x", "5 m", "400d", "99999999999999999999"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
+    }
+}

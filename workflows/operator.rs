@@ -1,0 +1,54 @@
+//! What an operator does to an order parked after a refused step.
+//!
+//! Retrying it (`POST /ops/orders/{id}/retry`, once nothing of the order is
+//! backing off or paused):
+//! 1. every compensation the order owes, oldest first (`release_stock`,
+//!    `refund_payment`, `cancel_fulfillment`), under a key of this retry;
+//! 2. `update_read_model`: what they gave back is counted; one refused again stays
+//!    owed and keeps the order parked, with the new answer.
+//!
+//! Resolving it by hand (`POST /ops/orders/{id}/resolve`): `update_read_model`
+//! only, the owed compensations dropped with the operator's reason.
+
+use super::saga::Saga;
+use super::undo::{apply, compensate, Undone};
+use crate::domain::Order;
+use restate_sdk::prelude::*;
+
+/// Runs again what `order` owes and records the outcome.
+pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, TerminalError> {
+    // The stack runs newest first: push the oldest last.
+    for c in order.owed.iter().rev() {
+        saga.on_rejection(c.clone());
+    }
+    let undone = compensate(saga, &order).await?;
+    let steps: Vec<&'static str> = order.owed.iter().map(|c| c.step()).collect();
+    let refunded = undone
+        .iter()
+        .any(|u| matches!(u, Undone::Refunded(_) | Undone::ReturnRefunded(..)));
+    let (topics, notify): (&'static [&'static str], _) = match refunded {
+        true => (&["order.refunded"], Some("refund_issued")),
+        false => (&[], None),
+    };
+    saga.commit(&order, topics, notify, move |o, at| {
+        o.owed.clear();
+        if o.attention
+            .as_ref()
+            .is_some_and(|a| steps.contains(&a.step.as_str()))
+        {
+            o.attention = None;
+        }
+        apply(o, &undone, at)
+    })
+    .await
+}
+
+/// Drops what `order` owes and its need for an operator.
+pub async fn resolve(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, TerminalError> {
+    saga.commit(&order, &[], None, |o, _| {
+        o.owed.clear();
+        o.attention = None;
+        Ok(())
+    })
+    .await
+}
