@@ -166,6 +166,9 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 self.seq,
             );
             let invocation_id = self.ctx.invocation_id().to_owned();
+            // What went through before is written with the next commit; a failing
+            // step writes it at once, so that an operator sees the saga whole.
+            let before = self.done.clone();
             let (action, key) = (action.clone(), key.clone());
             let attempt = self
                 .ctx
@@ -189,7 +192,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                                 started_at,
                                 ended_at: now(),
                             };
-                            read_model::record_steps(&db, &[record]).await.ok();
+                            let records: Vec<StepRecord> = before.into_iter().chain([record]).collect();
+                            read_model::record_steps(&db, &records).await.ok();
                             return Err(HandlerError::from(e));
                         }
                     };

@@ -4,6 +4,7 @@
 mod bad_requests;
 mod cancel;
 mod cancel_items;
+mod console;
 mod crash;
 mod create_order;
 mod dev_mode;

@@ -95,6 +95,28 @@ async fn a_payment_outage_is_listed_and_one_retry_after_it_confirms_the_order_wi
     let by_error = app.get("/ops/orders/stuck?error=503").await.1;
     assert!(entry(&by_error, &id).is_some(), "{by_error}");
     assert_eq!(metric(&app, "order_stuck_orders").await, 1.0);
+    // The timeline shows the saga whole while it is stuck: what went through, and
+    // the step that fails.
+    let (_, timeline) = app.get(&format!("/ops/orders/{id}/timeline")).await;
+    let steps: Vec<(&str, &str)> = timeline["sagas"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("update_read_model", "succeeded"),
+            ("reserve_stock", "succeeded"),
+            ("charge_payment", "failed")
+        ],
+        "{timeline}"
+    );
+    assert_eq!(
+        timeline["sagas"][0]["invocation_status"],
+        stuck["invocation_status"]
+    );
 
     app.sim.sim.clear_faults();
     let (status, retried, _) = app
