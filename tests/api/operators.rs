@@ -1,7 +1,9 @@
 //! Operators: the stuck list, an order's timeline, retries that never repeat a step
 //! that went through, and resolving a parked order by hand.
 
-use crate::helpers::{assert_problem, mug_order, OrderLedger, TestApp};
+use crate::helpers::{
+    assert_problem, cents, delivered_order, give_back, mug_order, OrderLedger, TestApp,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -392,4 +394,78 @@ async fn bulk_retry_resumes_every_order_stuck_on_the_step() {
     for id in [&first, &second] {
         assert_eq!(OrderLedger::of(&ledger, id).captures.len(), 1);
     }
+}
+
+/// Asks for a return of one unit of `item`; returns its id.
+async fn ask_return_of_one(app: &TestApp, id: &str, item: &Value) -> String {
+    let body = json!({"items": [{"item_id": item["id"], "quantity": 1}]});
+    let (status, made, _) = app
+        .post(&format!("/orders/{id}/returns"), &body, None)
+        .await;
+    assert_eq!(status, 201, "{made}");
+    made["return_id"].as_str().unwrap().to_owned()
+}
+
+/// Receives return `return_id`, which answers `200` with the order.
+async fn receive_return(app: &TestApp, id: &str, return_id: &str) -> Value {
+    let path = format!("/orders/{id}/returns/{return_id}/receive");
+    let (status, order, _) = app.post(&path, &json!({}), None).await;
+    assert_eq!(status, 200, "{order}");
+    order
+}
+
+#[tokio::test]
+async fn a_received_return_whose_refund_was_refused_is_refunded_by_a_retry_or_dropped_by_a_reject()
+{
+    let app = TestApp::spawn().await;
+    let order = delivered_order(&app, &mug_order(Some("pm_card_visa"))).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let item = order["items"][0].clone();
+    app.inject(json!({"service": "payment", "operation": "refund", "status": 409}));
+    let first = ask_return_of_one(&app, &id, &item).await;
+    let parked = receive_return(&app, &id, &first).await;
+    assert_eq!(parked["attention"]["step"], "refund_payment", "{parked}");
+    let list = wait_for_stuck(&app, "?step=refund_payment", |l| entry(l, &id).is_some()).await;
+    assert_eq!(entry(&list, &id).unwrap()["reason"], "parked");
+
+    app.sim.sim.clear_faults();
+    let (status, retried, _) = app
+        .post(&format!("/ops/orders/{id}/retry"), &json!({}), None)
+        .await;
+    assert_eq!(status, 202, "{retried}");
+    let share = cents(give_back(&item, 0, 1));
+    let (_, now) = app.get(&format!("/orders/{id}")).await;
+    assert_eq!(now["attention"], Value::Null, "{now}");
+    assert_eq!(now["refunded_amount"], share.as_str());
+    assert_eq!(now["items"][0]["returned_quantity"], 1);
+    let (_, returns) = app.get(&format!("/orders/{id}/returns")).await;
+    let refunded = &returns["returns"][0];
+    assert_eq!(refunded["status"], "refunded", "{returns}");
+    assert_eq!(refunded["refund_amount"], share.as_str());
+    let ledger = app.settled_ledger().await;
+    let mine = OrderLedger::of(&ledger, &id);
+    assert_eq!(mine.refund_amounts(), std::slice::from_ref(&share));
+    assert_eq!(mine.count_template("refund_issued"), 1);
+
+    // The other unit: its refund is refused too, and the return is then rejected,
+    // so nothing is owed any more and there is nothing to retry.
+    app.inject(json!({"service": "payment", "operation": "refund", "status": 409}));
+    let second = ask_return_of_one(&app, &id, &item).await;
+    let parked = receive_return(&app, &id, &second).await;
+    assert_eq!(parked["attention"]["step"], "refund_payment", "{parked}");
+    let path = format!("/orders/{id}/returns/{second}/reject");
+    let (status, rejected, _) = app
+        .post(&path, &json!({"reason": "the parcel held a brick"}), None)
+        .await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(rejected["attention"], Value::Null, "{rejected}");
+    app.sim.sim.clear_faults();
+    assert_problem(
+        &app.post(&format!("/ops/orders/{id}/retry"), &json!({}), None)
+            .await,
+        409,
+        "nothing_to_retry",
+    );
+    let ledger = app.settled_ledger().await;
+    assert_eq!(OrderLedger::of(&ledger, &id).refund_amounts(), [share]);
 }
