@@ -15,6 +15,8 @@ pub mod domain;
 pub mod downstream;
 /// Restate ingress and admin clients, the endpoint server, and local processes.
 pub mod engine;
+/// Prometheus metrics: the recorder and the business facts of a commit.
+pub mod metrics;
 /// The operators' view: stuck orders, timelines, retries.
 pub mod operators;
 /// PostgreSQL read model: projections and queries.

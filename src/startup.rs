@@ -44,6 +44,8 @@ impl RunningService {
     /// Starts the service: migrates the read model, serves the Restate endpoint,
     /// registers it with Restate, then serves the API.
     pub async fn start(config: &Config, backends: &Backends) -> anyhow::Result<RunningService> {
+        // Installed before any handler can record a metric.
+        crate::metrics::handle();
         tracing::info!(
             postgres = %redacted_dsn(&backends.database_dsn),
             "read model in PostgreSQL"

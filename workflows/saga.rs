@@ -5,6 +5,7 @@
 use super::Deps;
 use crate::domain::{Compensation, DomainError, FieldChange, NewOrder, Order};
 use crate::downstream::{DownstreamError, Rejection};
+use crate::metrics;
 use crate::read_model::{self, Author, StepRecord};
 use chrono::{DateTime, SubsecRound, Utc};
 use restate_sdk::prelude::*;
@@ -174,10 +175,12 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 .ctx
                 .run(move || async move {
                     let started_at = now();
+                    let clock = std::time::Instant::now();
                     let outcome = match action(key).await {
                         Ok(v) => Ok(v),
                         Err(DownstreamError::Rejected(r)) => Err(r),
                         Err(e) => {
+                            metrics::count_attempt(&saga, step, "failed", clock.elapsed());
                             // A failed attempt is not journaled, so it is recorded now.
                             tracing::warn!(order.id = %order_id, step, error = %e, "step failed, will retry");
                             let record = StepRecord {
@@ -197,6 +200,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                             return Err(HandlerError::from(e));
                         }
                     };
+                    let result = if outcome.is_ok() { "succeeded" } else { "rejected" };
+                    metrics::count_attempt(&saga, step, result, clock.elapsed());
                     Ok(Json(StepDone {
                         outcome,
                         started_at,
@@ -332,6 +337,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let before = order.clone();
         let steps = std::mem::take(&mut self.done);
         let (actor, reason) = (self.actor.clone(), self.reason.clone());
+        let saga = self.name.clone();
         let outcome = self
             .run("update_read_model", None, true, move |_key| async move {
                 let mut next = before.clone();
@@ -344,7 +350,14 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                     reason: reason.as_deref(),
                 };
                 let changes = next.changes_since(&before);
-                write(&db, &next, topics, notify, (author, &changes), &steps).await?;
+                if write(&db, &next, topics, notify, (author, &changes), &steps).await? {
+                    let compensated: Vec<&str> = steps
+                        .iter()
+                        .filter(|s| s.compensates.is_some() && s.outcome == "succeeded")
+                        .map(|s| s.step)
+                        .collect();
+                    metrics::count_commit(&saga, &before, &next, &compensated);
+                }
                 Ok(next)
             })
             .await?;
@@ -393,6 +406,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     }
 }
 
+/// Writes `order` to the read model; true when this version is new there.
 async fn write(
     db: &sqlx::PgPool,
     order: &Order,
@@ -400,13 +414,12 @@ async fn write(
     notify: Option<&str>,
     edits: (Author<'_>, &[FieldChange]),
     steps: &[StepRecord],
-) -> Result<(), DownstreamError> {
+) -> Result<bool, DownstreamError> {
     let events: Vec<_> = topics.iter().map(|t| order.event(t)).collect();
     let notification = notify.map(|t| order.notification(t));
     read_model::project(db, order, &events, notification.as_ref(), edits, steps)
         .await
-        .map_err(db_error)?;
-    Ok(())
+        .map_err(db_error)
 }
 
 /// A read-model error: retried, unless no retry can pass it (bad data, a broken

@@ -1,35 +1,46 @@
-//! `GET /metrics`: the Prometheus exposition of the process's metrics. The stuck
-//! orders are counted at each scrape, so the gauge is as fresh as the scrape.
+//! `GET /metrics`: the Prometheus exposition of the process's metrics, and the
+//! HTTP metrics of every request. The stuck orders are counted at each scrape, so
+//! the gauge is as fresh as the scrape.
 
 use super::ApiState;
 use axum::extract::State;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use metrics::{counter, histogram};
+use std::time::Instant;
 
 /// The metrics route (at the root, beside `/api/v1`).
 pub fn router() -> Router<ApiState> {
     Router::new().route("/metrics", get(scrape))
 }
 
-/// The process's recorder, installed the first time it is asked for.
-pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may be installed already (a test harness): then this
-        // one still renders what is recorded through it.
-        metrics::set_global_recorder(recorder).ok();
-        handle
-    })
+/// Counts every request by route template (never by raw path, which would make a
+/// label per order) and times it.
+pub async fn track(request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let took = start.elapsed().as_secs_f64();
+    let labels = [("method", method.clone()), ("route", route.clone())];
+    histogram!("http_request_duration_seconds", &labels).record(took);
+    let labels = [("method", method), ("route", route), ("status", status)];
+    counter!("http_requests_total", &labels).increment(1);
+    response
 }
 
 async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
-    let handle = handle();
+    let handle = crate::metrics::handle();
     match state.operators().stuck(&Default::default()).await {
         Ok(list) => metrics::gauge!("order_stuck_orders").set(list.orders.len() as f64),
         // The last count stays; the failure is for the logs, not the scrape.

@@ -83,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .merge(console::router())
         .merge(metrics::router())
+        .layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -41,6 +41,7 @@ async fn create_order(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
+    let started = std::time::Instant::now();
     let (request, new) = read_request(body, NewOrder::validate)?;
     let key = idempotency::request_key(&headers)?;
     let scope = "create_order";
@@ -64,10 +65,14 @@ async fn create_order(
         )
         .await;
     let reply = match outcome {
-        Ok(_) => Reply {
-            status: StatusCode::CREATED,
-            body: json!(read_back(&state, id).await?),
-        },
+        Ok(_) => {
+            let seconds = started.elapsed().as_secs_f64();
+            metrics::histogram!("order_creation_duration_seconds").record(seconds);
+            Reply {
+                status: StatusCode::CREATED,
+                body: json!(read_back(&state, id).await?),
+            }
+        }
         Err(IngressError::Failed {
             status: 400,
             message,

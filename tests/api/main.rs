@@ -11,6 +11,7 @@ mod dev_mode;
 mod drafts;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod operators;
 mod queries;
 mod registration;

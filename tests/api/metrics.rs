@@ -1,0 +1,177 @@
+//! `GET /metrics`: the business facts counted once each, also when a step is
+//! retried and the saga replayed; step attempts as they ran; HTTP requests by
+//! route template.
+
+use crate::helpers::{mug_order, TestApp};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// The samples of `name` in the exposition `text`, each with its labels.
+fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let labels = labels
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of `name` with exactly `labels`; 0 when absent.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples(text, name)
+        .into_iter()
+        .find(|(l, _)| *l == wanted)
+        .map_or(0.0, |(_, v)| v)
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let root = app.api.trim_end_matches("/api/v1");
+    let response = app
+        .http
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn business_facts_count_once_each_even_when_a_lost_answer_replays_the_saga() {
+    let app = TestApp::spawn().await;
+    // The first capture's answer is lost: the step fails, the invocation is retried
+    // and replays what it had journaled, and the charge is asked for again.
+    app.inject(json!({"service": "payment", "operation": "charge", "drop": "after", "times": 1}));
+    let (status, paid) = app.create(&mug_order(Some("pm_card_visa"))).await;
+    assert_eq!(
+        (status, paid["status"].as_str()),
+        (201, Some("confirmed")),
+        "{paid}"
+    );
+    let (status, draft) = app.create(&mug_order(None)).await;
+    assert_eq!((status, draft["status"].as_str()), (201, Some("draft")));
+    let (status, failed) = app.create(&mug_order(Some("pm_card_declined"))).await;
+    assert_eq!((status, failed["status"].as_str()), (201, Some("failed")));
+    let path = format!("/orders/{}/cancel", paid["id"].as_str().unwrap());
+    let (status, cancelled, _) = app
+        .post(&path, &json!({"reason": "changed my mind"}), None)
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+
+    let text = scrape(&app).await;
+    for status in ["confirmed", "draft", "failed"] {
+        let created = value(&text, "order_created_total", &[("status", status)]);
+        assert_eq!(created, 1.0, "{status}: {text}");
+    }
+    let change = |from, to| {
+        value(
+            &text,
+            "order_status_changes_total",
+            &[("from", from), ("to", to)],
+        )
+    };
+    assert_eq!(change("draft", "confirmed"), 1.0, "{text}");
+    assert_eq!(change("confirmed", "cancelled"), 1.0);
+    assert_eq!(change("draft", "failed"), 1.0);
+    assert_eq!(value(&text, "order_cancellations_total", &[]), 1.0);
+    let value_created = value(&text, "order_total_value_created", &[("currency", "USD")]);
+    assert!((value_created - 103.10).abs() < 1e-6, "{value_created}");
+    assert_eq!(
+        value(&text, "order_creation_duration_seconds_count", &[]),
+        3.0,
+        "every create rested within the request: {text}"
+    );
+
+    // Step attempts as they ran: the charge failed once and then went through; the
+    // two read-model writes of the paid create were each made once, replay or not.
+    let attempts = |saga, step, outcome| {
+        value(
+            &text,
+            "order_saga_step_attempts_total",
+            &[("saga", saga), ("step", step), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        attempts("create_order", "charge_payment", "failed"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(attempts("create_order", "charge_payment", "succeeded"), 1.0);
+    assert_eq!(attempts("create_order", "charge_payment", "rejected"), 1.0);
+    assert_eq!(
+        attempts("create_order", "update_read_model", "succeeded"),
+        6.0
+    );
+    assert_eq!(attempts("cancel_order", "refund_payment", "succeeded"), 1.0);
+    let step_time = value(
+        &text,
+        "order_saga_step_duration_seconds_count",
+        &[
+            ("saga", "cancel_order"),
+            ("step", "refund_payment"),
+            ("outcome", "succeeded"),
+        ],
+    );
+    assert_eq!(step_time, 1.0);
+    let compensations = |step| {
+        value(
+            &text,
+            "order_saga_compensations_total",
+            &[("saga", "cancel_order"), ("step", step)],
+        )
+    };
+    assert_eq!(compensations("refund_payment"), 1.0, "{text}");
+    assert_eq!(compensations("release_stock"), 1.0);
+
+    // Requests by route template, never by raw path.
+    let requests = |method, route, status| {
+        value(
+            &text,
+            "http_requests_total",
+            &[("method", method), ("route", route), ("status", status)],
+        )
+    };
+    assert_eq!(requests("POST", "/api/v1/orders", "201"), 3.0, "{text}");
+    assert_eq!(requests("POST", "/api/v1/orders/{id}/cancel", "200"), 1.0);
+    assert!(
+        !text.contains(paid["id"].as_str().unwrap()),
+        "no label per order"
+    );
+    assert!(value(&text, "order_stuck_orders", &[]) == 0.0);
+
+    // A second scrape counts nothing new.
+    let again = scrape(&app).await;
+    assert_eq!(
+        value(&again, "order_created_total", &[("status", "confirmed")]),
+        1.0
+    );
+    assert_eq!(value(&again, "order_cancellations_total", &[]), 1.0);
+}
