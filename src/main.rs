@@ -15,9 +15,22 @@ const USAGE: &str = "usage: order-service <command>
 `dev` and `sim` need the `dev` feature (on by default, off in the Docker image).
 Load figures: `make bench` (`cargo run --release -p order-bench`).";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime: the trace exporter's blocking HTTP client must not be
+    // made or dropped inside it.
     telemetry::init("info,restate_sdk=warn,sqlx=warn");
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("order-service: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry::shutdown();
+    code
+}
+
+async fn run() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
     let config = match Config::from_env() {
         Ok(c) => c,

@@ -20,6 +20,7 @@ use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The object's name in Restate.
@@ -174,23 +175,28 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(new): Json<NewOrder>,
     ) -> HandlerResult<Json<Rested>> {
-        if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
-            return Ok(Json(Rested::from(&order)));
+        let span = saga_span(&ctx, "create");
+        async move {
+            if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
+                return Ok(Json(Rested::from(&order)));
+            }
+            let errors = new.validate();
+            if !errors.is_empty() {
+                let detail = serde_json::to_string(&errors).unwrap_or_default();
+                return Err(TerminalError::new_with_code(400, detail).into());
+            }
+            let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
+            let result = create_order(&mut saga, new).await;
+            let order = settle(&mut saga, result, Ending::Fail).await;
+            saga.finish().await;
+            let order = order?;
+            if order.status == OrderStatus::Draft {
+                schedule_expiry(&ctx, &order);
+            }
+            Ok(Json(Rested::from(&order)))
         }
-        let errors = new.validate();
-        if !errors.is_empty() {
-            let detail = serde_json::to_string(&errors).unwrap_or_default();
-            return Err(TerminalError::new_with_code(400, detail).into());
-        }
-        let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
-        let result = create_order(&mut saga, new).await;
-        let order = settle(&mut saga, result, Ending::Fail).await;
-        saga.finish().await;
-        let order = order?;
-        if order.status == OrderStatus::Draft {
-            schedule_expiry(&ctx, &order);
-        }
-        Ok(Json(Rested::from(&order)))
+        .instrument(span)
+        .await
     }
 
     /// Pays a draft, which then goes on as a paid create.
@@ -333,7 +339,8 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<OperatorRequest>,
     ) -> HandlerResult<Json<OperatorOutcome>> {
-        let outcome = self.retry_parked(&ctx, req).await?;
+        let span = saga_span(&ctx, "retry");
+        let outcome = self.retry_parked(&ctx, req).instrument(span).await?;
         Ok(Json(OperatorOutcome {
             invocation_id: ctx.invocation_id().to_owned(),
             outcome,
@@ -347,7 +354,8 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<OperatorRequest>,
     ) -> HandlerResult<Json<OperatorOutcome>> {
-        let outcome = self.resolve_parked(&ctx, req).await?;
+        let span = saga_span(&ctx, "resolve");
+        let outcome = self.resolve_parked(&ctx, req).instrument(span).await?;
         Ok(Json(OperatorOutcome {
             invocation_id: ctx.invocation_id().to_owned(),
             outcome,
@@ -716,11 +724,18 @@ async fn once(
             return Ok(first);
         }
     }
-    let outcome = command.await?;
+    let outcome = command.instrument(saga_span(ctx, name)).await?;
     if let Some(key) = &state_key {
         ctx.set(key, Json(outcome.clone()));
     }
     Ok(Json(outcome))
+}
+
+/// The span of the saga `name`, continuing the trace of the API request that
+/// called it (its `traceparent` comes with the invocation's headers).
+fn saga_span(ctx: &ObjectContext<'_>, name: &str) -> tracing::Span {
+    let parent = ctx.headers().get(crate::telemetry::TRACEPARENT);
+    crate::telemetry::span("saga", name, parent.map(String::as_str))
 }
 
 fn order_id(ctx: &ObjectContext<'_>) -> Result<Uuid, TerminalError> {

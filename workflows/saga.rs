@@ -12,6 +12,7 @@ use restate_sdk::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// State key of the order in its virtual object.
@@ -176,7 +177,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                 .run(move || async move {
                     let started_at = now();
                     let clock = std::time::Instant::now();
-                    let outcome = match action(key).await {
+                    let span = crate::telemetry::span("step", step, None);
+                    let outcome = match action(key).instrument(span).await {
                         Ok(v) => Ok(v),
                         Err(DownstreamError::Rejected(r)) => Err(r),
                         Err(e) => {

@@ -13,6 +13,7 @@ mod ops;
 mod orders;
 mod params;
 mod returns;
+mod trace;
 
 pub use error::ApiError;
 
@@ -84,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(console::router())
         .merge(metrics::router())
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(trace::trace))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

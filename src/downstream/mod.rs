@@ -189,6 +189,7 @@ impl Http {
             .post(format!("{}{path}", self.base_url))
             .header("Idempotency-Key", key)
             .header(reqwest::header::CONTENT_TYPE, content_type)
+            .headers(crate::telemetry::headers())
             .body(payload)
             .send()
             .await

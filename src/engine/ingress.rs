@@ -67,6 +67,7 @@ impl Ingress {
             .http
             .post(format!("{}/restate/call/{target}", self.base_url))
             .header("idempotency-key", idempotency_key)
+            .headers(crate::telemetry::headers())
             .json(request)
             .timeout(wait)
             .send()
@@ -102,6 +103,7 @@ impl Ingress {
             .http
             .post(format!("{}/restate/send/{target}", self.base_url))
             .header("idempotency-key", idempotency_key)
+            .headers(crate::telemetry::headers())
             .json(request)
             .timeout(ACCEPT_TIMEOUT)
             .send()

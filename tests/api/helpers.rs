@@ -178,6 +178,11 @@ impl TestApp {
         self.service = Some(child);
     }
 
+    /// What the service process has logged so far (unless `TEST_LOG` shows it).
+    pub fn service_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default()
+    }
+
     /// The environment the service process is started with.
     pub fn service_env(&self) -> Vec<(String, String)> {
         self.service_env.clone()

@@ -18,4 +18,5 @@ mod registration;
 mod returns;
 mod saga_core;
 mod status;
+mod traces;
 mod validation;

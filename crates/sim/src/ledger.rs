@@ -255,6 +255,9 @@ pub struct Call {
     pub path: String,
     /// `Idempotency-Key` header, if any.
     pub idempotency_key: Option<String>,
+    /// W3C `traceparent` header, if any: the trace the call belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Status answered; 0 when the connection was dropped.
     pub status: u16,
     /// Whether the answer was replayed from an earlier call with the same key.

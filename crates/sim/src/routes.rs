@@ -51,6 +51,10 @@ fn endpoint(op: Op) -> MethodRouter<Simulator> {
                 params: params.map(|Path(params)| params).unwrap_or_default(),
                 path: uri.path().to_owned(),
                 idempotency_key: idempotency_key(&headers),
+                traceparent: headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
                 body,
             };
             serve(sim, incoming).await
@@ -132,6 +136,7 @@ fn call(req: &Incoming, status: u16, replayed: bool) -> Call {
         operation: req.op.name().to_owned(),
         path: req.path.clone(),
         idempotency_key: req.idempotency_key.clone(),
+        traceparent: req.traceparent.clone(),
         status,
         replayed,
         at: Utc::now(),

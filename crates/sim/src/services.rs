@@ -73,6 +73,8 @@ pub(super) struct Incoming {
     pub params: Vec<String>,
     pub path: String,
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
     pub body: Bytes,
 }
 
@@ -228,6 +230,7 @@ pub(crate) mod tests {
             params: params.iter().map(|p| p.to_string()).collect(),
             path: format!("/test/{}/{}", op.name(), params.join("/")),
             idempotency_key: key.map(str::to_owned),
+            traceparent: None,
             body: Bytes::from(body.to_string()),
         }
     }
