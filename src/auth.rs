@@ -282,16 +282,17 @@ impl Verifier {
     /// The claims of `token` once its signature, times, issuer and audience hold.
     pub fn verify(&self, token: &str) -> Result<Claims, Unauthenticated> {
         let data = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.into_kind() {
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => Unauthenticated::Expired,
                 ErrorKind::ImmatureSignature => Unauthenticated::NotYetValid,
                 ErrorKind::InvalidSignature => Unauthenticated::BadSignature,
                 ErrorKind::InvalidAlgorithm => Unauthenticated::WrongAlgorithm(self.algorithm),
                 ErrorKind::InvalidIssuer => Unauthenticated::WrongIssuer,
                 ErrorKind::InvalidAudience => Unauthenticated::WrongAudience,
-                ErrorKind::MissingRequiredClaim(claim) => Unauthenticated::MissingClaim(claim),
-                ErrorKind::Json(e) => Unauthenticated::Malformed(e.to_string()),
-                other => Unauthenticated::Malformed(format!("{other:?}")),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    Unauthenticated::MissingClaim(claim.clone())
+                }
+                _ => Unauthenticated::Malformed(e.to_string()),
             })?;
         Ok(data.claims.into())
     }
