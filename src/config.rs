@@ -1,5 +1,6 @@
 //! Configuration, read once from the environment (see the README for every variable).
 
+use crate::auth::{Expected, Verifier};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
@@ -90,6 +91,9 @@ pub struct Config {
     /// Public keys of the Restate servers allowed to call the endpoint
     /// (`publickeyv1_...`); empty: any caller that reaches the port.
     pub restate_identity_keys: Vec<String>,
+    /// `ORDER_AUTH_*`: the verifier of the API's bearer tokens; `None`: authorization
+    /// is off and every call is allowed.
+    pub auth: Option<Verifier>,
 }
 
 /// A variable that could not be understood; the message names it.
@@ -160,6 +164,7 @@ impl Config {
             stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
             db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
             restate_identity_keys: env.identity_keys("ORDER_RESTATE_IDENTITY_KEYS")?,
+            auth: env.auth()?,
         })
     }
 }
@@ -191,6 +196,60 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             }
         }
         Ok(keys)
+    }
+
+    /// The token verifier: an HS256 secret (its UTF-8 bytes) or a PEM public key
+    /// file, never both; the issuer and audience to expect only with one of them,
+    /// so that a half-made set-up does not leave the API open.
+    fn auth(&self) -> Result<Option<Verifier>, ConfigError> {
+        const SECRET: &str = "ORDER_AUTH_JWT_SECRET";
+        const KEY_FILE: &str = "ORDER_AUTH_JWT_PUBLIC_KEY_FILE";
+        let text = |var| self.string(var).map(|v| v.trim().to_owned());
+        let expected = Expected {
+            issuer: text("ORDER_AUTH_ISSUER"),
+            audience: text("ORDER_AUTH_AUDIENCE"),
+        };
+        let verifier = match (self.string(SECRET), text(KEY_FILE)) {
+            (Some(_), Some(file)) => {
+                return Err(ConfigError {
+                    var: KEY_FILE,
+                    value: file,
+                    reason: format!("set either {SECRET} or {KEY_FILE}, not both"),
+                })
+            }
+            (Some(secret), None) => {
+                Verifier::hs256(secret.as_bytes(), expected).map_err(|e| ConfigError {
+                    var: SECRET,
+                    value: "(hidden)".into(),
+                    reason: e.to_string(),
+                })?
+            }
+            (None, Some(file)) => {
+                let refused = |reason: String| ConfigError {
+                    var: KEY_FILE,
+                    value: file.clone(),
+                    reason,
+                };
+                let pem = std::fs::read(&file)
+                    .map_err(|e| refused(format!("cannot read the key file: {e}")))?;
+                Verifier::public_key_pem(&pem, expected).map_err(|e| refused(e.to_string()))?
+            }
+            (None, None) => {
+                let set = [
+                    ("ORDER_AUTH_ISSUER", expected.issuer),
+                    ("ORDER_AUTH_AUDIENCE", expected.audience),
+                ];
+                if let Some((var, Some(value))) = set.into_iter().find(|(_, v)| v.is_some()) {
+                    return Err(ConfigError {
+                        var,
+                        value,
+                        reason: format!("authorization is off: set {SECRET} or {KEY_FILE} too"),
+                    });
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(verifier))
     }
 
     fn string(&self, var: &str) -> Option<String> {
@@ -353,6 +412,64 @@ mod tests {
         let c = with(&[("ORDER_RESTATE_IDENTITY_KEYS", &format!(" {key}, "))]).unwrap();
         assert_eq!(c.restate_identity_keys, [key]);
         assert!(with(&[]).unwrap().restate_identity_keys.is_empty());
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/tests/api/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn auth_is_off_unless_a_secret_or_a_key_file_is_set() {
+        assert!(with(&[]).unwrap().auth.is_none());
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = with(&[("ORDER_AUTH_JWT_SECRET", secret)]).unwrap();
+        assert_eq!(c.auth.unwrap().algorithm(), jsonwebtoken::Algorithm::HS256);
+        let key = fixture("es256-public.pem");
+        let c = with(&[
+            ("ORDER_AUTH_JWT_PUBLIC_KEY_FILE", &key),
+            ("ORDER_AUTH_ISSUER", "https://id.example"),
+            ("ORDER_AUTH_AUDIENCE", "orders"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth.unwrap().algorithm(), jsonwebtoken::Algorithm::ES256);
+    }
+
+    #[test]
+    fn auth_errors_name_the_variable_and_hide_the_secret() {
+        let e = with(&[("ORDER_AUTH_JWT_SECRET", "short secret")]).unwrap_err();
+        assert!(e.to_string().contains("ORDER_AUTH_JWT_SECRET"), "{e}");
+        assert!(!e.to_string().contains("short secret"), "{e}");
+        let missing = fixture("no-such-key.pem");
+        let not_pem = fixture("../main.rs");
+        let private = fixture("rs256-private.pem");
+        for (file, says) in [
+            (missing.as_str(), "cannot read the key file"),
+            (not_pem.as_str(), "not a PEM file"),
+            (private.as_str(), "not a public key"),
+        ] {
+            let e = with(&[("ORDER_AUTH_JWT_PUBLIC_KEY_FILE", file)]).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("ORDER_AUTH_JWT_PUBLIC_KEY_FILE") && text.contains(says),
+                "{e}"
+            );
+        }
+        let both = with(&[
+            ("ORDER_AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            (
+                "ORDER_AUTH_JWT_PUBLIC_KEY_FILE",
+                &fixture("rs256-public.pem"),
+            ),
+        ])
+        .unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        for var in ["ORDER_AUTH_ISSUER", "ORDER_AUTH_AUDIENCE"] {
+            let e = with(&[(var, "x")]).unwrap_err();
+            assert!(
+                e.to_string().contains(var) && e.to_string().contains("off"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

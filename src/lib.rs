@@ -3,6 +3,8 @@
 
 /// REST API (axum): routes, problem+json errors, idempotency.
 pub mod api;
+/// Bearer tokens, roles and the rules of access, free of HTTP.
+pub mod auth;
 /// Configuration from the environment.
 pub mod config;
 /// The embedded default (`order-service dev`): private PostgreSQL, restate-server

@@ -5,6 +5,7 @@ use super::commands::{command, existing, reason_rules, Answer};
 use super::idempotency::{self, Reply};
 use super::params::OrderId;
 use super::{ApiError, ApiState};
+use crate::auth::Caller;
 use crate::domain::{FieldError, ItemQuantity, MAX_ITEMS, MAX_QUANTITY};
 use crate::workflows::ItemsRequest;
 use axum::extract::State;
@@ -32,6 +33,7 @@ struct CancelBody {
 /// `POST /orders/{id}/cancel`: cancels the whole order before it ships.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn cancel_order(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
@@ -43,7 +45,7 @@ async fn cancel_order(
         reason: body.reason,
         request_key: idempotency::request_key(&headers)?,
     };
-    existing(&state, id).await?;
+    existing(&state, &caller, id).await?;
     let key = cancel.request_key.clone();
     command(
         &state,
@@ -80,17 +82,19 @@ impl ItemsBody {
 /// `POST /orders/{id}/cancel-items`: cancels some units before the order ships.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn cancel_items(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    items_command(&state, id, &headers, body, "cancel_items").await
+    items_command(&state, &caller, id, &headers, body, "cancel_items").await
 }
 
 /// Runs `handler` on the units an [`ItemsBody`] names.
 pub(super) async fn items_command(
     state: &ApiState,
+    caller: &Caller,
     id: Uuid,
     headers: &HeaderMap,
     body: JsonBody,
@@ -102,7 +106,7 @@ pub(super) async fn items_command(
         reason: body.reason,
         request_key: idempotency::request_key(headers)?,
     };
-    existing(state, id).await?;
+    existing(state, caller, id).await?;
     let key = units.request_key.clone();
     command(state, id, handler, key, &request, |_| units, Answer::Order).await
 }

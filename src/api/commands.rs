@@ -2,8 +2,10 @@
 //! `Idempotency-Key`, waiting a few seconds for its saga to rest, and answering
 //! with the order, the refusal, or `202`.
 
+use super::auth::visible;
 use super::idempotency::{self, Begin, Reply};
 use super::{ApiError, ApiState};
+use crate::auth::Caller;
 use crate::domain::{FieldError, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model;
@@ -22,12 +24,15 @@ pub(super) fn reason_rules(reason: &Option<String>) -> Vec<FieldError> {
     }
 }
 
-/// `404` unless the order is in the read model.
-pub(super) async fn existing(state: &ApiState, id: Uuid) -> Result<(), ApiError> {
-    match read_model::get_order(&state.db, id).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::OrderNotFound),
-    }
+/// The order, if it is in the read model and the caller may see it; `404`
+/// otherwise. Every command asks this first, so that a refused request claims no
+/// `Idempotency-Key` and runs nothing.
+pub(super) async fn existing(
+    state: &ApiState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<OrderView, ApiError> {
+    visible(caller, read_model::get_order(&state.db, id).await?)
 }
 
 /// What a command answers once it is done.

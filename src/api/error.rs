@@ -1,5 +1,6 @@
 //! API errors as RFC 9457 `application/problem+json`.
 
+use crate::auth::Unauthenticated;
 use crate::domain::FieldError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    /// No valid bearer token where one is needed (401).
+    #[error(transparent)]
+    Unauthenticated(#[from] Unauthenticated),
+    /// The caller's roles do not allow the call (403).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// A refusal decided by the order's saga, with its status and code.
     #[error("{message}")]
     Refused {
@@ -61,6 +68,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Refused { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,6 +87,8 @@ impl ApiError {
             ApiError::ReturnNotFound => "return_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Refused { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -116,7 +127,19 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = ?e, "request failed");
         }
-        problem_response(self.status(), self.body())
+        let mut response = problem_response(self.status(), self.body());
+        if let ApiError::Unauthenticated(why) = &self {
+            // RFC 6750: a token that was sent but refused is an `invalid_token`.
+            let challenge = match why {
+                Unauthenticated::Missing | Unauthenticated::MalformedHeader => "Bearer",
+                _ => r#"Bearer error="invalid_token""#,
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 

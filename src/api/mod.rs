@@ -1,6 +1,7 @@
 //! The REST API (`/api/v1`): routes, the shared state, problem+json errors and the
-//! extractors that check every body, path and query value at the edge.
+//! extractors that check every token, body, path and query value at the edge.
 
+mod auth;
 mod body;
 mod cancel;
 mod commands;
@@ -17,12 +18,14 @@ mod trace;
 
 pub use error::ApiError;
 
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::downstream::Downstream;
 use crate::engine::admin::Admin;
 use crate::engine::ingress::Ingress;
 use crate::operators::Operators;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::Router;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct ApiSettings {
     pub create_wait: Duration,
     /// How long an order may rest in a transitional state before it is stuck.
     pub stuck_after: Duration,
+    /// The verifier of bearer tokens; `None`: authorization is off.
+    pub auth: Option<Verifier>,
 }
 
 impl ApiSettings {
@@ -56,6 +61,7 @@ impl ApiSettings {
         ApiSettings {
             create_wait: config.create_wait,
             stuck_after: config.stuck_after,
+            auth: config.auth.clone(),
         }
     }
 }
@@ -89,5 +95,10 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost: an unauthenticated call is refused before anything else.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }

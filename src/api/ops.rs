@@ -1,11 +1,13 @@
 //! The operator API (`/api/v1/ops`): the stuck list, an order's timeline, retries
 //! (one order or every order of a filter) and resolving a parked order by hand.
 
+use super::auth::operators_only;
 use super::body::{read_request, JsonBody};
 use super::commands::{existing, read_back};
 use super::idempotency;
 use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
+use crate::auth::Caller;
 use crate::domain::FieldError;
 use crate::engine::ingress::IngressError;
 use crate::operators::{StuckFilter, StuckList, Timeline};
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The operator routes.
+/// The operator routes, for operators only.
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/ops/orders/stuck", get(stuck))
@@ -28,6 +30,7 @@ pub fn router() -> Router<ApiState> {
         .route("/ops/orders/{id}/timeline", get(timeline))
         .route("/ops/orders/{id}/retry", post(retry))
         .route("/ops/orders/{id}/resolve", post(resolve))
+        .route_layer(axum::middleware::from_fn(operators_only))
 }
 
 /// `GET /ops/orders/stuck?older_than=&step=&error=`.
@@ -54,11 +57,12 @@ async fn timeline(
 /// otherwise. Steps that went through are never repeated: a resumed invocation
 /// replays them from its journal, and a retried compensation keeps its key.
 async fn retry(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    existing(&state, id).await?;
+    existing(&state, &caller, id).await?;
     let key = idempotency::request_key(&headers)?;
     match retry_order(&state, id, key).await? {
         Ok(answer) => Ok((StatusCode::ACCEPTED, Json(answer))),
@@ -102,6 +106,7 @@ struct ResolveBody {
 /// `POST /ops/orders/{id}/resolve` `{"reason"}`: an operator settled by hand what
 /// the order owed; it leaves the stuck list, with the reason in its edit history.
 async fn resolve(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
@@ -114,7 +119,7 @@ async fn resolve(
             false => vec![FieldError::new("reason", "must be 1 to 500 characters")],
         }
     })?;
-    existing(&state, id).await?;
+    existing(&state, &caller, id).await?;
     let key = idempotency::request_key(&headers)?;
     let request = OperatorRequest {
         reason: Some(body.reason.trim().to_owned()),

@@ -1,6 +1,7 @@
 //! `/orders`: create, read, list, pay, move along the status path, the status and
 //! edit histories.
 
+use super::auth::{visible, Staff};
 use super::body::{read_request, JsonBody};
 use super::commands::{
     accepted_or_unavailable, command, existing, read_back, reason_rules, Answer,
@@ -8,9 +9,10 @@ use super::commands::{
 use super::idempotency::{self, Begin, Reply};
 use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
+use crate::auth::{Caller, Reach};
 use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
-use crate::read_model::{self, Cursor, ListFilter};
+use crate::read_model::{self, Cursor, ListFilter, OrderPage};
 use crate::workflows::{PayRequest, Rested, StatusRequest, ORDER_OBJECT};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -37,12 +39,18 @@ pub fn router() -> Router<ApiState> {
 /// `POST /orders`: runs the create saga and answers once it rests, or with `202`.
 #[tracing::instrument(skip_all, fields(order.id))]
 async fn create_order(
+    caller: Caller,
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
     let started = std::time::Instant::now();
     let (request, new) = read_request(body, NewOrder::validate)?;
+    if !caller.may_access(new.customer_id) {
+        return Err(ApiError::Forbidden(
+            "a customer may create orders only for itself: customer_id must be the token's sub",
+        ));
+    }
     let key = idempotency::request_key(&headers)?;
     let scope = "create_order";
     let id = match idempotency::begin(&state.db, scope, key.as_deref(), &request, Uuid::new_v4())
@@ -88,15 +96,14 @@ async fn create_order(
 /// `POST /orders/{id}/payments`: pays a draft.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn pay_order(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
     let (request, payment) = read_request(body, |p: &NewPayment| p.validate(""))?;
-    let order = read_model::get_order(&state.db, id)
-        .await?
-        .ok_or(ApiError::OrderNotFound)?;
+    let order = existing(&state, &caller, id).await?;
     if payment.amount.is_some_and(|a| a != order.amount_due()) {
         let message = format!("must equal the amount due {}", order.amount_due());
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -124,13 +131,14 @@ struct StatusBody {
 /// `PUT /orders/{id}/status`: moves the order along its fulfilment path.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn set_status(
+    Staff(caller): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
     let (request, body) = read_request(body, |b: &StatusBody| reason_rules(&b.reason))?;
-    existing(&state, id).await?;
+    existing(&state, &caller, id).await?;
     let change = StatusRequest {
         status: body.status,
         reason: body.reason,
@@ -151,27 +159,30 @@ async fn set_status(
 
 /// `GET /orders/{id}`.
 async fn get_order(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order = read_model::get_order(&state.db, id).await?;
-    order.map(Json).ok_or(ApiError::OrderNotFound)
+    existing(&state, &caller, id).await.map(Json)
 }
 
 /// `GET /orders/by-number/{order_number}`.
 async fn get_order_by_number(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderNumber(number): OrderNumber,
 ) -> Result<Json<OrderView>, ApiError> {
     let order = read_model::get_order_by_number(&state.db, &number).await?;
-    order.map(Json).ok_or(ApiError::OrderNotFound)
+    visible(&caller, order).map(Json)
 }
 
 /// `GET /orders/{id}/status-history`.
 async fn status_history(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
 ) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
     let history = read_model::status_history(&state.db, id).await?;
     history
         .map(|h| Json(json!(h)))
@@ -180,20 +191,44 @@ async fn status_history(
 
 /// `GET /orders/{id}/edit-history`.
 async fn edit_history(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
 ) -> Result<Json<Vec<read_model::EditEntry>>, ApiError> {
+    existing(&state, &caller, id).await?;
     let history = read_model::edit_history(&state.db, id).await?;
     history.map(Json).ok_or(ApiError::OrderNotFound)
 }
 
-/// `GET /orders`: newest first, filtered, a page at a time.
+/// `GET /orders`: newest first, filtered, a page at a time; a customer's list holds
+/// its own orders only, whatever the filter.
 async fn list_orders(
+    caller: Caller,
     State(state): State<ApiState>,
     QueryParams(params): QueryParams,
-) -> Result<Json<read_model::OrderPage>, ApiError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let filter = list_filter(&params)?;
-    Ok(Json(read_model::list_orders(&state.db, &filter).await?))
+    let page = match within_reach(&caller, filter) {
+        Some(filter) => read_model::list_orders(&state.db, &filter).await?,
+        None => OrderPage {
+            orders: Vec::new(),
+            next_cursor: None,
+        },
+    };
+    Ok(Json(page))
+}
+
+/// `filter` narrowed to the orders the caller reaches; `None` when it reaches none
+/// of those it selects (a customer filtering on another customer, or owning none).
+fn within_reach(caller: &Caller, mut filter: ListFilter) -> Option<ListFilter> {
+    match caller.reach() {
+        Reach::All => Some(filter),
+        Reach::Customer(None) => None,
+        Reach::Customer(Some(me)) => match filter.customer_id.replace(me) {
+            Some(other) if other != me => None,
+            _ => Some(filter),
+        },
+    }
 }
 
 fn list_filter(params: &HashMap<String, String>) -> Result<ListFilter, ApiError> {

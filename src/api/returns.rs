@@ -1,11 +1,13 @@
 //! Returns of a delivered order and refunds without a return.
 
+use super::auth::Staff;
 use super::body::{read_request, JsonBody};
 use super::cancel::{items_command, units_rules};
 use super::commands::{command, existing, reason_rules, Answer};
 use super::idempotency::{self, Reply};
 use super::params::{OrderId, ReturnId};
 use super::{ApiError, ApiState};
+use crate::auth::Caller;
 use crate::domain::{FieldError, ReturnItem};
 use crate::read_model;
 use crate::workflows::{ReturnCommand, ReturnRequest};
@@ -67,6 +69,7 @@ impl ReturnBody {
 /// `POST /orders/{id}/returns`: answers `201` with the return, `requested`.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn request_return(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
@@ -74,7 +77,7 @@ async fn request_return(
 ) -> Result<Reply, ApiError> {
     let (request, body) = read_request(body, ReturnBody::validate)?;
     let request_key = idempotency::request_key(&headers)?;
-    existing(&state, id).await?;
+    existing(&state, &caller, id).await?;
     let key = request_key.clone();
     let payload = |return_id| ReturnRequest {
         return_id,
@@ -106,6 +109,7 @@ struct ReturnCommandBody {
 /// `POST /orders/{id}/returns/{return_id}/receive`: the parcel arrived.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn receive_return(
+    _: Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
@@ -123,6 +127,7 @@ async fn receive_return(
 /// `POST /orders/{id}/returns/{return_id}/reject`: the return is refused.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn reject_return(
+    _: Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
@@ -169,9 +174,11 @@ async fn return_command(
 
 /// `GET /orders/{id}/returns`.
 async fn list_returns(
+    caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
 ) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
     let returns = read_model::list_returns(&state.db, id).await?;
     let returns = returns.ok_or(ApiError::OrderNotFound)?;
     Ok(Json(json!({ "returns": returns })))
@@ -181,10 +188,11 @@ async fn list_returns(
 /// without a return.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn refund_items(
+    Staff(caller): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    items_command(&state, id, &headers, body, "refund_items").await
+    items_command(&state, &caller, id, &headers, body, "refund_items").await
 }

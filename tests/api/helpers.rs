@@ -269,14 +269,38 @@ impl TestApp {
         body: &Value,
         key: Option<&str>,
     ) -> Answer {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .json(body);
+        self.request(None, method, path, Some(body), key).await
+    }
+
+    /// Sends `body` (if any) as JSON, with a bearer `token` and an
+    /// `Idempotency-Key` when given.
+    async fn request(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
         if let Some(key) = key {
             req = req.header("Idempotency-Key", key);
         }
         read(req.send().await.expect("request sent")).await
+    }
+
+    /// The API as the bearer of `token` calls it.
+    pub fn as_caller(&self, token: impl Into<String>) -> AsCaller<'_> {
+        AsCaller {
+            app: self,
+            token: token.into(),
+        }
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Answer {
@@ -409,6 +433,35 @@ impl Drop for TestApp {
             }
         })
         .join();
+    }
+}
+
+/// Calls to the API with `Authorization: Bearer <token>`.
+pub struct AsCaller<'a> {
+    app: &'a TestApp,
+    token: String,
+}
+
+impl AsCaller<'_> {
+    pub async fn get(&self, path: &str) -> Answer {
+        let get = reqwest::Method::GET;
+        self.app
+            .request(Some(&self.token), get, path, None, None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> Answer {
+        let post = reqwest::Method::POST;
+        self.app
+            .request(Some(&self.token), post, path, Some(body), key)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value, key: Option<&str>) -> Answer {
+        let put = reqwest::Method::PUT;
+        self.app
+            .request(Some(&self.token), put, path, Some(body), key)
+            .await
     }
 }
 
