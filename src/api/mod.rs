@@ -90,15 +90,16 @@ pub fn router(state: ApiState) -> Router {
         )
         .merge(console::router())
         .merge(metrics::router())
-        .layer(axum::middleware::from_fn(metrics::track))
-        .layer(axum::middleware::from_fn(trace::trace))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Outermost: an unauthenticated call is refused before anything else.
+        // An unauthenticated call is refused before anything else is done...
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
+        // ...and still counted and traced.
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(trace::trace))
         .with_state(state)
 }
