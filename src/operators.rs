@@ -3,6 +3,7 @@
 //! model (`saga_steps`); the live state of the invocations behind the sagas comes
 //! from Restate's SQL introspection.
 
+use crate::domain::{Attention, OrderStatus};
 use crate::engine::admin::Admin;
 use crate::read_model::{self, SagaStepRow};
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The operators' view over the read model and the engine.
@@ -24,7 +26,7 @@ pub struct Operators {
 }
 
 /// Why an order is in the stuck list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StuckReason {
     /// Its saga's invocation is backing off or paused.
@@ -36,10 +38,11 @@ pub enum StuckReason {
 }
 
 /// One entry of `GET /ops/orders/stuck`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StuckOrder {
     pub order_id: Uuid,
     pub order_number: Option<String>,
+    #[schema(value_type = Option<OrderStatus>)]
     pub status: Option<String>,
     pub saga: Option<String>,
     pub step: Option<String>,
@@ -62,31 +65,33 @@ pub struct StuckFilter {
 }
 
 /// The stuck list with its counts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StuckList {
     pub orders: Vec<StuckOrder>,
     pub counts: StuckCounts,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct StuckCounts {
     pub by_step: BTreeMap<String, usize>,
     pub by_error: BTreeMap<String, usize>,
 }
 
 /// `GET /ops/orders/{id}/timeline`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Timeline {
     pub order_id: Uuid,
     pub order_number: String,
+    #[schema(value_type = OrderStatus)]
     pub status: String,
+    #[schema(value_type = Option<Attention>)]
     pub attention: Value,
     pub sagas: Vec<SagaTimeline>,
     pub timers: Vec<Timer>,
     pub invocations: Vec<Invocation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SagaTimeline {
     pub saga: String,
     pub invocation_id: Option<String>,
@@ -95,7 +100,7 @@ pub struct SagaTimeline {
 }
 
 /// A durable timer of the order: a delayed call to its object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Timer {
     pub name: String,
     pub invocation_id: String,
@@ -103,7 +108,7 @@ pub struct Timer {
 }
 
 /// A Restate invocation on the order's object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Invocation {
     pub invocation_id: String,
     pub handler: String,

@@ -22,7 +22,7 @@ const OPEN: [&str; 3] = [
 /// Whether a call to `path` needs a token when authorization is on: every
 /// `/api/v1` path but the open ones, unknown paths included. The console page and
 /// `/metrics` at the root stay open.
-fn needs_token(path: &str) -> bool {
+pub(super) fn needs_token(path: &str) -> bool {
     (path == "/api/v1" || path.starts_with("/api/v1/")) && !OPEN.contains(&path)
 }
 

@@ -2,17 +2,20 @@
 
 use super::body::{read_request, JsonBody};
 use super::commands::{command, existing, reason_rules, Answer};
+use super::error::Problem;
 use super::idempotency::{self, Reply};
+use super::openapi::shapes::IdempotencyKey;
 use super::params::OrderId;
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
-use crate::domain::{FieldError, ItemQuantity, MAX_ITEMS, MAX_QUANTITY};
+use crate::domain::{FieldError, ItemQuantity, OrderView, MAX_ITEMS, MAX_QUANTITY};
 use crate::workflows::ItemsRequest;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The cancel routes.
@@ -23,13 +26,31 @@ pub fn router() -> Router<ApiState> {
 }
 
 /// The body of `POST /orders/{id}/cancel`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CancelRequest)]
 struct CancelBody {
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = CancelBody,
+    responses(
+        (status = 200, description = "The order once the cancel saga rests, `cancelled`: the fulfillment cancelled, the stock released, what was captured refunded.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not_cancellable` from `shipped` on; `already_shipped` when the fulfillment service refuses; `invalid_transition` when already `cancelled` or `failed`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`step_refused`: a downstream service finally refused a step; the order waits for an operator (`attention`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/cancel`: cancels the whole order before it ships.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn cancel_order(
@@ -60,11 +81,14 @@ async fn cancel_order(
 }
 
 /// The body of `POST /orders/{id}/cancel-items` and `.../refund-items`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ItemsRequest)]
 pub(super) struct ItemsBody {
+    #[schema(min_items = 1, max_items = 200)]
     pub items: Vec<ItemQuantity>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -79,6 +103,22 @@ impl ItemsBody {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/cancel-items",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = ItemsBody,
+    responses(
+        (status = 200, description = "The order once the saga rests: the units cancelled, their stock released, their prorated share refunded; `cancelled` when no unit is left.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not_cancellable` from `shipped` on; `already_shipped` when the fulfillment service refuses; `invalid_transition` when already `cancelled` or `failed`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`quantity_exceeded`: more units than are left; `idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`), e.g. an unknown `item_id`.", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`step_refused`: a downstream service finally refused a step; the order waits for an operator (`attention`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/cancel-items`: cancels some units before the order ships.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn cancel_items(

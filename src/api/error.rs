@@ -4,7 +4,9 @@ use crate::auth::Unauthenticated;
 use crate::domain::FieldError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// Everything the API can answer other than success.
 #[derive(Debug, thiserror::Error)]
@@ -98,13 +100,6 @@ impl ApiError {
     /// The problem document.
     pub fn body(&self) -> Value {
         let status = self.status();
-        let mut body = json!({
-            "type": format!("https://errors.order-service.dev/{}", self.code()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-            "code": self.code(),
-        });
         let errors = match self {
             ApiError::Validation(errors) => Some(errors.clone()),
             ApiError::MalformedJson(message) => {
@@ -112,14 +107,47 @@ impl ApiError {
             }
             _ => None,
         };
-        if let Some(errors) = errors {
-            body["errors"] = json!(errors);
-            if let Some(first) = errors.first() {
-                body["detail"] = json!(format!("{}: {}", first.field, first.message));
-            }
-        }
-        body
+        let detail = match errors.as_ref().and_then(|e| e.first()) {
+            Some(first) => format!("{}: {}", first.field, first.message),
+            None => self.to_string(),
+        };
+        json!(Problem {
+            problem_type: format!("https://errors.order-service.dev/{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: self.code().to_owned(),
+            errors,
+        })
     }
+}
+
+/// An RFC 9457 problem document, as every refusal is answered
+/// (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem; it ends with the `code`.
+    #[serde(rename = "type")]
+    #[schema(
+        format = "uri",
+        example = "https://errors.order-service.dev/order_not_found"
+    )]
+    pub problem_type: String,
+    /// The HTTP reason phrase of the status.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599, example = 404)]
+    pub status: u16,
+    /// What went wrong, for a person; with `errors`, the first of them.
+    pub detail: String,
+    /// The stable, machine-readable code, e.g. `validation_failed`.
+    #[schema(example = "order_not_found")]
+    pub code: String,
+    /// The fields at fault, for `validation_failed` and `malformed_json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 impl IntoResponse for ApiError {

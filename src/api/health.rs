@@ -1,5 +1,6 @@
 //! Liveness and dependency health.
 
+use super::openapi::shapes::{DependencyReport, Liveness};
 use super::ApiState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,13 +11,30 @@ use serde_json::{json, Map, Value};
 /// The health routes.
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route(
-            "/orders/health",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/orders/health", get(live))
         .route("/orders/health/dependencies", get(dependencies))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/health",
+    tag = "health",
+    responses((status = 200, description = "The service answers.", body = Liveness))
+)]
+/// `GET /orders/health`: the process answers; nothing else is asked.
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/health/dependencies",
+    tag = "health",
+    responses(
+        (status = 200, description = "PostgreSQL, Restate and every downstream service are up.", body = DependencyReport),
+        (status = 503, description = "Some dependency is down; `status` is `degraded`.", body = DependencyReport),
+    )
+)]
 /// `GET /orders/health/dependencies`: PostgreSQL, Restate and each downstream.
 async fn dependencies(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let mut checks = Map::new();

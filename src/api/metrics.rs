@@ -39,6 +39,13 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "The Prometheus text exposition of the process's metrics.", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+/// `GET /metrics`: the exposition, with the stuck orders counted now.
 async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     let handle = crate::metrics::handle();
     match state.operators().stuck(&Default::default()).await {

@@ -10,6 +10,7 @@ mod error;
 mod health;
 mod idempotency;
 mod metrics;
+pub mod openapi;
 mod ops;
 mod orders;
 mod params;
@@ -86,7 +87,8 @@ pub fn router(state: ApiState) -> Router {
                 .merge(cancel::router())
                 .merge(returns::router())
                 .merge(ops::router())
-                .merge(health::router()),
+                .merge(health::router())
+                .merge(openapi::router()),
         )
         .merge(console::router())
         .merge(metrics::router())

@@ -4,7 +4,9 @@
 use super::auth::operators_only;
 use super::body::{read_request, JsonBody};
 use super::commands::{existing, read_back};
+use super::error::Problem;
 use super::idempotency;
+use super::openapi::shapes::{BulkRetried, IdempotencyKey, Resolved, Retried, StuckQuery};
 use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The operator routes, for operators only.
@@ -33,6 +36,18 @@ pub fn router() -> Router<ApiState> {
         .route_layer(axum::middleware::from_fn(operators_only))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ops/orders/stuck",
+    tag = "operators",
+    params(StuckQuery),
+    responses(
+        (status = 200, description = "Orders whose saga invocation backs off or is paused, orders parked after a refused step, and orders resting in a transitional state too long; oldest first, with counts by step and error.", body = StuckList),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: a filter that does not parse.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /ops/orders/stuck?older_than=&step=&error=`.
 async fn stuck(
     State(state): State<ApiState>,
@@ -43,6 +58,18 @@ async fn stuck(
     Ok(Json(list))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/ops/orders/{id}/timeline",
+    tag = "operators",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order's sagas and their steps, its pending timers and the invocations on its object.", body = Timeline),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /ops/orders/{id}/timeline`.
 async fn timeline(
     State(state): State<ApiState>,
@@ -52,6 +79,20 @@ async fn timeline(
     timeline.map(Json).ok_or(ApiError::OrderNotFound)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ops/orders/{id}/retry",
+    tag = "operators",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    responses(
+        (status = 202, description = "What was retried: the invocations resumed, or the one that runs the owed compensations again.", body = Retried),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`nothing_to_retry`: nothing of the order is stuck, or its refused step is not a compensation (resolve it by hand); `still_running`: the retry is still under way.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: an `Idempotency-Key` that is not 1 to 255 visible ASCII characters.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /ops/orders/{id}/retry`: resumes now what backs off or is paused, else
 /// runs again the compensations a parked order owes; `409 nothing_to_retry`
 /// otherwise. Steps that went through are never repeated: a resumed invocation
@@ -70,6 +111,18 @@ async fn retry(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ops/orders/retry",
+    tag = "operators",
+    params(StuckQuery),
+    responses(
+        (status = 202, description = "Every order of the stuck list the filter selects, retried or skipped with the refusal's code.", body = BulkRetried),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: a filter that does not parse.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /ops/orders/retry?step=&error=&older_than=`: retries every order of the
 /// stuck list that the filter selects.
 async fn retry_all(
@@ -97,12 +150,30 @@ async fn retry_all(
 }
 
 /// The body of `POST /ops/orders/{id}/resolve`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ResolveRequest)]
 struct ResolveBody {
+    /// How the operator settled what the order owed.
+    #[schema(min_length = 1, max_length = 500)]
     reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/ops/orders/{id}/resolve",
+    tag = "operators",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "The order settled by hand: off the stuck list, the reason in its edit history.", body = Resolved),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`nothing_to_resolve`: the order does not wait for an operator; `still_running`: the resolution is still under way.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `reason` must be 1 to 500 characters.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /ops/orders/{id}/resolve` `{"reason"}`: an operator settled by hand what
 /// the order owed; it leaves the stuck list, with the reason in its edit history.
 async fn resolve(

@@ -6,13 +6,15 @@ use super::body::{read_request, JsonBody};
 use super::commands::{
     accepted_or_unavailable, command, existing, read_back, reason_rules, Answer,
 };
+use super::error::Problem;
 use super::idempotency::{self, Begin, Reply};
+use super::openapi::shapes::{AcceptedOrder, IdempotencyKey, ListQuery};
 use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::{Caller, Reach};
 use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
-use crate::read_model::{self, Cursor, ListFilter, OrderPage};
+use crate::read_model::{self, Cursor, EditEntry, ListFilter, OrderPage, StatusHistoryEntry};
 use crate::workflows::{PayRequest, Rested, StatusRequest, ORDER_OBJECT};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -22,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The order routes.
@@ -36,6 +39,20 @@ pub fn router() -> Router<ApiState> {
         .route("/orders/{id}/edit-history", get(edit_history))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    params(IdempotencyKey),
+    request_body = NewOrder,
+    responses(
+        (status = 201, description = "The order once its create saga rests: `confirmed` when paid, `draft` without a payment (stock reserved until it is paid or expires), `failed` when stock, payment or fulfillment refused (see `failure`).", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands, or only its id while it is not yet written.", body = AcceptedOrder, headers(("Location" = String, description = "The order's URL."))),
+        (status = 403, description = "`forbidden`: a customer may create orders only for itself (`customer_id` must be its token's `sub`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders`: runs the create saga and answers once it rests, or with `202`.
 #[tracing::instrument(skip_all, fields(order.id))]
 async fn create_order(
@@ -93,6 +110,22 @@ async fn create_order(
     Ok(reply)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/payments",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = NewPayment,
+    responses(
+        (status = 200, description = "The order once the payment saga rests, `confirmed`.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 402, description = "`payment_declined`: the payment was declined; the order stays a draft and may be paid again.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: only a draft can be paid.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`); `amount`, when given, must equal the amount due.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/payments`: pays a draft.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn pay_order(
@@ -120,14 +153,32 @@ async fn pay_order(
 }
 
 /// The body of `PUT /orders/{id}/status`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SetStatusRequest)]
 struct StatusBody {
     status: OrderStatus,
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orders/{id}/status",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = StatusBody,
+    responses(
+        (status = 200, description = "The order once its saga rests.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 403, description = "`forbidden`: for staff, services and operators, not customers.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: only `confirmed` -> `processing` -> `shipped` -> `delivered`, one step at a time.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `PUT /orders/{id}/status`: moves the order along its fulfilment path.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn set_status(
@@ -157,6 +208,16 @@ async fn set_status(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order, from the read model.", body = OrderView),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}`.
 async fn get_order(
     caller: Caller,
@@ -166,6 +227,16 @@ async fn get_order(
     existing(&state, &caller, id).await.map(Json)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/by-number/{order_number}",
+    tag = "orders",
+    params(("order_number" = String, Path, description = "The order's number, `ORD-YYYYMMDD-NNNNNN`; anything else names no order.", example = "ORD-20261125-000001")),
+    responses(
+        (status = 200, description = "The order, from the read model.", body = OrderView),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/by-number/{order_number}`.
 async fn get_order_by_number(
     caller: Caller,
@@ -176,6 +247,16 @@ async fn get_order_by_number(
     visible(&caller, order).map(Json)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/status-history",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "Every status change, oldest first.", body = Vec<StatusHistoryEntry>),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/status-history`.
 async fn status_history(
     caller: Caller,
@@ -189,6 +270,16 @@ async fn status_history(
         .ok_or(ApiError::OrderNotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/edit-history",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "Every change to quantities, amounts, addresses and returns, oldest first.", body = Vec<EditEntry>),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/edit-history`.
 async fn edit_history(
     caller: Caller,
@@ -200,6 +291,16 @@ async fn edit_history(
     history.map(Json).ok_or(ApiError::OrderNotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of orders, newest first; a customer's holds its own orders only, whatever the filter.", body = OrderPage),
+        (status = 422, description = "`validation_failed`: a filter that does not parse, a `limit` outside 1 to 200, a cursor no page returned, or a parameter given twice.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders`: newest first, filtered, a page at a time; a customer's list holds
 /// its own orders only, whatever the filter.
 async fn list_orders(

@@ -2,13 +2,15 @@
 
 use super::auth::Staff;
 use super::body::{read_request, JsonBody};
-use super::cancel::{items_command, units_rules};
+use super::cancel::{items_command, units_rules, ItemsBody};
 use super::commands::{command, existing, reason_rules, Answer};
+use super::error::Problem;
 use super::idempotency::{self, Reply};
+use super::openapi::shapes::{IdempotencyKey, ReturnList};
 use super::params::{OrderId, ReturnId};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
-use crate::domain::{FieldError, ReturnItem};
+use crate::domain::{FieldError, OrderView, Return, ReturnItem};
 use crate::read_model;
 use crate::workflows::{ReturnCommand, ReturnRequest};
 use axum::body::Bytes;
@@ -18,6 +20,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// The return and refund routes.
 pub fn router() -> Router<ApiState> {
@@ -38,11 +41,14 @@ pub fn router() -> Router<ApiState> {
 }
 
 /// The body of `POST /orders/{id}/returns`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReturnRequest)]
 struct ReturnBody {
+    #[schema(min_items = 1, max_items = 200)]
     items: Vec<ReturnItem>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
@@ -66,6 +72,21 @@ impl ReturnBody {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/returns",
+    tag = "returns",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = ReturnBody,
+    responses(
+        (status = 201, description = "The return, `requested`: its units are held until its parcel is received, it is rejected, or it expires.", body = Return),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: only a `delivered` order can be returned.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`quantity_exceeded`: more units than are left; `return_window_closed`; `idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`), e.g. an unknown `item_id`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/returns`: answers `201` with the return, `requested`.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
 async fn request_return(
@@ -99,13 +120,31 @@ async fn request_return(
 }
 
 /// The body of `.../receive` and `.../reject`; receiving needs none.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReturnCommandRequest)]
 struct ReturnCommandBody {
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/returns/{return_id}/receive",
+    tag = "returns",
+    params(("id" = Uuid, Path, description = "The order's id."), ("return_id" = Uuid, Path, description = "The return's id."), IdempotencyKey),
+    request_body(content = Option<ReturnCommandBody>, description = "Optional: receiving needs no body; one that is sent must be valid."),
+    responses(
+        (status = 200, description = "The order once the saga rests: the units restocked and refunded, the return `refunded`. A return already received or refunded answers the same and changes nothing.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 403, description = "`forbidden`: for staff, services and operators, not customers.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `return_not_found`: the order has no such return.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: the return is `rejected` or `expired`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/returns/{return_id}/receive`: the parcel arrived.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn receive_return(
@@ -124,6 +163,22 @@ async fn receive_return(
     return_command(state, id, return_id, headers, body, "receive_return").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/returns/{return_id}/reject",
+    tag = "returns",
+    params(("id" = Uuid, Path, description = "The order's id."), ("return_id" = Uuid, Path, description = "The return's id."), IdempotencyKey),
+    request_body = ReturnCommandBody,
+    responses(
+        (status = 200, description = "The order once the saga rests, its return `rejected`: nothing restocked or refunded, its units left again.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 403, description = "`forbidden`: for staff, services and operators, not customers.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `return_not_found`: the order has no such return.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: the return is already `refunded`, `rejected` or `expired`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/returns/{return_id}/reject`: the return is refused.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn reject_return(
@@ -172,6 +227,16 @@ async fn return_command(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/returns",
+    tag = "returns",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order's returns, oldest first.", body = ReturnList),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/returns`.
 async fn list_returns(
     caller: Caller,
@@ -184,6 +249,23 @@ async fn list_returns(
     Ok(Json(json!({ "returns": returns })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/refund-items",
+    tag = "returns",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = ItemsBody,
+    responses(
+        (status = 200, description = "The order once the saga rests: the units' prorated share refunded; `refunded` when everything captured is.", body = OrderView),
+        (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
+        (status = 403, description = "`forbidden`: for staff, services and operators, not customers.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: only a `shipped` or `delivered` order; `refund_refused`: the payment service refused the refund.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`quantity_exceeded`: more units than are left; `idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`), e.g. an unknown `item_id`.", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`step_refused`: a downstream service finally refused a step; the order waits for an operator (`attention`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/refund-items`: refunds units of a shipped or delivered order
 /// without a return.
 #[tracing::instrument(skip_all, fields(order.id = %id))]

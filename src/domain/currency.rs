@@ -1,7 +1,11 @@
 //! ISO 4217 currency codes.
 
 use serde::{de, Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
 use std::fmt;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// Active ISO 4217 alphabetic codes accepted for orders.
 const ISO_4217: &[&str] = &[
@@ -42,6 +46,24 @@ impl Currency {
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Three upper-case letters; which codes are known is for the service to say.
+impl PartialSchema for Currency {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[A-Z]{3}$"))
+            .description(Some("An active ISO 4217 currency code, upper case."))
+            .examples(["USD"])
+            .into()
+    }
+}
+
+impl ToSchema for Currency {
+    fn name() -> Cow<'static, str> {
+        "Currency".into()
     }
 }
 

@@ -6,12 +6,15 @@
 
 use super::{DomainError, Money, Order, OrderItem, OrderView};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Units of one item, as a caller names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemQuantity {
+    #[schema(minimum = 1)]
     pub item_id: i32,
+    #[schema(minimum = 1, maximum = 100_000)]
     pub quantity: i64,
 }
 

@@ -14,7 +14,7 @@ pub use currency::Currency;
 pub use edits::FieldChange;
 pub use error::DomainError;
 pub use give_back::{GiveBack, GiveBackLine, ItemQuantity, SkuQuantity};
-pub use money::{Money, MoneyError};
+pub use money::{Money, MoneyError, MoneyInput};
 pub use order::{
     Attention, Compensation, Failure, FieldError, NewItem, NewOrder, NewPayment, Order, OrderEvent,
     OrderItem, OrderNotification, OrderView, PaymentAttempt, StatusChange, MAX_ITEMS, MAX_QUANTITY,

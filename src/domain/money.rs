@@ -2,8 +2,12 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// A non-negative amount of money with at most two fraction digits, at most
 /// [`Money::MAX`].
@@ -132,6 +136,53 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+/// What an answer's amount looks like: always two fraction digits.
+pub const ANSWER_PATTERN: &str = r"^\d{1,11}\.\d{2}$";
+/// What a request's amount may look like: none, one or two fraction digits.
+pub const REQUEST_PATTERN: &str = r"^\d{1,11}(\.\d{1,2})?$";
+
+/// The schema of an amount in an answer (`"19.90"`).
+impl PartialSchema for Money {
+    fn schema() -> RefOr<Schema> {
+        money_schema(ANSWER_PATTERN, "19.90", "two fraction digits")
+    }
+}
+
+impl ToSchema for Money {
+    fn name() -> Cow<'static, str> {
+        "Money".into()
+    }
+}
+
+/// The schema of an amount in a request, which is more lenient than an answer's:
+/// `"19.9"` and `"5"` are read as `19.90` and `5.00`. Only the document uses it.
+pub struct MoneyInput;
+
+impl PartialSchema for MoneyInput {
+    fn schema() -> RefOr<Schema> {
+        money_schema(REQUEST_PATTERN, "19.9", "at most two fraction digits")
+    }
+}
+
+impl ToSchema for MoneyInput {
+    fn name() -> Cow<'static, str> {
+        "MoneyInput".into()
+    }
+}
+
+fn money_schema(pattern: &str, example: &str, digits: &str) -> RefOr<Schema> {
+    let description = format!(
+        "A non-negative decimal amount as a JSON string (never a number), with {digits}, at most {}.",
+        Money::MAX
+    );
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
 impl From<Money> for Decimal {
     fn from(m: Money) -> Decimal {
         m.0
@@ -182,6 +233,55 @@ mod tests {
                 .checked_mul(100_000),
             None
         );
+    }
+
+    /// Whether `schema` accepts `value`.
+    fn accepts(schema: RefOr<Schema>, value: serde_json::Value) -> bool {
+        let schema = serde_json::to_value(schema).unwrap();
+        jsonschema::validator_for(&schema).unwrap().is_valid(&value)
+    }
+
+    #[test]
+    fn answer_schema_is_two_fraction_digits() {
+        for good in ["0.00", "103.10", "99999999999.99"] {
+            assert!(accepts(Money::schema(), good.into()), "{good}");
+        }
+        for bad in [
+            "1.5",
+            "5",
+            "-1.00",
+            "1.005",
+            "100000000000.00",
+            "1e3",
+            " 1.00",
+        ] {
+            assert!(!accepts(Money::schema(), bad.into()), "{bad}");
+        }
+        assert!(!accepts(Money::schema(), serde_json::json!(1.5)));
+        for money in [
+            Money::ZERO,
+            Money::MAX,
+            "19.9".parse().unwrap(),
+            "5".parse().unwrap(),
+        ] {
+            assert!(
+                accepts(Money::schema(), serde_json::json!(money)),
+                "{money}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_schema_allows_up_to_two_fraction_digits() {
+        for good in ["0.00", "103.10", "1.5", "5", "99999999999.99"] {
+            assert!(accepts(MoneyInput::schema(), good.into()), "{good}");
+            assert!(good.parse::<Money>().is_ok(), "{good}");
+        }
+        for bad in ["-1.00", "1.005", "1.", ".5", "1e3", "100000000000"] {
+            assert!(!accepts(MoneyInput::schema(), bad.into()), "{bad}");
+            assert!(bad.parse::<Money>().is_err(), "{bad}");
+        }
+        assert!(!accepts(MoneyInput::schema(), serde_json::json!(1.5)));
     }
 
     #[test]

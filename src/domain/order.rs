@@ -2,10 +2,13 @@
 //! what it shows (`OrderView`).
 
 use super::proration::Line;
-use super::{Currency, DomainError, Money, OrderStatus, PaymentStatus, Return, SkuQuantity};
+use super::{
+    Currency, DomainError, Money, MoneyInput, OrderStatus, PaymentStatus, Return, SkuQuantity,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Largest quantity of one item; guards the money arithmetic against overflow.
@@ -14,7 +17,7 @@ pub const MAX_QUANTITY: i64 = 100_000;
 pub const MAX_ITEMS: usize = 200;
 
 /// A validation problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -31,49 +34,64 @@ impl FieldError {
 }
 
 /// An order as a shop submits it (`POST /orders`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     #[serde(default)]
     pub customer_id: Option<Uuid>,
     pub currency: Currency,
+    #[schema(min_items = 1, max_items = 200)]
     pub items: Vec<NewItem>,
     #[serde(default)]
+    #[schema(value_type = MoneyInput)]
     pub shipping_amount: Money,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub shipping_address: Value,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub billing_address: Value,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub metadata: Value,
     #[serde(default)]
     pub payment: Option<NewPayment>,
 }
 
 /// One line of a new order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
     pub product_id: Uuid,
+    #[schema(max_length = 100)]
     pub product_sku: String,
+    #[schema(max_length = 255)]
     pub product_name: String,
     pub warehouse_id: Uuid,
+    #[schema(minimum = 1, maximum = 100_000)]
     pub quantity: i64,
+    #[schema(value_type = MoneyInput)]
     pub unit_price: Money,
     #[serde(default)]
+    #[schema(value_type = MoneyInput)]
     pub discount_amount: Money,
     #[serde(default)]
+    #[schema(value_type = MoneyInput)]
     pub tax_amount: Money,
 }
 
 /// A payment for an order: with a create, or later for a draft.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPayment {
+    #[schema(max_length = 100)]
     pub method: String,
+    /// When given, it must equal what the order asks.
     #[serde(default)]
+    #[schema(value_type = Option<MoneyInput>)]
     pub amount: Option<Money>,
 }
 
@@ -213,14 +231,14 @@ impl NewItem {
 }
 
 /// Why the create saga ended in `failed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Failure {
     pub code: String,
     pub message: String,
 }
 
 /// Why an order needs an operator: a step a downstream service finally refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Attention {
     /// The saga step, e.g. `refund_payment`.
     pub step: String,
@@ -300,7 +318,7 @@ impl Compensation {
 }
 
 /// One line of an order as the service keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderItem {
     pub id: i32,
     pub product_id: Uuid,
@@ -432,7 +450,7 @@ impl std::ops::DerefMut for Order {
 }
 
 /// The order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderView {
     pub id: Uuid,
     pub order_number: String,
@@ -448,9 +466,12 @@ pub struct OrderView {
     pub captured_amount: Money,
     pub refunded_amount: Money,
     pub items: Vec<OrderItem>,
+    #[schema(value_type = Object)]
     pub shipping_address: Value,
+    #[schema(value_type = Object)]
     pub billing_address: Value,
     pub notes: Option<String>,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub failure: Option<Failure>,
     /// Set while the order needs an operator.

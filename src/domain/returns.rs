@@ -5,12 +5,13 @@
 use super::{DomainError, GiveBack, ItemQuantity, Money, Order, OrderStatus, PaymentStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Where a return stands: `requested` -> `received` -> `refunded`, or `rejected`
 /// (from `requested` or `received`), or `expired` (from `requested`) when its parcel
 /// does not arrive in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReturnStatus {
     Requested,
@@ -38,17 +39,20 @@ impl ReturnStatus {
 }
 
 /// Units of one item sent back, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReturnItem {
+    #[schema(minimum = 1)]
     pub item_id: i32,
+    #[schema(minimum = 1, maximum = 100_000)]
     pub quantity: i64,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
 /// A return, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Return {
     pub return_id: Uuid,
     pub order_id: Uuid,

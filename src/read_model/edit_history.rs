@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Who made a change and why.
@@ -16,7 +17,7 @@ pub struct Author<'a> {
 }
 
 /// One entry of `GET /orders/{id}/edit-history`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct EditEntry {
     pub field: String,
     pub item_id: Option<i32>,

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The order by id.
@@ -71,7 +72,7 @@ pub struct ListFilter {
 }
 
 /// One page of orders, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderPage {
     pub orders: Vec<OrderView>,
     pub next_cursor: Option<String>,
@@ -125,9 +126,11 @@ pub async fn list_orders(pool: &PgPool, filter: &ListFilter) -> sqlx::Result<Ord
 }
 
 /// One row of `GET /orders/{id}/status-history`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
 pub struct StatusHistoryEntry {
+    #[schema(value_type = Option<OrderStatus>)]
     pub from: Option<String>,
+    #[schema(value_type = OrderStatus)]
     pub to: String,
     pub reason: Option<String>,
     pub actor: String,

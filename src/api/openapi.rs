@@ -1,0 +1,231 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of the whole API, made from
+//! the handlers' `#[utoipa::path]` attributes and the request and answer types
+//! themselves, so that it changes with the code. The end-to-end tests check it
+//! against the routes and the real answers.
+
+pub mod shapes;
+
+use super::auth::needs_token;
+use super::{cancel, console, health, metrics, ops, orders, returns, ApiState};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::sync::LazyLock;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApiVersion, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+/// The document's route (under `/api/v1`).
+pub fn router() -> Router<ApiState> {
+    Router::new().route("/openapi.json", get(serve))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Order service",
+        description = "Orders as durable sagas: create, pay, move along the fulfilment \
+            path, cancel, return and refund; the operators' view of what is stuck. \
+            Money is a decimal string, never a number; every refusal is \
+            `application/problem+json`; every mutating call takes an `Idempotency-Key`."
+    ),
+    servers((url = "/")),
+    paths(
+        orders::create_order,
+        orders::list_orders,
+        orders::get_order,
+        orders::get_order_by_number,
+        orders::pay_order,
+        orders::set_status,
+        orders::status_history,
+        orders::edit_history,
+        cancel::cancel_order,
+        cancel::cancel_items,
+        returns::request_return,
+        returns::list_returns,
+        returns::receive_return,
+        returns::reject_return,
+        returns::refund_items,
+        ops::stuck,
+        ops::retry_all,
+        ops::timeline,
+        ops::retry,
+        ops::resolve,
+        health::live,
+        health::dependencies,
+        metrics::scrape,
+        console::page,
+        serve,
+    ),
+    components(schemas(super::error::Problem)),
+    tags(
+        (name = "orders", description = "Orders: create, read, list, pay, change status, cancel."),
+        (name = "returns", description = "Returns of delivered orders and refunds without a return."),
+        (name = "operators", description = "What is stuck and what an operator can do about it."),
+        (name = "health", description = "Liveness, dependencies, metrics and this document."),
+    ),
+    modifiers(&Conventions)
+)]
+struct ApiDoc;
+
+/// The document, as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.openapi = OpenApiVersion::Version31;
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The document, made once.
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    document()
+        .to_json()
+        .expect("the OpenAPI document serializes")
+});
+
+/// `GET /api/v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object))
+)]
+async fn serve() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+}
+
+/// What every operation shares and its attribute does not repeat: the bearer
+/// token where the authentication layer asks for one, and the refusals of the
+/// body reader wherever there is a body.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "A JWT, when authorization is on (`ORDER_AUTH_JWT_SECRET` or \
+                 `ORDER_AUTH_JWT_PUBLIC_KEY_FILE`); its `roles` decide what the caller may do.",
+            ))
+            .build();
+        components.add_security_scheme("bearerAuth", SecurityScheme::Http(bearer));
+
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if needs_token(path) {
+                    secure(operation);
+                }
+                if operation.request_body.is_some() {
+                    body_refusals(operation);
+                }
+            }
+        }
+    }
+}
+
+/// A problem answer: `description` says when, and with which codes.
+fn problem(description: &str) -> utoipa::openapi::Response {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/problem+json", content)
+        .build()
+}
+
+fn secure(operation: &mut Operation) {
+    let requirement = SecurityRequirement::new("bearerAuth", Vec::<String>::new());
+    operation.security = Some(vec![requirement]);
+    operation.responses.responses.insert(
+        "401".into(),
+        problem(
+            "`unauthenticated`: no valid bearer token, when authorization is on; \
+             with a `WWW-Authenticate` challenge.",
+        )
+        .into(),
+    );
+}
+
+fn body_refusals(operation: &mut Operation) {
+    let refusals = [
+        (
+            "400",
+            "`malformed_json`: the body is not well-formed JSON (or has a duplicate key \
+             or a control character); `errors` names `body`.",
+        ),
+        (
+            "413",
+            "`payload_too_large`: the body is larger than 256 KiB.",
+        ),
+        (
+            "415",
+            "`unsupported_media_type`: the body is not `application/json`.",
+        ),
+    ];
+    for (status, description) in refusals {
+        let responses = &mut operation.responses.responses;
+        if !responses.contains_key(status) {
+            responses.insert(status.into(), problem(description).into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::document;
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::to_value(document()).unwrap()
+    }
+
+    /// Every `$ref` of `value`.
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    found.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn is_openapi_3_1_with_the_crate_version() {
+        let doc = doc();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["info"]["title"], "Order service");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(doc["servers"][0]["url"], "/");
+    }
+
+    #[test]
+    fn every_reference_names_a_component() {
+        let doc = doc();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").expect(&r);
+            assert!(doc["components"]["schemas"][name].is_object(), "{r}");
+        }
+    }
+}

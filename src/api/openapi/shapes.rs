@@ -1,0 +1,164 @@
+//! The shapes of answers that their handlers build as JSON in place, and of the
+//! query and header parameters that the handlers read by hand: described here for
+//! the document, and checked against the real answers by the end-to-end tests.
+
+use crate::domain::{OrderStatus, OrderView, Return};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// What a create answers with `202` before the order is even in the read model.
+#[derive(Serialize, ToSchema)]
+pub struct PendingOrder {
+    pub id: Uuid,
+    pub status: PendingStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingStatus {
+    Pending,
+}
+
+/// The `202` of a create: the order as it stands, or only its id while it is
+/// not yet written.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AcceptedOrder {
+    Order(Box<OrderView>),
+    Pending(PendingOrder),
+}
+
+/// `GET /orders/{id}/returns`.
+#[derive(Serialize, ToSchema)]
+pub struct ReturnList {
+    /// Oldest first.
+    pub returns: Vec<Return>,
+}
+
+/// What `POST /ops/orders/{id}/retry` did.
+#[derive(Serialize, ToSchema)]
+pub struct Retried {
+    pub order_id: Uuid,
+    /// The invocations resumed or started.
+    pub retried: Vec<String>,
+}
+
+/// An order of the bulk retry that was not retried, and why.
+#[derive(Serialize, ToSchema)]
+pub struct Skipped {
+    pub order_id: Uuid,
+    /// The problem code of the refusal, e.g. `nothing_to_retry`.
+    pub code: String,
+    pub detail: String,
+}
+
+/// What `POST /ops/orders/retry` did.
+#[derive(Serialize, ToSchema)]
+pub struct BulkRetried {
+    pub retried: Vec<Retried>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// What `POST /ops/orders/{id}/resolve` did.
+#[derive(Serialize, ToSchema)]
+pub struct Resolved {
+    pub order_id: Uuid,
+    /// The invocation that recorded the resolution.
+    pub resolved_by: String,
+    pub order: OrderView,
+}
+
+/// `GET /orders/health`.
+#[derive(Serialize, ToSchema)]
+pub struct Liveness {
+    pub status: LiveStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveStatus {
+    Ok,
+}
+
+/// `GET /orders/health/dependencies`.
+#[derive(Serialize, ToSchema)]
+pub struct DependencyReport {
+    /// `ok` when every dependency is up.
+    pub status: HealthStatus,
+    /// By name: `postgres`, `restate` and each downstream service.
+    pub dependencies: BTreeMap<String, Dependency>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Dependency {
+    pub status: DependencyStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyStatus {
+    Up,
+    Down,
+}
+
+/// The `Idempotency-Key` of a mutating call.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1 to 255 visible ASCII characters. The same key with the same body gets the
+    /// first answer again (same status, same body); with another body it is
+    /// `422 idempotency_key_reused`.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 255
+    )]
+    pub key: String,
+}
+
+/// The filters and the page of `GET /orders`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub customer_id: Option<Uuid>,
+    pub status: Option<OrderStatus>,
+    /// Created at or after (RFC 3339).
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub created_to: Option<DateTime<Utc>>,
+    /// Orders a page; 50 when not given.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(max_length = 200)]
+    pub cursor: Option<String>,
+}
+
+/// The filter of the stuck list and of the bulk retry.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StuckQuery {
+    /// Orders resting in a transitional state longer than this: seconds, or a
+    /// number with `s`, `m`, `h` or `d`, at most a year; `ORDER_STUCK_AFTER_SECS`
+    /// when not given. Invocations backing off or paused are listed whatever
+    /// their age.
+    #[param(pattern = r"^\d+[smhd]?$", example = "5m")]
+    pub older_than: Option<String>,
+    /// Only this saga step, e.g. `charge_payment`.
+    #[param(max_length = 200)]
+    pub step: Option<String>,
+    /// Only orders whose last error contains this, in any case.
+    #[param(max_length = 200)]
+    pub error: Option<String>,
+}
