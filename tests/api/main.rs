@@ -13,6 +13,7 @@ mod drafts;
 mod helpers;
 mod idempotency;
 mod metrics;
+mod openapi;
 mod operators;
 mod queries;
 mod registration;
