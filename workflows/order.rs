@@ -339,12 +339,7 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<OperatorRequest>,
     ) -> HandlerResult<Json<OperatorOutcome>> {
-        let span = saga_span(&ctx, "retry");
-        let outcome = self.retry_parked(&ctx, req).instrument(span).await?;
-        Ok(Json(OperatorOutcome {
-            invocation_id: ctx.invocation_id().to_owned(),
-            outcome,
-        }))
+        operator_command(&ctx, "retry", self.retry_parked(&ctx, req)).await
     }
 
     /// Drops what a parked order owes, with the operator's reason.
@@ -354,12 +349,7 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(req): Json<OperatorRequest>,
     ) -> HandlerResult<Json<OperatorOutcome>> {
-        let span = saga_span(&ctx, "resolve");
-        let outcome = self.resolve_parked(&ctx, req).instrument(span).await?;
-        Ok(Json(OperatorOutcome {
-            invocation_id: ctx.invocation_id().to_owned(),
-            outcome,
-        }))
+        operator_command(&ctx, "resolve", self.resolve_parked(&ctx, req)).await
     }
 
     /// The order as the object holds it, for inspection while a saga runs.
@@ -729,6 +719,20 @@ async fn once(
         ctx.set(key, Json(outcome.clone()));
     }
     Ok(Json(outcome))
+}
+
+/// Runs an operator's `command`, answering with its outcome and the invocation that
+/// ran it (for the operator API's `retried`).
+async fn operator_command(
+    ctx: &ObjectContext<'_>,
+    name: &str,
+    command: impl Future<Output = Result<CommandOutcome, TerminalError>>,
+) -> HandlerResult<Json<OperatorOutcome>> {
+    let outcome = command.instrument(saga_span(ctx, name)).await?;
+    Ok(Json(OperatorOutcome {
+        invocation_id: ctx.invocation_id().to_owned(),
+        outcome,
+    }))
 }
 
 /// The span of the saga `name`, continuing the trace of the API request that

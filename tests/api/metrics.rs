@@ -33,7 +33,7 @@ fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 }
 
 /// The value of `name` with exactly `labels`; 0 when absent.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let wanted: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -44,7 +44,8 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .map_or(0.0, |(_, v)| v)
 }
 
-async fn scrape(app: &TestApp) -> String {
+/// `GET /metrics`, which must answer `200` with the text format.
+pub async fn scrape(app: &TestApp) -> String {
     let root = app.api.trim_end_matches("/api/v1");
     let response = app
         .http

@@ -4,6 +4,7 @@
 use crate::helpers::{
     assert_problem, cents, delivered_order, give_back, mug_order, OrderLedger, TestApp,
 };
+use crate::metrics::{scrape, value};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -45,24 +46,6 @@ pub async fn order_stuck_on_payment(app: &TestApp) -> String {
     order["id"].as_str().unwrap().to_owned()
 }
 
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let root = app.api.trim_end_matches("/api/v1");
-    let response = app
-        .http
-        .get(format!("{root}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_payment_outage_is_listed_and_one_retry_after_it_confirms_the_order_with_one_capture() {
     let app = TestApp::spawn().await;
@@ -96,7 +79,7 @@ async fn a_payment_outage_is_listed_and_one_retry_after_it_confirms_the_order_wi
     assert!(entry(&other_step, &id).is_none(), "{other_step}");
     let by_error = app.get("/ops/orders/stuck?error=503").await.1;
     assert!(entry(&by_error, &id).is_some(), "{by_error}");
-    assert_eq!(metric(&app, "order_stuck_orders").await, 1.0);
+    assert_eq!(value(&scrape(&app).await, "order_stuck_orders", &[]), 1.0);
     // The timeline shows the saga whole while it is stuck: what went through, and
     // the step that fails.
     let (_, timeline) = app.get(&format!("/ops/orders/{id}/timeline")).await;
@@ -142,7 +125,7 @@ async fn a_payment_outage_is_listed_and_one_retry_after_it_confirms_the_order_wi
     );
     let list = wait_for_stuck(&app, "", |l| entry(l, &id).is_none()).await;
     assert!(list["orders"].as_array().unwrap().is_empty(), "{list}");
-    assert_eq!(metric(&app, "order_stuck_orders").await, 0.0);
+    assert_eq!(value(&scrape(&app).await, "order_stuck_orders", &[]), 0.0);
 
     // Nothing is stuck any more: a second retry changes nothing.
     let again = app
