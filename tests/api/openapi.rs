@@ -1,7 +1,8 @@
 //! The OpenAPI document: it is 3.1, it names exactly the routes the service serves,
 //! and the real answers (and the requests that got them) fit its schemas.
 
-use crate::helpers::{mug_order, TestApp};
+use crate::helpers::{mug_order, Options, TestApp};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -63,9 +64,14 @@ struct Documented {
 
 impl Documented {
     async fn spawn() -> Documented {
-        let app = TestApp::spawn().await;
+        Documented::spawn_with(Options::default()).await
+    }
+
+    async fn spawn_with(options: Options) -> Documented {
+        let app = TestApp::spawn_with(options).await;
         let root = app.api.trim_end_matches("/api/v1").to_owned();
-        let answer = call(&app, &root, Method::GET, "/api/v1/openapi.json", None).await;
+        let get = Method::GET;
+        let answer = call(&app, &root, None, get, "/api/v1/openapi.json", None).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.content_type, "application/json");
         Documented {
@@ -85,12 +91,24 @@ impl Documented {
         path: &str,
         body: Option<&Value>,
     ) -> Answer {
+        self.checked_as(None, method, template, path, body).await
+    }
+
+    /// [`Documented::checked`], with a bearer `token` when given.
+    async fn checked_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        template: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Answer {
         let operation = &self.doc["paths"][template][method.as_str().to_lowercase()];
         assert!(
             operation.is_object(),
             "{method} {template} is not documented"
         );
-        let answer = call(&self.app, &self.root, method.clone(), path, body).await;
+        let answer = call(&self.app, &self.root, token, method.clone(), path, body).await;
         // A request the service took must be one the document allows.
         if let Some(body) = body.filter(|_| answer.status < 300) {
             let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
@@ -146,11 +164,15 @@ impl Documented {
 async fn call(
     app: &TestApp,
     root: &str,
+    token: Option<&str>,
     method: Method,
     path: &str,
     body: Option<&Value>,
 ) -> Answer {
     let mut request = app.http.request(method, format!("{root}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     if let Some(body) = body {
         request = request.json(body);
     }
@@ -208,7 +230,15 @@ async fn the_document_names_every_route_and_the_real_answers_fit_it() {
             .replace("{order_number}", "ORD-20260101-000001");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let body = (method != Method::GET).then(|| json!({}));
-        let answer = call(&it.app, &it.root, method.clone(), &path, body.as_ref()).await;
+        let answer = call(
+            &it.app,
+            &it.root,
+            None,
+            method.clone(),
+            &path,
+            body.as_ref(),
+        )
+        .await;
         assert!(
             answer.status != 405 && answer.body["code"] != "not_found",
             "{method} {template} is not served: {}",
@@ -378,4 +408,62 @@ async fn the_document_names_every_route_and_the_real_answers_fit_it() {
     assert_eq!(live.status, 200);
     let deps = "/api/v1/orders/health/dependencies";
     assert_eq!(get(deps, deps.into()).await.status, 200);
+}
+
+/// A token of `roles` (a customer's when none) signed with `secret`.
+fn token(secret: &str, roles: &[&str]) -> String {
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let claims = json!({ "sub": Uuid::new_v4(), "roles": roles, "exp": exp });
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn the_refusals_of_authorization_fit_the_document() {
+    let secret = "an OpenAPI test secret of 32 bytes or more";
+    let env = vec![("ORDER_AUTH_JWT_SECRET", secret.to_owned())];
+    let options = Options {
+        env,
+        ..Default::default()
+    };
+    // The document itself needs no token.
+    let it = Documented::spawn_with(options).await;
+    let get = Method::GET;
+
+    let health = "/api/v1/orders/health";
+    assert_eq!(
+        it.checked(get.clone(), health, health, None).await.status,
+        200
+    );
+    let orders = "/api/v1/orders";
+    let unauthenticated = it.checked(get.clone(), orders, orders, None).await;
+    assert_eq!(unauthenticated.status, 401);
+    assert_eq!(unauthenticated.body["code"], "unauthenticated");
+
+    let customer = token(secret, &[]);
+    let customer = Some(customer.as_str());
+    let listed = it
+        .checked_as(customer, get.clone(), orders, orders, None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let id = Uuid::new_v4();
+    let status = json!({ "status": "processing" });
+    let template = "/api/v1/orders/{id}/status";
+    let path = format!("/api/v1/orders/{id}/status");
+    let put = Method::PUT;
+    let forbidden = it
+        .checked_as(customer, put, template, &path, Some(&status))
+        .await;
+    assert_eq!(forbidden.status, 403);
+    assert_eq!(forbidden.body["code"], "forbidden");
+    let stuck = "/api/v1/ops/orders/stuck";
+    let not_operator = it
+        .checked_as(customer, get.clone(), stuck, stuck, None)
+        .await;
+    assert_eq!(not_operator.status, 403);
+
+    let operator = token(secret, &["operator"]);
+    let operator = Some(operator.as_str());
+    let listed = it.checked_as(operator, get, stuck, stuck, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
 }
