@@ -193,9 +193,8 @@ async fn without_a_token_every_api_call_is_401_but_health_the_console_and_metric
     );
     let (status, health) = app.get("/orders/health/dependencies").await;
     assert_eq!(status, 200, "{health}");
-    // Not served yet, but open: there is nothing there, whoever asks.
-    let (status, problem) = app.get("/openapi.json").await;
-    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+    let (status, document) = app.get("/openapi.json").await;
+    assert_eq!((status, document["openapi"].as_str()), (200, Some("3.1.0")));
 
     let root = app.api.trim_end_matches("/api/v1");
     for (path, kind) in [("/ops", "text/html"), ("/metrics", "text/plain")] {
