@@ -1,7 +1,7 @@
 # One release profile for everything: the tests start the same binary `make run` uses.
 CARGO ?= cargo
 
-.PHONY: setup run test bench lint fmt
+.PHONY: setup run test bench bench-analytics lint fmt
 
 ## Install the pinned restate-server (npm, with its lockfile) and build every crate
 ## of the workspace once (service, simulator, bench, tests).
@@ -20,6 +20,11 @@ test:
 ## Load figures for create-order and get-order beside the two references.
 bench:
 	$(CARGO) run --release -p order-bench
+
+## GET /orders/analytics over a million orders, in a database of its own made on the
+## PostgreSQL server at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+bench-analytics:
+	$(CARGO) run --release -p order-bench -- analytics
 
 lint:
 	$(CARGO) fmt --all -- --check

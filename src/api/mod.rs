@@ -1,6 +1,7 @@
 //! The REST API (`/api/v1`): routes, the shared state, problem+json errors and the
 //! extractors that check every token, body, path and query value at the edge.
 
+mod analytics;
 mod auth;
 mod body;
 mod cancel;
@@ -84,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .nest(
             "/api/v1",
             orders::router()
+                .merge(analytics::router())
                 .merge(cancel::router())
                 .merge(returns::router())
                 .merge(ops::router())

@@ -1,5 +1,6 @@
 //! The PostgreSQL read model: written by the sagas, read by every query endpoint.
 
+mod analytics;
 mod edit_history;
 mod idempotency;
 mod operators;
@@ -9,6 +10,9 @@ mod queries;
 mod returns;
 mod saga_steps;
 
+pub use analytics::{
+    order_analytics, Analytics, CurrencyFigures, StatusCounts, Window, MAX_WINDOW_DAYS,
+};
 pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};
 pub use operators::{

@@ -162,8 +162,8 @@ fn every_route(id: Uuid) -> Vec<(Method, String, Value)> {
         (get.clone(), format!("/ops{order}/timeline"), json!(null)),
         (post.clone(), format!("/ops{order}/retry"), json!(null)),
         (post, format!("/ops{order}/resolve"), json!({"reason": "x"})),
-        // Not served, yet not open either.
         (get.clone(), "/orders/analytics".into(), json!(null)),
+        // Not served, yet not open either.
         (get, "".into(), json!(null)),
     ]
 }
@@ -600,6 +600,27 @@ async fn only_staff_move_statuses_receive_or_reject_returns_and_refund_items() {
     );
     let after = OrderLedger::of(&app.settled_ledger().await, &id);
     assert_eq!(after.refunds.len(), 2, "{after:?}");
+}
+
+#[tokio::test]
+async fn the_analytics_are_for_staff_services_and_operators() {
+    let app = secured().await;
+    let alice = Uuid::new_v4();
+    created(
+        &app.as_caller(customer(alice)),
+        &order_for(Some(alice), VISA),
+    )
+    .await;
+
+    // The whole shop's figures: a customer is refused before its query is read.
+    let as_alice = app.as_caller(customer(alice));
+    assert_forbidden(&as_alice.get("/orders/analytics").await);
+    assert_forbidden(&as_alice.get("/orders/analytics?from=yesterday").await);
+    for token in [staff(), service(), operator()] {
+        let (status, figures, _) = app.as_caller(token).get("/orders/analytics").await;
+        assert_eq!(status, 200, "{figures}");
+        assert_eq!(figures["order_count"], 1, "{figures}");
+    }
 }
 
 #[tokio::test]

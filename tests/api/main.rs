@@ -1,6 +1,7 @@
 //! End-to-end tests: the real service binary, a real restate-server, a real
 //! PostgreSQL and the downstream simulator over HTTP.
 
+mod analytics;
 mod authorization;
 mod bad_requests;
 mod cancel;

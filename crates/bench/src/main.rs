@@ -2,7 +2,11 @@
 //! return received, refund-items and get-order under load on a fresh embedded
 //! default, beside the two references that show what durability and the
 //! saga cost. Prints figures; asserts nothing.
+//!
+//! `order-bench analytics` (`make bench-analytics`) times the analytics over a
+//! million orders instead; see [`analytics`].
 
+mod analytics;
 mod load;
 mod references;
 
@@ -34,7 +38,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(config).await {
+    let outcome = match std::env::args().nth(1).as_deref() {
+        None => run(config).await,
+        Some("analytics") => analytics::run(config).await,
+        Some(other) => {
+            eprintln!("order-bench: unknown command {other:?} (none, or `analytics`)");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("order-bench: {e:#}");
