@@ -2,6 +2,8 @@
 //! what the placed ones were worth. The static segment wins over `/orders/{id}`.
 
 use super::auth::Staff;
+use super::error::Problem;
+use super::openapi::shapes::AnalyticsQuery;
 use super::params::QueryParams;
 use super::{ApiError, ApiState};
 use crate::domain::FieldError;
@@ -20,6 +22,17 @@ pub fn router() -> Router<ApiState> {
     Router::new().route("/orders/analytics", get(get_analytics))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/analytics",
+    tag = "orders",
+    params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "Orders created in the window by status now; per currency, what the placed (ever captured) ones were worth and what was refunded of them; the cancellation rate of placed orders.", body = Analytics),
+        (status = 403, description = "`forbidden`: for staff, services and operators, not customers.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `from` or `to` is not RFC 3339, or the window is empty, backwards or longer than 366 days.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/analytics?from=&to=`: the whole shop's figures, so for staff,
 /// services and operators; a customer is `403` before its query is read.
 async fn get_analytics(

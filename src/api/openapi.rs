@@ -6,7 +6,7 @@
 pub mod shapes;
 
 use super::auth::needs_token;
-use super::{cancel, console, health, metrics, ops, orders, returns, ApiState};
+use super::{analytics, cancel, console, health, metrics, ops, orders, returns, ApiState};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -41,6 +41,7 @@ pub fn router() -> Router<ApiState> {
         orders::set_status,
         orders::status_history,
         orders::edit_history,
+        analytics::get_analytics,
         cancel::cancel_order,
         cancel::cancel_items,
         returns::request_return,

@@ -12,6 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The longest window: a longer one would read more rows of the daily counts than
 /// an answer within 50 ms allows.
@@ -25,37 +26,43 @@ pub struct Window {
 }
 
 /// The answer of `GET /orders/analytics`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Analytics {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     /// Every order created in the window, whatever became of it.
     pub order_count: i64,
+    /// Every status, with the orders of the window in it now (`0` when none).
+    #[schema(value_type = BTreeMap<String, i64>)]
     pub by_status: StatusCounts,
     /// One entry per currency with a placed order, by code: money is never summed
     /// across currencies.
     pub currencies: Vec<CurrencyFigures>,
     /// Cancelled placed orders / placed orders, half-even to 4 fraction digits.
     #[serde(serialize_with = "four_places")]
+    #[schema(value_type = String, pattern = r"^\d\.\d{4}$", example = "0.0250")]
     pub cancellation_rate: Decimal,
 }
 
 /// The placed orders of one currency. An order is placed once it was captured
 /// (`captured_amount > 0`), whatever happened after: a cancelled or refunded order
 /// still counts, a draft or a declined one does not.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CurrencyFigures {
     pub currency: String,
     pub order_count: i64,
     /// The sum of the placed orders' `total_amount`: what they were placed for,
     /// refunds not deducted (those are `refunded_total`).
     #[serde(serialize_with = "two_places")]
+    #[schema(value_type = String, pattern = r"^\d+\.\d{2}$")]
     pub total_value: Decimal,
     /// `total_value / order_count`, half-even to cents.
     #[serde(serialize_with = "two_places")]
+    #[schema(value_type = String, pattern = r"^\d+\.\d{2}$")]
     pub average_value: Decimal,
     /// The sum of the placed orders' `refunded_amount`.
     #[serde(serialize_with = "two_places")]
+    #[schema(value_type = String, pattern = r"^\d+\.\d{2}$")]
     pub refunded_total: Decimal,
 }
 

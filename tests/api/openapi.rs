@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/orders/{id}/status"),
     ("get", "/api/v1/orders/{id}/status-history"),
     ("get", "/api/v1/orders/{id}/edit-history"),
+    ("get", "/api/v1/orders/analytics"),
     ("post", "/api/v1/orders/{id}/cancel"),
     ("post", "/api/v1/orders/{id}/cancel-items"),
     ("post", "/api/v1/orders/{id}/returns"),
@@ -294,6 +295,13 @@ async fn the_document_names_every_route_and_the_real_answers_fit_it() {
         let errors = it.misfits(&schema, &order, field);
         assert!(!errors.is_empty(), "{field}: {order}");
     }
+    let figures = get(
+        "/api/v1/orders/analytics",
+        "/api/v1/orders/analytics".into(),
+    )
+    .await;
+    assert_eq!(figures.status, 200, "{}", figures.body);
+    assert!(figures.body["order_count"].as_i64() >= Some(1));
     let listed = get("/api/v1/orders", "/api/v1/orders?limit=10".into()).await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.body["orders"][0]["id"], id.as_str());

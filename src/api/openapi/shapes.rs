@@ -145,6 +145,17 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// The window of `GET /orders/analytics`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyticsQuery {
+    /// Orders created at or after (RFC 3339); 30 days before `to` when not given.
+    pub from: Option<DateTime<Utc>>,
+    /// Orders created before (RFC 3339); now when not given. At most 366 days
+    /// after `from`.
+    pub to: Option<DateTime<Utc>>,
+}
+
 /// The filter of the stuck list and of the bulk retry.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
