@@ -22,7 +22,6 @@ pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, 
         saga.on_rejection(c.clone());
     }
     let undone = compensate(saga, &order).await?;
-    let steps: Vec<&'static str> = order.owed.iter().map(|c| c.step()).collect();
     let refunded = undone
         .iter()
         .any(|u| matches!(u, Undone::Refunded(_) | Undone::ReturnRefunded(..)));
@@ -31,13 +30,8 @@ pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, 
         false => (&[], None),
     };
     saga.commit(&order, topics, notify, move |o, at| {
-        o.owed.clear();
-        if o.attention
-            .as_ref()
-            .is_some_and(|a| steps.contains(&a.step.as_str()))
-        {
-            o.attention = None;
-        }
+        // What is refused again comes back owed, and parks the order again.
+        o.drop_owed(|_| true);
         apply(o, &undone, at)
     })
     .await

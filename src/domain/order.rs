@@ -685,6 +685,25 @@ impl Order {
         }
     }
 
+    /// Drops the owed compensations `settled` picks. The attention they caused goes
+    /// with them once nothing of its step is owed any more; one about another step
+    /// (a refused restock) stays.
+    pub fn drop_owed(&mut self, settled: impl Fn(&Compensation) -> bool) {
+        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.owed)
+            .into_iter()
+            .partition(|c| settled(c));
+        self.owed = kept;
+        let still_owed = |step: &str| self.owed.iter().any(|c| c.step() == step);
+        let caused = |step: &str| dropped.iter().any(|c| c.step() == step);
+        if self
+            .attention
+            .as_ref()
+            .is_some_and(|a| caused(&a.step) && !still_owed(&a.step))
+        {
+            self.attention = None;
+        }
+    }
+
     /// Marks the order as needing an operator for `step`.
     pub fn park(&mut self, step: &str, code: &str, message: &str, at: DateTime<Utc>) {
         self.attention = Some(Attention {

@@ -213,15 +213,9 @@ impl Order {
     ) -> Result<(), DomainError> {
         let version = self.version;
         self.return_mut(id)?.close(status, version, at);
-        let owed_before = self.owed.len();
-        self.owed.retain(|c| {
-            !matches!(c, super::Compensation::RefundPayment { return_id: Some(r), .. } if *r == id)
+        self.drop_owed(|c| {
+            matches!(c, super::Compensation::RefundPayment { return_id: Some(r), .. } if *r == id)
         });
-        let dropped = self.owed.len() < owed_before;
-        let refund_waits = self.owed.iter().any(|c| c.step() == "refund_payment");
-        if dropped && !refund_waits {
-            self.attention = self.attention.take().filter(|a| a.step != "refund_payment");
-        }
         Ok(())
     }
 
