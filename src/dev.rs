@@ -275,6 +275,7 @@ fn ports(config: &Config, plan: &Plan) -> Vec<PortUse> {
     let host = config.bind_host_or("127.0.0.1");
     let mut ports = vec![
         PortUse::set_by("ORDER_HTTP_PORT", host, config.http_port),
+        PortUse::set_by("ORDER_GRPC_PORT", host, config.grpc_port),
         PortUse::set_by(
             "ORDER_RESTATE_ENDPOINT_PORT",
             host,

@@ -17,6 +17,8 @@ pub mod domain;
 pub mod downstream;
 /// Restate ingress and admin clients, the endpoint server, and local processes.
 pub mod engine;
+/// gRPC (`order.v1.OrderService`), transcoded to the REST routes in process.
+pub mod grpc;
 /// Prometheus metrics: the recorder and the business facts of a commit.
 pub mod metrics;
 /// The operators' view: stuck orders, timelines, retries.

@@ -8,7 +8,7 @@ use crate::engine::admin::{Admin, Handlers};
 use crate::engine::endpoint;
 use crate::engine::ingress::Ingress;
 use crate::workflows::{self, Deps};
-use crate::{read_model, relay};
+use crate::{grpc, read_model, relay};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,9 +28,10 @@ pub struct Backends {
     pub downstream: DownstreamAddrs,
 }
 
-/// The running service: REST API and Restate endpoint.
+/// The running service: REST API, gRPC and Restate endpoint.
 pub struct RunningService {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub endpoint_addr: SocketAddr,
     /// The URL the deployment is registered with.
     pub endpoint_url: String,
@@ -115,6 +116,15 @@ impl RunningService {
         };
         let http_listener = listen(config.bind_host_or(ALL_INTERFACES), config.http_port).await?;
         let http_addr = http_listener.local_addr()?;
+        let grpc_listener = listen(config.bind_host_or(ALL_INTERFACES), config.grpc_port).await?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let grpc = grpc::serve(grpc_listener, api::routes(state.clone()), until_stopped());
+        let grpc_task = tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        tracing::info!(http = %http_addr, grpc = %grpc_addr, "serving the API");
         let app = api::router(state);
         let shutdown = until_stopped();
         let http_task = tokio::spawn(async move {
@@ -127,11 +137,12 @@ impl RunningService {
         });
         Ok(RunningService {
             http_addr,
+            grpc_addr,
             endpoint_addr,
             endpoint_url,
             served,
             stop,
-            tasks: vec![endpoint_task, relay_task, http_task],
+            tasks: vec![endpoint_task, relay_task, grpc_task, http_task],
         })
     }
 

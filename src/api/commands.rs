@@ -82,17 +82,19 @@ pub(super) async fn command<Req: Serialize>(
         )
         .await;
     let reply = match outcome {
-        Ok(CommandOutcome::Done(_)) if answer == Answer::NewReturn => Reply {
+        Ok(CommandOutcome::Done(rested)) if answer == Answer::NewReturn => Reply {
             status: StatusCode::CREATED,
+            produced: Some(rested.version),
             body: json!(read_model::get_return(&state.db, id, bound)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!(
                     "return {bound} was made but is not in the read model"
                 ))?),
         },
-        Ok(CommandOutcome::Done(_)) => Reply {
+        Ok(CommandOutcome::Done(rested)) => Reply {
             status: StatusCode::OK,
             body: json!(read_back(state, id).await?),
+            produced: Some(rested.version),
         },
         Ok(CommandOutcome::Refused {
             status,
@@ -112,6 +114,7 @@ pub(super) async fn command<Req: Serialize>(
             Reply {
                 status,
                 body: error.body(),
+                produced: None,
             }
         }
         Err(e) => accepted_or_unavailable(state, id, e).await?,
@@ -171,5 +174,6 @@ pub(super) async fn accepted_or_unavailable(
     Ok(Reply {
         status: StatusCode::ACCEPTED,
         body,
+        produced: None,
     })
 }

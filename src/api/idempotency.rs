@@ -16,7 +16,15 @@ use uuid::Uuid;
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
+    /// The order version the command produced, for callers in process (the gRPC
+    /// server); it travels in the response's extensions and is not stored.
+    pub produced: Option<i64>,
 }
+
+/// The order version a command produced (see [`Reply::produced`]); the order in
+/// the answer may already be a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced(pub i64);
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
@@ -30,6 +38,9 @@ impl IntoResponse for Reply {
             return super::error::problem_response(self.status, self.body);
         }
         let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(version) = self.produced {
+            response.extensions_mut().insert(Produced(version));
+        }
         if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             response.headers_mut().insert(header::LOCATION, location);
         }
@@ -107,6 +118,7 @@ pub async fn begin(
         Claim::Replay { status, body } => Ok(Begin::Replay(Reply {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             body,
+            produced: None,
         })),
         Claim::Reused => Err(ApiError::IdempotencyKeyReused),
     }

@@ -19,6 +19,7 @@ mod returns;
 mod trace;
 
 pub use error::ApiError;
+pub use idempotency::Produced;
 
 use crate::auth::Verifier;
 use crate::config::Config;
@@ -79,8 +80,14 @@ impl ApiState {
     }
 }
 
-/// The whole API, ready to serve.
+/// The whole API, ready to serve: [`routes`], counted in the HTTP metrics.
 pub fn router(state: ApiState) -> Router {
+    routes(state).layer(axum::middleware::from_fn(metrics::track))
+}
+
+/// Every route, authenticated and traced. The gRPC server calls these in process,
+/// so that both interfaces share every rule.
+pub fn routes(state: ApiState) -> Router {
     Router::new()
         .nest(
             "/api/v1",
@@ -97,13 +104,12 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // An unauthenticated call is refused before anything else is done...
+        // An unauthenticated call is refused before anything else is done, and
+        // still traced.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
-        // ...and still counted and traced.
-        .layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(trace::trace))
         .with_state(state)
 }

@@ -96,6 +96,7 @@ async fn create_order(
             Reply {
                 status: StatusCode::CREATED,
                 body: json!(read_back(&state, id).await?),
+                produced: None,
             }
         }
         Err(IngressError::Failed {

@@ -44,7 +44,7 @@ fn hs256(claims: &Value) -> String {
 }
 
 /// A customer's token: no `roles` claim at all.
-fn customer(id: Uuid) -> String {
+pub(crate) fn customer(id: Uuid) -> String {
     hs256(&claims(&id.to_string(), json!({})))
 }
 
@@ -52,7 +52,7 @@ fn with_roles(sub: &str, roles: &[&str]) -> String {
     hs256(&claims(sub, json!({ "roles": roles })))
 }
 
-fn staff() -> String {
+pub(crate) fn staff() -> String {
     with_roles("staff-1", &["staff"])
 }
 
@@ -74,7 +74,7 @@ async fn secured_with(mut env: Vec<(&'static str, String)>) -> TestApp {
     .await
 }
 
-async fn secured() -> TestApp {
+pub(crate) async fn secured() -> TestApp {
     secured_with(Vec::new()).await
 }
 

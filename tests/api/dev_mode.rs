@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 #[derive(Debug, Clone, Copy)]
 struct DevPorts {
     http: u16,
+    grpc: u16,
     endpoint: u16,
     ingress: u16,
     admin: u16,
@@ -26,6 +27,7 @@ impl DevPorts {
         let next = || free_port().unwrap();
         DevPorts {
             http: next(),
+            grpc: next(),
             endpoint: next(),
             ingress: next(),
             admin: next(),
@@ -34,9 +36,10 @@ impl DevPorts {
         }
     }
 
-    fn all(&self) -> [u16; 6] {
+    fn all(&self) -> [u16; 7] {
         [
             self.http,
+            self.grpc,
             self.endpoint,
             self.ingress,
             self.admin,
@@ -67,6 +70,7 @@ fn dev_command(data_dir: &Path, ports: &DevPorts, log: &Path) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ORDER_DATA_DIR", data_dir)
         .env("ORDER_HTTP_PORT", ports.http.to_string())
+        .env("ORDER_GRPC_PORT", ports.grpc.to_string())
         .env("ORDER_RESTATE_ENDPOINT_PORT", ports.endpoint.to_string())
         .env("ORDER_RESTATE_INGRESS_PORT", ports.ingress.to_string())
         .env("ORDER_RESTATE_ADMIN_PORT", ports.admin.to_string())

@@ -46,6 +46,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// `http://127.0.0.1:PORT/api/v1`
     pub api: String,
+    /// `http://127.0.0.1:PORT`, the gRPC server.
+    pub grpc: String,
     pub sim: SimHandle,
     pub db: PgPool,
     db_name: String,
@@ -86,10 +88,12 @@ impl TestApp {
             .expect("restate-server starts");
 
         let http_port = free_port().unwrap();
+        let grpc_port = free_port().unwrap();
         let mut service_env: Vec<(String, String)> = vec![
             ("ORDER_DATABASE_DSN", dsn.clone()),
             ("ORDER_BIND_HOST", "127.0.0.1".into()),
             ("ORDER_HTTP_PORT", http_port.to_string()),
+            ("ORDER_GRPC_PORT", grpc_port.to_string()),
             (
                 "ORDER_RESTATE_ENDPOINT_PORT",
                 free_port().unwrap().to_string(),
@@ -118,6 +122,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             api: format!("http://127.0.0.1:{http_port}/api/v1"),
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
             sim,
             db: PgPool::connect(&dsn).await.unwrap(),
             db_name,

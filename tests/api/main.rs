@@ -11,6 +11,7 @@ mod crash;
 mod create_order;
 mod dev_mode;
 mod drafts;
+mod grpc;
 mod helpers;
 mod idempotency;
 mod metrics;

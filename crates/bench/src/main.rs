@@ -67,6 +67,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let config = Config {
         data_dir: dir.clone(),
         http_port: free_port()?,
+        grpc_port: free_port()?,
         restate_endpoint_port: free_port()?,
         restate_ingress_port: free_port()?,
         restate_admin_port: free_port()?,
