@@ -41,7 +41,7 @@ CMD ["sim"]
 FROM runtime
 COPY --from=builder /usr/local/bin/order-service /usr/local/bin/order-service
 USER order
-# REST API, Restate endpoint.
-EXPOSE 8004 9080
+# REST API, gRPC, Restate endpoint.
+EXPOSE 8004 9004 9080
 ENTRYPOINT ["order-service"]
 CMD ["serve"]
