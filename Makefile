@@ -1,7 +1,12 @@
 # One release profile for everything: the tests start the same binary `make run` uses.
 CARGO ?= cargo
 
-.PHONY: setup run test bench bench-analytics lint fmt
+.PHONY: setup run test bench bench-analytics chaos lint fmt
+
+# `make chaos`: a seeded run; CI runs a short one (see .ci/run).
+SEED ?= 1
+ORDERS ?= 400
+MINUTES ?= 10
 
 ## Install the pinned restate-server (npm, with its lockfile) and build every crate
 ## of the workspace once (service, simulator, bench, tests).
@@ -25,6 +30,14 @@ bench:
 ## PostgreSQL server at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 bench-analytics:
 	$(CARGO) run --release -p order-bench -- analytics
+
+## Every flow under downstream faults while the service and restate-server are
+## killed and restarted, then every invariant checked order by order; non-zero on
+## any violation. Needs a PostgreSQL at CHAOS_DATABASE_URL or TEST_DATABASE_URL
+## (default postgres://postgres@127.0.0.1:5432/postgres).
+chaos:
+	$(CARGO) build --release -p order-service -p order-chaos --bins
+	$${CARGO_TARGET_DIR:-target}/release/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES)
 
 lint:
 	$(CARGO) fmt --all -- --check

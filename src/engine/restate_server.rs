@@ -123,6 +123,12 @@ impl RestateServer {
         stop(&mut self.child, libc::SIGTERM, Duration::from_secs(10)).await;
     }
 
+    /// Kills the server at once, as a crash would, keeping what [`Self::restart`]
+    /// needs to start it again.
+    pub async fn crash(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Kills the server at once, as a crash would.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;

@@ -1,0 +1,356 @@
+//! The load: each order lives one life the seed picks (paid or draft, declined or
+//! out of stock, moved along, cancelled whole or in part, returned and received,
+//! rejected or left to expire, refunded), through the REST API. Every request
+//! carries an `Idempotency-Key` and is sent again with it until it gets a final
+//! answer, as a careful client does; what each accepted request should have done
+//! is written down to check afterwards.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long a client keeps sending one request before it gives up.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// Counts over the whole run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub requests: AtomicU64,
+    /// Requests sent again: no answer, `202`, `503`.
+    pub resent: AtomicU64,
+    /// `500` answers: a defect whatever the input.
+    pub server_errors: AtomicU64,
+    /// Requests that never got a final answer.
+    pub unfinished: AtomicU64,
+    /// Refusals no flow expects (a `409` on a move the order allows, say).
+    pub unexpected_refusals: AtomicU64,
+}
+
+/// What an order should look like once everything settled.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub life: &'static str,
+    pub order_id: Option<Uuid>,
+    pub status: &'static str,
+    /// Units cancelled and refunded without a return, per item (ids 1 and 2).
+    pub cancelled: [i64; 2],
+    /// Cancelled whole: every unit is cancelled.
+    pub cancelled_whole: bool,
+    pub refunded: [i64; 2],
+    /// Each return and the status it should end in.
+    pub returns: Vec<(Uuid, &'static str)>,
+    /// Accepted requests.
+    pub accepted: u32,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api: String,
+    seed: u64,
+    pub tally: Arc<Tally>,
+}
+
+/// A final answer.
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Client {
+    pub fn new(api: &str, seed: u64) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("http client"),
+            api: api.to_owned(),
+            seed,
+            tally: Arc::default(),
+        }
+    }
+
+    /// Sends until the answer is final: anything but no answer, `202` or `503`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        key: &str,
+    ) -> Option<Answer> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(200);
+        self.tally.requests.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let sent = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.api))
+                .header("idempotency-key", key)
+                .json(body)
+                .send()
+                .await;
+            if let Ok(response) = sent {
+                let status = response.status().as_u16();
+                let body = response.json().await.unwrap_or(Value::Null);
+                match status {
+                    202 | 503 => {}
+                    500 => {
+                        self.tally.server_errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("500 on {method} {path}: {body}");
+                    }
+                    _ => return Some(Answer { status, body }),
+                }
+            }
+            if started.elapsed() > PATIENCE {
+                self.tally.unfinished.fetch_add(1, Ordering::Relaxed);
+                eprintln!("no final answer to {method} {path} in {PATIENCE:?}");
+                return None;
+            }
+            self.tally.resent.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn refused(&self, what: &str, answer: &Answer) {
+        self.tally
+            .unexpected_refusals
+            .fetch_add(1, Ordering::Relaxed);
+        eprintln!("unexpected {} on {what}: {}", answer.status, answer.body);
+    }
+
+    /// Order `n`'s life, as the seed picks it.
+    pub async fn life(&self, n: u64) -> Expected {
+        let mut rng = StdRng::seed_from_u64(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n);
+        let key = |step: &str| format!("chaos-{}-{n}-{step}", self.seed);
+        let roll: f64 = rng.random();
+        let (life, method, sku) = match roll {
+            r if r < 0.05 => ("out_of_stock", Some("pm_card_visa"), "OOS-MUG"),
+            r if r < 0.10 => ("declined", Some("pm_card_declined"), "SKU-MUG"),
+            r if r < 0.18 => ("draft_expires", None, "SKU-MUG"),
+            r if r < 0.30 => ("draft_paid", None, "SKU-MUG"),
+            _ => ("paid", Some("pm_card_visa"), "SKU-MUG"),
+        };
+        let mut expect = Expected {
+            life,
+            ..Expected::default()
+        };
+        let body = order_body(&mut rng, sku, method);
+        let Some(created) = self
+            .send(reqwest::Method::POST, "/orders", &body, &key("create"))
+            .await
+        else {
+            return expect;
+        };
+        if created.status != 201 {
+            self.refused("create", &created);
+            return expect;
+        }
+        expect.accepted += 1;
+        let id: Uuid = match created.body["id"].as_str().and_then(|s| s.parse().ok()) {
+            Some(id) => id,
+            None => return expect,
+        };
+        expect.order_id = Some(id);
+        expect.status = match life {
+            "out_of_stock" | "declined" => "failed",
+            "draft_expires" => "cancelled",
+            "draft_paid" => "draft",
+            _ => "confirmed",
+        };
+        if matches!(life, "out_of_stock" | "declined" | "draft_expires") {
+            return expect;
+        }
+        let path = |tail: &str| format!("/orders/{id}{tail}");
+        if life == "draft_paid" {
+            // Sometimes the first card is declined: the draft stays and is paid again.
+            if rng.random_bool(0.3) {
+                let declined = json!({ "method": "pm_card_declined" });
+                match self
+                    .send(
+                        reqwest::Method::POST,
+                        &path("/payments"),
+                        &declined,
+                        &key("pay-declined"),
+                    )
+                    .await
+                {
+                    Some(a) if a.status == 402 => {}
+                    Some(a) => self.refused("a declined payment", &a),
+                    None => return expect,
+                }
+            }
+            let pay = json!({ "method": "pm_card_visa" });
+            match self
+                .send(reqwest::Method::POST, &path("/payments"), &pay, &key("pay"))
+                .await
+            {
+                Some(a) if a.status == 200 => {
+                    expect.accepted += 1;
+                    expect.status = "confirmed";
+                }
+                Some(a) => {
+                    self.refused("pay", &a);
+                    return expect;
+                }
+                None => return expect,
+            }
+        }
+
+        let next: f64 = rng.random();
+        if next < 0.15 {
+            if self
+                .command(
+                    &mut expect,
+                    &path("/cancel"),
+                    json!({"reason": "chaos"}),
+                    &key("cancel"),
+                )
+                .await
+            {
+                expect.status = "cancelled";
+                expect.cancelled_whole = true;
+            }
+            return expect;
+        }
+        if next < 0.35 {
+            let units = json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "chaos"});
+            if self
+                .command(
+                    &mut expect,
+                    &path("/cancel-items"),
+                    units,
+                    &key("cancel-items"),
+                )
+                .await
+            {
+                expect.cancelled[0] += 1;
+            }
+            if rng.random_bool(0.5) {
+                return expect;
+            }
+        }
+        for to in ["processing", "shipped", "delivered"] {
+            let moved = json!({ "status": to });
+            if !self
+                .command(&mut expect, &path("/status"), moved, &key(to))
+                .await
+            {
+                return expect;
+            }
+            expect.status = to;
+        }
+        let after: f64 = rng.random();
+        if after < 0.6 {
+            let ends = match after {
+                a if a < 0.3 => "refunded",
+                a if a < 0.45 => "rejected",
+                _ => "expired",
+            };
+            let items = json!({"items": [{"item_id": 1, "quantity": 1, "reason": "chaos"}]});
+            let requested = match self
+                .send(
+                    reqwest::Method::POST,
+                    &path("/returns"),
+                    &items,
+                    &key("return"),
+                )
+                .await
+            {
+                Some(a) if a.status == 201 => a,
+                Some(a) => {
+                    self.refused("a return", &a);
+                    return expect;
+                }
+                None => return expect,
+            };
+            expect.accepted += 1;
+            let Some(return_id) = requested.body["return_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+            else {
+                return expect;
+            };
+            expect.returns.push((return_id, "requested"));
+            let command = match ends {
+                "refunded" => Some("receive"),
+                "rejected" => Some("reject"),
+                _ => None,
+            };
+            let done = match command {
+                Some(command) => {
+                    let tail = format!("/returns/{return_id}/{command}");
+                    self.command(&mut expect, &path(&tail), json!({}), &key(command))
+                        .await
+                }
+                None => true,
+            };
+            if done {
+                expect.returns[0].1 = ends;
+            }
+        } else if after < 0.8 {
+            let units = json!({"items": [{"item_id": 2, "quantity": 1}], "reason": "chaos"});
+            if self
+                .command(
+                    &mut expect,
+                    &path("/refund-items"),
+                    units,
+                    &key("refund-items"),
+                )
+                .await
+            {
+                expect.refunded[1] += 1;
+            }
+        }
+        expect
+    }
+
+    /// A command the order allows: `true` once it was applied (`200`).
+    async fn command(&self, expect: &mut Expected, path: &str, body: Value, key: &str) -> bool {
+        let method = match path.ends_with("/status") {
+            true => reqwest::Method::PUT,
+            false => reqwest::Method::POST,
+        };
+        match self.send(method, path, &body, key).await {
+            Some(a) if a.status == 200 => {
+                expect.accepted += 1;
+                true
+            }
+            Some(a) => {
+                self.refused(path, &a);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Two lines, two or three units each, with discounts and taxes that do not divide
+/// evenly, so that partial give-backs are prorated.
+fn order_body(rng: &mut StdRng, sku: &str, method: Option<&str>) -> Value {
+    let line = |sku: String, quantity: i64, price: &str, discount: &str, tax: &str| {
+        json!({
+            "product_id": Uuid::new_v4(), "product_sku": sku, "product_name": "Chaos mug",
+            "warehouse_id": "6f1c1a54-0000-4000-8000-000000000001", "quantity": quantity,
+            "unit_price": price, "discount_amount": discount, "tax_amount": tax,
+        })
+    };
+    let mut body = json!({
+        "customer_id": Uuid::new_v4(),
+        "currency": "USD",
+        "items": [
+            line(sku.to_owned(), rng.random_range(2..=3), "10.00", "1.00", "0.83"),
+            line(format!("SKU-PLATE-{}", rng.random_range(1..=5)), 2, "24.99", "0.00", "2.07"),
+        ],
+        "shipping_amount": "4.95",
+        "shipping_address": {"line1": "1 Main St", "city": "Springfield", "country": "US"},
+    });
+    if let Some(method) = method {
+        body["payment"] = json!({ "method": method });
+    }
+    body
+}
