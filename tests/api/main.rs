@@ -14,6 +14,7 @@ mod drafts;
 mod grpc;
 mod helpers;
 mod idempotency;
+mod kill_every_step;
 mod metrics;
 mod openapi;
 mod operators;

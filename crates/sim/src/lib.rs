@@ -87,6 +87,8 @@ struct SimState {
     idempotency: HashMap<(Op, String), Recorded>,
     /// Reservations that may still expire: (`expires_at`, index in the ledger), soonest first.
     expiries: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+    /// Calls a fault is delaying now, by operation: the caller waits inside them.
+    delayed: Vec<Op>,
 }
 
 impl SimState {
@@ -165,6 +167,12 @@ impl Simulator {
             sim: self.clone(),
             stop,
         })
+    }
+
+    /// Whether a call of `operation` (`charge`, `reserve`, ...) is being delayed by a
+    /// fault now: its caller is waiting inside that step, where a test can kill it.
+    pub fn delaying(&self, operation: &str) -> bool {
+        self.state().delayed.iter().any(|op| op.name() == operation)
     }
 
     /// A snapshot of the ledger.

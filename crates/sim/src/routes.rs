@@ -70,6 +70,7 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
 async fn serve(sim: Simulator, req: Incoming) -> Response {
     let fault = sim.take_fault(req.op);
     if let Some(delay_ms) = fault.as_ref().and_then(|fault| fault.delay_ms) {
+        let _delaying = sim.delay(req.op);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     match fault.map_or(Effect::Pass, |fault| fault.effect()) {
@@ -89,7 +90,31 @@ async fn serve(sim: Simulator, req: Incoming) -> Response {
     }
 }
 
+/// A call being delayed, from [`Simulator::delay`] until dropped (also when its
+/// caller goes away mid-delay).
+struct Delaying {
+    sim: Simulator,
+    op: Op,
+}
+
+impl Drop for Delaying {
+    fn drop(&mut self) {
+        let mut state = self.sim.state();
+        if let Some(n) = state.delayed.iter().position(|op| *op == self.op) {
+            state.delayed.remove(n);
+        }
+    }
+}
+
 impl Simulator {
+    fn delay(&self, op: Op) -> Delaying {
+        self.state().delayed.push(op);
+        Delaying {
+            sim: self.clone(),
+            op,
+        }
+    }
+
     fn take_fault(&self, op: Op) -> Option<faults::Fault> {
         let fault = faults::take_fault(&mut self.state().faults, op, faults::random_unit)?;
         tracing::info!(

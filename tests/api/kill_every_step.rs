@@ -1,0 +1,305 @@
+//! Kill at every step: for each flow, the service is killed while its saga waits
+//! inside each downstream step in turn (compensations included), started again,
+//! and the request sent again with its `Idempotency-Key`. The flow ends as it
+//! would have without the crash, and every invariant of `order-invariants` holds:
+//! one capture, exact refunds, settled stock, the read model equal to the order
+//! object, one event per fact.
+
+use crate::helpers::{delivered_order, mug_order, TestApp};
+use order_invariants::Checker;
+use order_service::engine::ingress::Ingress;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// A request, as sent again until its answer is final.
+struct Request {
+    method: Method,
+    path: String,
+    body: Value,
+    key: String,
+}
+
+impl Request {
+    fn post(path: impl Into<String>, body: Value, key: &str) -> Request {
+        Request {
+            method: Method::POST,
+            path: path.into(),
+            body,
+            key: key.to_owned(),
+        }
+    }
+
+    async fn send(&self, app: &TestApp) -> Option<(u16, Value)> {
+        let sent = app
+            .http
+            .request(self.method.clone(), format!("{}{}", app.api, self.path))
+            .header("idempotency-key", &self.key)
+            .json(&self.body)
+            .send()
+            .await
+            .ok()?;
+        let status = sent.status().as_u16();
+        Some((status, sent.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// The service that runs `operation`.
+fn service(operation: &str) -> &'static str {
+    match operation {
+        "reserve" | "release" | "commit" | "restock" => "warehouse",
+        "charge" | "refund" => "payment",
+        "create" | "cancel" => "fulfillment",
+        other => panic!("no step calls {other}"),
+    }
+}
+
+/// Sends `request` with the next `operation` held for 2 s, kills the service while
+/// the saga waits inside it, starts the service again and sends `request` again
+/// until its answer is final.
+async fn killed_inside(app: &mut TestApp, operation: &str, request: &Request) -> (u16, Value) {
+    let held = json!({"service": service(operation), "operation": operation, "delay_ms": 2000, "times": 1});
+    app.inject(held);
+    let first = Request {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        body: request.body.clone(),
+        key: request.key.clone(),
+    };
+    let (http, api) = (app.http.clone(), app.api.clone());
+    tokio::spawn(async move {
+        let url = format!("{api}{}", first.path);
+        let _ = http
+            .request(first.method, url)
+            .header("idempotency-key", first.key)
+            .json(&first.body)
+            .send()
+            .await;
+    });
+    let started = Instant::now();
+    while !app.sim.sim.delaying(operation) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the saga never reached {operation}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.kill_service().await;
+    app.start_service().await;
+    final_answer(app, request).await
+}
+
+/// Sends `request` until the answer is neither `202` nor `503` (nor none).
+async fn final_answer(app: &TestApp, request: &Request) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        match request.send(app).await {
+            Some((status, body)) if status != 202 && status != 503 => return (status, body),
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} {} never got a final answer",
+            request.method,
+            request.path
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every invariant of order `id`, once the outbox is delivered.
+async fn assert_invariants(app: &TestApp, id: &str) {
+    let started = Instant::now();
+    while app
+        .count("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND refused_at IS NULL")
+        .await
+        > 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the outbox never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ledger = app.settled_ledger().await;
+    let ingress = format!("http://127.0.0.1:{}", app.restate_ingress_port());
+    let api = app.api.clone();
+    let checker = Checker {
+        http: app.http.clone(),
+        api: &api,
+        ingress: Ingress::new(&ingress).unwrap(),
+        ledger: &ledger,
+        db: &app.db,
+    };
+    let (_, order) = app.get(&format!("/orders/{id}")).await;
+    let violations = checker.order(id.parse().unwrap(), &order).await;
+    assert!(violations.is_empty(), "order {id}: {violations:#?}");
+}
+
+fn id_of(order: &Value) -> String {
+    order["id"].as_str().expect("an order").to_owned()
+}
+
+#[tokio::test]
+async fn a_paid_create_killed_inside_each_step_confirms_once() {
+    let mut app = TestApp::spawn().await;
+    for op in ["reserve", "charge", "commit", "create"] {
+        let create = Request::post(
+            "/orders",
+            mug_order(Some("pm_card_visa")),
+            &format!("create-{op}"),
+        );
+
+        let (status, order) = killed_inside(&mut app, op, &create).await;
+
+        assert_eq!(
+            (status, order["status"].as_str()),
+            (201, Some("confirmed")),
+            "{op}: {order}"
+        );
+        assert_invariants(&app, &id_of(&order)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_fulfillment_killed_inside_each_compensation_fails_the_order_whole() {
+    let mut app = TestApp::spawn().await;
+    for op in ["refund", "release"] {
+        app.inject(
+            json!({"service": "fulfillment", "operation": "create", "status": 422, "times": 1}),
+        );
+        let create = Request::post(
+            "/orders",
+            mug_order(Some("pm_card_visa")),
+            &format!("refused-{op}"),
+        );
+
+        let (status, order) = killed_inside(&mut app, op, &create).await;
+
+        assert_eq!(
+            (status, order["status"].as_str()),
+            (201, Some("failed")),
+            "{op}: {order}"
+        );
+        assert_eq!(order["failure"]["code"], "fulfillment_refused");
+        assert_eq!(
+            order["refunded_amount"], order["captured_amount"],
+            "{op}: {order}"
+        );
+        assert_invariants(&app, &id_of(&order)).await;
+    }
+}
+
+#[tokio::test]
+async fn paying_a_draft_killed_inside_each_step_confirms_once() {
+    let mut app = TestApp::spawn().await;
+    for op in ["charge", "commit", "create"] {
+        let (status, draft) = app.create(&mug_order(None)).await;
+        assert_eq!((status, draft["status"].as_str()), (201, Some("draft")));
+        let path = format!("/orders/{}/payments", id_of(&draft));
+        let pay = Request::post(
+            path,
+            json!({"method": "pm_card_visa"}),
+            &format!("pay-{op}"),
+        );
+
+        let (status, order) = killed_inside(&mut app, op, &pay).await;
+
+        assert_eq!(
+            (status, order["status"].as_str()),
+            (200, Some("confirmed")),
+            "{op}: {order}"
+        );
+        assert_invariants(&app, &id_of(&order)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_killed_inside_each_step_refunds_and_releases_once() {
+    let mut app = TestApp::spawn().await;
+    for op in ["cancel", "release", "refund"] {
+        let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+        let path = format!("/orders/{}/cancel", id_of(&order));
+        let cancel = Request::post(
+            path,
+            json!({"reason": "changed mind"}),
+            &format!("cancel-{op}"),
+        );
+
+        let (status, cancelled) = killed_inside(&mut app, op, &cancel).await;
+
+        assert_eq!(
+            (status, cancelled["status"].as_str()),
+            (200, Some("cancelled")),
+            "{op}: {cancelled}"
+        );
+        assert_eq!(cancelled["refunded_amount"], order["total_amount"]);
+        assert_invariants(&app, &id_of(&order)).await;
+    }
+}
+
+#[tokio::test]
+async fn cancelling_items_killed_inside_each_step_gives_back_those_units_once() {
+    let mut app = TestApp::spawn().await;
+    for op in ["release", "refund"] {
+        let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+        let path = format!("/orders/{}/cancel-items", id_of(&order));
+        let units = json!({"items": [{"item_id": 1, "quantity": 1}]});
+        let cancel = Request::post(path, units, &format!("cancel-items-{op}"));
+
+        let (status, after) = killed_inside(&mut app, op, &cancel).await;
+
+        assert_eq!(status, 200, "{op}: {after}");
+        assert_eq!(after["items"][0]["cancelled_quantity"], 1);
+        // 2 x 50.00, discount 10.00, tax 8.10: one unit gives back 50.00 - 5.00 + 4.05.
+        assert_eq!(after["refunded_amount"], "49.05");
+        assert_invariants(&app, &id_of(&order)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_received_return_killed_inside_each_step_restocks_and_refunds_once() {
+    let mut app = TestApp::spawn().await;
+    for op in ["restock", "refund"] {
+        let order = delivered_order(&app, &mug_order(Some("pm_card_visa"))).await;
+        let id = id_of(&order);
+        let items = json!({"items": [{"item_id": 1, "quantity": 1}]});
+        let (status, requested, _) = app
+            .post(&format!("/orders/{id}/returns"), &items, None)
+            .await;
+        assert_eq!(status, 201, "{requested}");
+        let return_id = requested["return_id"].as_str().unwrap();
+        let path = format!("/orders/{id}/returns/{return_id}/receive");
+        let receive = Request::post(path, json!({}), &format!("receive-{op}"));
+
+        let (status, after) = killed_inside(&mut app, op, &receive).await;
+
+        assert_eq!(status, 200, "{op}: {after}");
+        assert_eq!(after["refunded_amount"], "49.05");
+        let (_, returns) = app.get(&format!("/orders/{id}/returns")).await;
+        assert_eq!(returns["returns"][0]["status"], "refunded");
+        let restocks = app
+            .ledger()
+            .restocks
+            .iter()
+            .filter(|r| r.order_id == id)
+            .count();
+        assert_eq!(restocks, 1, "{op}");
+        assert_invariants(&app, &id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refund_of_items_killed_inside_its_refund_refunds_once() {
+    let mut app = TestApp::spawn().await;
+    let order = delivered_order(&app, &mug_order(Some("pm_card_visa"))).await;
+    let id = id_of(&order);
+    let units = json!({"items": [{"item_id": 1, "quantity": 2}], "reason": "damaged"});
+    let refund = Request::post(format!("/orders/{id}/refund-items"), units, "refund-items");
+
+    let (status, after) = killed_inside(&mut app, "refund", &refund).await;
+
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["refunded_amount"], "98.10");
+    assert_invariants(&app, &id).await;
+}
