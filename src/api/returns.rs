@@ -155,10 +155,14 @@ async fn receive_return(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Reply, ApiError> {
-    // A receipt carries nothing; a body, when sent, must still be a valid one.
+    // A receipt carries nothing (no body, or `null`); a body, when sent, must still
+    // be a valid one.
     let body = match bytes.is_empty() {
         true => JsonBody(json!({})),
-        false => JsonBody::from_bytes(&headers, &bytes)?,
+        false => match JsonBody::from_bytes(&headers, &bytes)? {
+            JsonBody(Value::Null) => JsonBody(json!({})),
+            body => body,
+        },
     };
     return_command(state, id, return_id, headers, body, "receive_return").await
 }
