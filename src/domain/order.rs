@@ -162,6 +162,13 @@ impl NewOrder {
                     "items",
                     format!("the order total must be at most {}", Money::MAX),
                 ));
+            } else if self.total() == Some(Money::ZERO) {
+                // The payment service charges no zero amount, so such an order could
+                // never be paid.
+                errors.push(FieldError::new(
+                    "items",
+                    "the order total must be more than 0.00",
+                ));
             }
         }
         errors
