@@ -48,7 +48,10 @@ struct ReturnBody {
     #[schema(min_items = 1, max_items = 200)]
     items: Vec<ReturnItem>,
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
@@ -125,7 +128,10 @@ async fn request_return(
 #[schema(as = ReturnCommandRequest)]
 struct ReturnCommandBody {
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
