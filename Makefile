@@ -1,17 +1,22 @@
 # One release profile for everything: the tests start the same binary `make run` uses.
 CARGO ?= cargo
 
-.PHONY: setup run test bench bench-analytics chaos lint fmt
+PYTHON ?= python3
+
+.PHONY: setup run test api-check bench bench-analytics chaos lint fmt
 
 # `make chaos`: a seeded run; CI runs a short one (see .ci/run).
 SEED ?= 1
 ORDERS ?= 400
 MINUTES ?= 10
 
-## Install the pinned restate-server (npm, with its lockfile) and build every crate
-## of the workspace once (service, simulator, bench, tests).
+## Install the pinned restate-server (npm, with its lockfile), schemathesis (PyPI,
+## pinned, into .venv) and build every crate of the workspace once (service,
+## simulator, bench, tests).
 setup:
 	npm ci --no-audit --no-fund
+	$(PYTHON) -m venv .venv
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
 	$(CARGO) build --release --workspace --all-targets
 
 ## The embedded default: private PostgreSQL, restate-server, simulator, service.
@@ -21,6 +26,10 @@ run:
 ## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README).
 test:
 	$(CARGO) test --release --workspace
+
+## The running service against its OpenAPI document, with schemathesis (see README).
+api-check:
+	$(CARGO) test --release --test api schemathesis
 
 ## Load figures for create-order and get-order beside the two references.
 bench:

@@ -141,6 +141,9 @@ const FREE_TEXT: [&str; 5] = [
     "metadata",
 ];
 
+/// The largest whole number an `f64` holds exactly (2^53).
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
 /// Enough to fix a request; a body full of NULs does not get a huge answer.
 const MAX_PROBLEMS: usize = 20;
 
@@ -209,6 +212,13 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON has one kind of number, and to JSON Schema (so to the OpenAPI
+        // document) `2.0` is the integer 2: a whole number is read as one, so that
+        // `"quantity": 2.0` is taken. Free text (metadata, addresses) keeps what
+        // was sent.
+        if !self.free_text && v.fract() == 0.0 && v.abs() <= MAX_EXACT_INTEGER {
+            return Ok((v as i64).into());
+        }
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 
@@ -263,6 +273,15 @@ mod tests {
         let text = r#"{"a":[1,-2,1.5,"x",null,true,{"b":{}}],"c":18446744073709551615}"#;
         let expected: Value = serde_json::from_str(text).unwrap();
         assert_eq!(parse_body(text.as_bytes()).unwrap(), expected);
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_except_in_free_text() {
+        let body = r#"{"items":[{"quantity":2.0,"item_id":1e1}],"metadata":{"w":2.0},"x":2.5}"#;
+        assert_eq!(
+            parse_body(body.as_bytes()).unwrap(),
+            json!({"items": [{"quantity": 2, "item_id": 10}], "metadata": {"w": 2.0}, "x": 2.5})
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub fn router() -> Router<ApiState> {
 #[schema(as = CancelRequest)]
 struct CancelBody {
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
@@ -88,7 +91,10 @@ pub(super) struct ItemsBody {
     #[schema(min_items = 1, max_items = 200)]
     pub items: Vec<ItemQuantity>,
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::sync::LazyLock;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApiVersion, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -101,8 +101,8 @@ async fn serve() -> impl IntoResponse {
 }
 
 /// What every operation shares and its attribute does not repeat: the bearer
-/// token where the authentication layer asks for one, and the refusals of the
-/// body reader wherever there is a body.
+/// token where the authentication layer asks for one, the refusals of the body
+/// reader wherever there is a body, and query parameters that may be given empty.
 struct Conventions;
 
 impl Modify for Conventions {
@@ -133,6 +133,10 @@ impl Modify for Conventions {
                 if operation.request_body.is_some() {
                     body_refusals(operation);
                 }
+                let parameters = operation.parameters.iter_mut().flatten();
+                parameters
+                    .filter(|p| p.parameter_in == ParameterIn::Query)
+                    .for_each(allow_empty);
             }
         }
     }
@@ -160,6 +164,13 @@ fn secure(operation: &mut Operation) {
         )
         .into(),
     );
+}
+
+/// Every handler reads a query parameter that is empty (or blank) as one not
+/// given: OpenAPI's `allowEmptyValue`, which utoipa's `Parameter` has no field for.
+fn allow_empty(parameter: &mut Parameter) {
+    let extensions = parameter.extensions.get_or_insert_with(Default::default);
+    extensions.insert("allowEmptyValue".into(), true.into());
 }
 
 fn body_refusals(operation: &mut Operation) {

@@ -155,7 +155,11 @@ async fn retry_all(
 #[schema(as = ResolveRequest)]
 struct ResolveBody {
     /// How the operator settled what the order owed.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     reason: String,
 }
 
@@ -184,8 +188,8 @@ async fn resolve(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let (_, body) = read_request(body, |b: &ResolveBody| {
-        let length = b.reason.trim().chars().count();
-        match (1..=500).contains(&length) {
+        let blank = b.reason.trim().is_empty();
+        match !blank && b.reason.chars().count() <= 500 {
             true => vec![],
             false => vec![FieldError::new("reason", "must be 1 to 500 characters")],
         }
@@ -285,10 +289,11 @@ fn stuck_filter(params: &HashMap<String, String>) -> Result<StuckFilter, ApiErro
         }
     });
     let mut text = |name: &str| {
-        let value = params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        if value.is_some_and(|v| v.chars().count() > 200) {
+        let given = params.get(name);
+        if given.is_some_and(|v| v.chars().count() > 200) {
             errors.push(FieldError::new(name, "must be at most 200 characters"));
         }
+        let value = given.map(|v| v.trim()).filter(|v| !v.is_empty());
         value.map(str::to_owned)
     };
     let (step, error) = (text("step"), text("error"));

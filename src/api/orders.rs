@@ -12,7 +12,7 @@ use super::openapi::shapes::{AcceptedOrder, IdempotencyKey, ListQuery};
 use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::{Caller, Reach};
-use crate::domain::{FieldError, NewOrder, NewPayment, OrderStatus, OrderView};
+use crate::domain::{FieldError, Money, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, EditEntry, ListFilter, OrderPage, StatusHistoryEntry};
 use crate::workflows::{PayRequest, Rested, StatusRequest, ORDER_OBJECT};
@@ -123,7 +123,7 @@ async fn create_order(
         (status = 402, description = "`payment_declined`: the payment was declined; the order stays a draft and may be paid again.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid_transition`: only a draft can be paid.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`); `amount`, when given, must equal the amount due.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the fields at fault in `errors`); `amount`, when given, must equal the amount due; a draft that owes nothing (every unit left is free) cannot be charged.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -138,6 +138,13 @@ async fn pay_order(
 ) -> Result<Reply, ApiError> {
     let (request, payment) = read_request(body, |p: &NewPayment| p.validate(""))?;
     let order = existing(&state, &caller, id).await?;
+    // A draft whose every unit left is free: the payment service charges no zero.
+    if order.status == OrderStatus::Draft && order.amount_due() == Money::ZERO {
+        let message = "the order owes nothing (0.00): there is nothing to charge";
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "amount", message,
+        )]));
+    }
     if payment.amount.is_some_and(|a| a != order.amount_due()) {
         let message = format!("must equal the amount due {}", order.amount_due());
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -160,7 +167,10 @@ async fn pay_order(
 struct StatusBody {
     status: OrderStatus,
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 

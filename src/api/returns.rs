@@ -48,7 +48,10 @@ struct ReturnBody {
     #[schema(min_items = 1, max_items = 200)]
     items: Vec<ReturnItem>,
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
@@ -125,7 +128,10 @@ async fn request_return(
 #[schema(as = ReturnCommandRequest)]
 struct ReturnCommandBody {
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
@@ -155,10 +161,14 @@ async fn receive_return(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Reply, ApiError> {
-    // A receipt carries nothing; a body, when sent, must still be a valid one.
+    // A receipt carries nothing (no body, or `null`); a body, when sent, must still
+    // be a valid one.
     let body = match bytes.is_empty() {
         true => JsonBody(json!({})),
-        false => JsonBody::from_bytes(&headers, &bytes)?,
+        false => match JsonBody::from_bytes(&headers, &bytes)? {
+            JsonBody(Value::Null) => JsonBody(json!({})),
+            body => body,
+        },
     };
     return_command(state, id, return_id, headers, body, "receive_return").await
 }

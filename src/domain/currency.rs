@@ -49,12 +49,12 @@ impl fmt::Display for Currency {
     }
 }
 
-/// Three upper-case letters; which codes are known is for the service to say.
+/// One of the codes the service knows, listed.
 impl PartialSchema for Currency {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some("^[A-Z]{3}$"))
+            .enum_values(Some(ISO_4217.iter().copied()))
             .description(Some("An active ISO 4217 currency code, upper case."))
             .examples(["USD"])
             .into()

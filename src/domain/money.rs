@@ -137,9 +137,9 @@ impl<'de> Deserialize<'de> for Money {
 }
 
 /// What an answer's amount looks like: always two fraction digits.
-pub const ANSWER_PATTERN: &str = r"^\d{1,11}\.\d{2}$";
+pub const ANSWER_PATTERN: &str = r"^[0-9]{1,11}\.[0-9]{2}$";
 /// What a request's amount may look like: none, one or two fraction digits.
-pub const REQUEST_PATTERN: &str = r"^\d{1,11}(\.\d{1,2})?$";
+pub const REQUEST_PATTERN: &str = r"^[0-9]{1,11}(\.[0-9]{1,2})?$";
 
 /// The schema of an amount in an answer (`"19.90"`).
 impl PartialSchema for Money {

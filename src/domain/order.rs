@@ -46,16 +46,19 @@ pub struct NewOrder {
     #[schema(value_type = MoneyInput)]
     pub shipping_amount: Money,
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::api::openapi::shapes::FreeObject)]
     pub shipping_address: Value,
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::api::openapi::shapes::FreeObject)]
     pub billing_address: Value,
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub notes: Option<String>,
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::api::openapi::shapes::FreeObject)]
     pub metadata: Value,
     #[serde(default)]
     pub payment: Option<NewPayment>,
@@ -66,9 +69,17 @@ pub struct NewOrder {
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
     pub product_id: Uuid,
-    #[schema(max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub product_sku: String,
-    #[schema(max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub product_name: String,
     pub warehouse_id: Uuid,
     #[schema(minimum = 1, maximum = 100_000)]
@@ -87,7 +98,11 @@ pub struct NewItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPayment {
-    #[schema(max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub method: String,
     /// When given, it must equal what the order asks.
     #[serde(default)]
@@ -103,8 +118,7 @@ impl NewPayment {
     /// Field errors of a payment, with `prefix` naming where it sits in the request.
     pub fn validate(&self, prefix: &str) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        let method = self.method.trim();
-        if method.is_empty() || method.len() > 100 {
+        if self.method.trim().is_empty() || self.method.chars().count() > 100 {
             errors.push(FieldError::new(
                 format!("{prefix}method"),
                 "must be a non-empty string of at most 100 characters",
@@ -162,6 +176,13 @@ impl NewOrder {
                     "items",
                     format!("the order total must be at most {}", Money::MAX),
                 ));
+            } else if self.total() == Some(Money::ZERO) {
+                // The payment service charges no zero amount, so such an order could
+                // never be paid.
+                errors.push(FieldError::new(
+                    "items",
+                    "the order total must be more than 0.00",
+                ));
             }
         }
         errors
@@ -182,13 +203,13 @@ impl NewOrder {
 impl NewItem {
     fn validate(&self, prefix: &str, errors: &mut Vec<FieldError>) {
         let field = |name: &str| format!("{prefix}{name}");
-        if self.product_sku.trim().is_empty() || self.product_sku.len() > 100 {
+        if self.product_sku.trim().is_empty() || self.product_sku.chars().count() > 100 {
             errors.push(FieldError::new(
                 field("product_sku"),
                 "must be a non-empty string of at most 100 characters",
             ));
         }
-        if self.product_name.trim().is_empty() || self.product_name.len() > 255 {
+        if self.product_name.trim().is_empty() || self.product_name.chars().count() > 255 {
             errors.push(FieldError::new(
                 field("product_name"),
                 "must be a non-empty string of at most 255 characters",

@@ -47,7 +47,10 @@ pub struct ReturnItem {
     #[schema(minimum = 1, maximum = 100_000)]
     pub quantity: i64,
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 

@@ -53,10 +53,13 @@ impl Cursor {
             .collect::<Option<Vec<u8>>>()?;
         let raw = String::from_utf8(bytes).ok()?;
         let (micros, id) = raw.split_once('|')?;
-        Some(Cursor {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        let cursor = Cursor {
+            // No order was made before 1970.
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok().filter(|m| *m >= 0)?)?,
             id: id.parse().ok()?,
-        })
+        };
+        // Only the token `encode` makes, which the document's pattern describes.
+        (cursor.encode() == token).then_some(cursor)
     }
 }
 
@@ -166,8 +169,14 @@ mod tests {
             created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
             id: Uuid::new_v4(),
         };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        let (token, simple) = (c.encode(), c.id.simple().to_string());
+        assert_eq!(Cursor::decode(&token), Some(c));
         assert_eq!(Cursor::decode("zz"), None);
         assert_eq!(Cursor::decode("abc"), None);
+        // Only the canonical token: not upper-case hex, not a simple-form id.
+        assert_eq!(Cursor::decode(&token.to_uppercase()), None);
+        let simple = format!("{}|{simple}", 1_764_000_000_123_456i64);
+        let hex: String = simple.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(Cursor::decode(&hex), None);
     }
 }

@@ -22,6 +22,7 @@ mod queries;
 mod registration;
 mod returns;
 mod saga_core;
+mod schemathesis;
 mod status;
 mod traces;
 mod validation;

@@ -5,8 +5,11 @@
 use crate::domain::{OrderStatus, OrderView, Return};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
 /// What a create answers with `202` before the order is even in the read model.
@@ -141,7 +144,10 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
-    #[param(max_length = 200)]
+    #[param(
+        max_length = 200,
+        pattern = r"^(30|3[1-9](3[0-9]){0,17})7c(3[0-9]|6[1-6]){8}2d(3[0-9]|6[1-6]){4}2d(3[0-9]|6[1-6]){4}2d(3[0-9]|6[1-6]){4}2d(3[0-9]|6[1-6]){12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -164,12 +170,63 @@ pub struct StuckQuery {
     /// number with `s`, `m`, `h` or `d`, at most a year; `ORDER_STUCK_AFTER_SECS`
     /// when not given. Invocations backing off or paused are listed whatever
     /// their age.
-    #[param(pattern = r"^\d+[smhd]?$", example = "5m")]
+    // The pattern spells out "at most a year" in each unit: 31622400 s, 527040 m,
+    // 8784 h, 366 d.
+    #[param(
+        pattern = r"^(0*([0-9]{1,7}|[12][0-9]{7}|30[0-9]{6}|31[0-5][0-9]{5}|316[01][0-9]{4}|3162[01][0-9]{3}|31622[0-3][0-9]{2}|31622400)s?|0*([0-9]{1,5}|[1-4][0-9]{5}|5[01][0-9]{4}|52[0-6][0-9]{3}|5270[0-3][0-9]|527040)m|0*([0-9]{1,3}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h|0*([0-9]{1,2}|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$",
+        example = "5m"
+    )]
     pub older_than: Option<String>,
     /// Only this saga step, e.g. `charge_payment`.
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub step: Option<String>,
     /// Only orders whose last error contains this, in any case.
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub error: Option<String>,
+}
+
+/// A string as the body reader takes it outside free text: no control character.
+const TEXT: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+/// A string of free text: line breaks and tabs, but no other control character.
+const FREE_TEXT: &str = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+
+/// An object of free text (an address, metadata): any JSON, whose keys hold no
+/// control character and whose strings are free text, as the body reader takes it.
+pub struct FreeObject;
+
+impl PartialSchema for FreeObject {
+    fn schema() -> RefOr<Schema> {
+        let key = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(TEXT));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(key))
+            .additional_properties(Some(Ref::from_schema_name("FreeValue")))
+            .into()
+    }
+}
+
+impl ToSchema for FreeObject {
+    fn name() -> Cow<'static, str> {
+        "FreeObject".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(FREE_TEXT));
+        let scalar = |t: Type| ObjectBuilder::new().schema_type(t);
+        let value = OneOfBuilder::new()
+            .description(Some(
+                "A value of free text: any JSON, its strings free text.",
+            ))
+            .item(text)
+            .item(scalar(Type::Number))
+            .item(scalar(Type::Boolean))
+            .item(scalar(Type::Null))
+            .item(ArrayBuilder::new().items(Ref::from_schema_name("FreeValue")))
+            .item(Ref::from_schema_name("FreeObject"));
+        schemas.push(("FreeValue".into(), value.into()));
+    }
 }
