@@ -137,15 +137,18 @@ impl DevStack {
             }
             (None, None) => unreachable!("the plan starts PostgreSQL when no DSN is set"),
         };
-        let (ingress_url, admin_url) = match (
-            &config.restate_ingress_url,
-            &config.restate_admin_url,
+        let (ingress_urls, admin_urls) = match (
+            &config.restate_ingress_urls,
+            &config.restate_admin_urls,
             plan.restate,
         ) {
             (Some(ingress), Some(admin), _) => (ingress.clone(), admin.clone()),
             (_, _, Some(settings)) => {
                 let server = RestateServer::start(&settings).await?;
-                let urls = (server.ingress_url.clone(), server.admin_url.clone());
+                let urls = (
+                    vec![server.ingress_url.clone()],
+                    vec![server.admin_url.clone()],
+                );
                 self.restate = Some(Watched::new(server));
                 urls
             }
@@ -164,8 +167,8 @@ impl DevStack {
         };
         Ok(Backends {
             database_dsn,
-            ingress_url,
-            admin_url,
+            ingress_urls,
+            admin_urls,
             downstream,
         })
     }
@@ -214,7 +217,7 @@ impl DevStack {
             EngineKind::Restate => {
                 let watched = self.restate.as_mut().expect("a watched restate-server");
                 restart(watched, death.status).await?;
-                let admin = Admin::new(&watched.engine.admin_url);
+                let admin = Admin::new(&[&watched.engine.admin_url]);
                 // The deployment is kept in restate's data dir, so it is usually there.
                 let endpoint_url = &service.endpoint_url;
                 if !matches!(admin.has_deployment(endpoint_url).await, Ok(true)) {
@@ -253,7 +256,7 @@ fn plan(config: &Config) -> anyhow::Result<Plan> {
         Some(_) => None,
         None => Some((config.data_dir.join("postgres"), free_port()?)),
     };
-    let restate = match (&config.restate_ingress_url, &config.restate_admin_url) {
+    let restate = match (&config.restate_ingress_urls, &config.restate_admin_urls) {
         (Some(_), Some(_)) => None,
         _ => Some(RestateSettings {
             bin: restate_server::find_binary(config.restate_server_bin.as_deref())?,

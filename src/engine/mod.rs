@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod endpoint;
 pub mod ingress;
+pub mod nodes;
 #[cfg(feature = "dev")]
 pub mod postgres;
 #[cfg(feature = "dev")]

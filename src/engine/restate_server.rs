@@ -175,7 +175,7 @@ async fn spawn(settings: &RestateSettings, append_log: bool) -> anyhow::Result<C
     let ready = async {
         // The admin API may answer from another copy's server on that port: the
         // check of who listens tells.
-        let admin = super::admin::Admin::new(&admin_url);
+        let admin = super::admin::Admin::new(&[&admin_url]);
         let start = std::time::Instant::now();
         while !admin.healthy().await {
             if let Some(status) = child.try_wait()? {
