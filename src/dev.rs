@@ -264,6 +264,7 @@ fn plan(config: &Config) -> anyhow::Result<Plan> {
             ingress_port: config.restate_ingress_port,
             admin_port: config.restate_admin_port,
             node_port: config.restate_node_port,
+            cluster: None,
         }),
     };
     Ok(Plan {
@@ -302,7 +303,7 @@ fn ports(config: &Config, plan: &Plan) -> Vec<PortUse> {
 }
 
 /// A child process `dev` restarts when it dies.
-trait Engine {
+pub(crate) trait Engine {
     const NAME: &'static str;
     async fn restart(&mut self) -> anyhow::Result<()>;
     fn log_path(&self) -> PathBuf;
@@ -329,14 +330,14 @@ impl Engine for PrivateCluster {
 }
 
 /// A child with its count of restarts in a row.
-struct Watched<E> {
-    engine: E,
+pub(crate) struct Watched<E> {
+    pub(crate) engine: E,
     restarts: u32,
     since: Instant,
 }
 
 impl<E> Watched<E> {
-    fn new(engine: E) -> Self {
+    pub(crate) fn new(engine: E) -> Self {
         Watched {
             engine,
             restarts: 0,
@@ -347,7 +348,10 @@ impl<E> Watched<E> {
 
 /// Starts a dead child again, with a growing pause, unless it already died
 /// [`MAX_RESTARTS`] times in a row.
-async fn restart<E: Engine>(watched: &mut Watched<E>, status: String) -> anyhow::Result<()> {
+pub(crate) async fn restart<E: Engine>(
+    watched: &mut Watched<E>,
+    status: String,
+) -> anyhow::Result<()> {
     if watched.since.elapsed() >= STABLE_AFTER {
         watched.restarts = 0;
     }
@@ -381,7 +385,7 @@ async fn restart<E: Engine>(watched: &mut Watched<E>, status: String) -> anyhow:
     }
 }
 
-fn describe(status: std::io::Result<ExitStatus>) -> String {
+pub(crate) fn describe(status: std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(status) => status.to_string(),
         Err(e) => format!("cannot tell how it stopped: {e}"),

@@ -32,6 +32,7 @@ pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
         ingress_port: free_port().unwrap(),
         admin_port: free_port().unwrap(),
         node_port: free_port().unwrap(),
+        cluster: None,
     }
 }
 
