@@ -1,7 +1,7 @@
 # One release profile for everything: the tests start the same binary `make run` uses.
 CARGO ?= cargo
 
-.PHONY: setup run test bench bench-analytics lint fmt
+.PHONY: setup run cluster test bench bench-analytics lint fmt
 
 ## Install the pinned restate-server (npm, with its lockfile) and build every crate
 ## of the workspace once (service, simulator, bench, tests).
@@ -12,6 +12,10 @@ setup:
 ## The embedded default: private PostgreSQL, restate-server, simulator, service.
 run:
 	$(CARGO) run --release -- dev
+
+## The same with a 3-node Restate cluster and two service replicas behind it.
+cluster:
+	$(CARGO) run --release -- cluster
 
 ## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README).
 test:
