@@ -125,3 +125,139 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
         "{order}"
     );
 }
+
+/// `order-service cluster`: three nodes and two replicas come up, each replica
+/// creates orders, and SIGTERM stops all of it.
+#[tokio::test]
+async fn the_cluster_command_serves_two_replicas_and_stops_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db_name = format!("order_cluster_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let dsn = match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db_name}"),
+        None => unreachable!("a DSN with a database"),
+    };
+    let dir = std::env::temp_dir().join(format!("order-cluster-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::File::create(dir.join("cluster.log")).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-service"));
+    cmd.arg("cluster")
+        .env("ORDER_DATA_DIR", &dir)
+        .env("ORDER_DATABASE_DSN", &dsn);
+    for var in [
+        "ORDER_HTTP_PORT",
+        "ORDER_GRPC_PORT",
+        "ORDER_RESTATE_ENDPOINT_PORT",
+        "ORDER_RESTATE_INGRESS_PORT",
+        "ORDER_RESTATE_ADMIN_PORT",
+        "ORDER_RESTATE_NODE_PORT",
+        "ORDER_SIM_PORT",
+    ] {
+        cmd.env(var, "0");
+    }
+    for var in ["ORDER_RESTATE_INGRESS_URL", "ORDER_RESTATE_ADMIN_URL"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+        .await
+        .expect("ready in time")
+        .unwrap()
+        .unwrap_or_default();
+    let replicas: Vec<&str> = ready.split(' ').skip(1).collect();
+    assert!(
+        ready.starts_with("ready ") && replicas.len() == 2,
+        "{ready}; see {}",
+        dir.join("cluster.log").display()
+    );
+
+    let http = reqwest::Client::new();
+    for replica in &replicas {
+        let url = format!("{replica}/api/v1/orders");
+        let created = http
+            .post(&url)
+            .json(&mug_order(Some("pm_card_visa")))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(created.status().as_u16(), 201 | 202));
+        let order: serde_json::Value = created.json().await.unwrap();
+        let id = order["id"].as_str().unwrap();
+        let start = Instant::now();
+        loop {
+            let read: serde_json::Value = http
+                .get(format!("{url}/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            if read["status"] == "confirmed" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{read}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let text = without_colours(&std::fs::read_to_string(dir.join("cluster.log")).unwrap());
+    let pids: Vec<u32> = text
+        .split("pid=")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .filter_map(|pid| pid.parse::<u32>().ok())
+        .collect();
+    assert_eq!(pids.len(), 3, "the log names the three nodes' pids");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "restate node {pid} still runs"
+        );
+    }
+
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+}
+
+/// `text` without the terminal colour sequences of the log.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
