@@ -3,7 +3,7 @@ CARGO ?= cargo
 
 PYTHON ?= python3
 
-.PHONY: setup run test api-check bench bench-analytics chaos lint fmt
+.PHONY: setup run cluster test api-check bench bench-analytics chaos lint fmt
 
 # `make chaos`: a seeded run; CI runs a short one (see .ci/run).
 SEED ?= 1
@@ -22,6 +22,10 @@ setup:
 ## The embedded default: private PostgreSQL, restate-server, simulator, service.
 run:
 	$(CARGO) run --release -- dev
+
+## The same with a 3-node Restate cluster and two service replicas behind it.
+cluster:
+	$(CARGO) run --release -- cluster
 
 ## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README).
 test:

@@ -56,8 +56,11 @@ pub struct Config {
     pub restate_endpoint_port: u16,
     /// The URL restate-server uses to reach this service's endpoint.
     pub restate_endpoint_url: Option<String>,
-    pub restate_ingress_url: Option<String>,
-    pub restate_admin_url: Option<String>,
+    /// `ORDER_RESTATE_INGRESS_URL`: one URL, or one per node of a cluster separated
+    /// by commas (used in that order, the next when one stops answering).
+    pub restate_ingress_urls: Option<Vec<String>>,
+    /// `ORDER_RESTATE_ADMIN_URL`: the same, for the admin API.
+    pub restate_admin_urls: Option<Vec<String>>,
     pub restate_ingress_port: u16,
     pub restate_admin_port: u16,
     pub restate_node_port: u16,
@@ -126,8 +129,8 @@ impl Config {
             grpc_port: env.parse("ORDER_GRPC_PORT", 9004)?,
             restate_endpoint_port: env.parse("ORDER_RESTATE_ENDPOINT_PORT", 9080)?,
             restate_endpoint_url: env.url("ORDER_RESTATE_ENDPOINT_URL")?,
-            restate_ingress_url: env.url("ORDER_RESTATE_INGRESS_URL")?,
-            restate_admin_url: env.url("ORDER_RESTATE_ADMIN_URL")?,
+            restate_ingress_urls: env.url_list("ORDER_RESTATE_INGRESS_URL")?,
+            restate_admin_urls: env.url_list("ORDER_RESTATE_ADMIN_URL")?,
             restate_ingress_port: env.parse("ORDER_RESTATE_INGRESS_PORT", 8080)?,
             restate_admin_port: env.parse("ORDER_RESTATE_ADMIN_PORT", 9070)?,
             restate_node_port: env.parse("ORDER_RESTATE_NODE_PORT", 5122)?,
@@ -324,6 +327,20 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             })
     }
 
+    /// One URL or several separated by commas, each a full URL, none twice.
+    fn url_list(&self, var: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(None);
+        };
+        crate::engine::nodes::parse_list(&v)
+            .map(Some)
+            .map_err(|reason| ConfigError {
+                var,
+                value: v,
+                reason,
+            })
+    }
+
     fn url(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
         let Some(v) = self.string(var) else {
             return Ok(None);
@@ -469,6 +486,40 @@ mod tests {
                 e.to_string().contains(var) && e.to_string().contains("off"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn restate_urls_take_one_url_or_a_list() {
+        let c = with(&[
+            ("ORDER_RESTATE_INGRESS_URL", "http://127.0.0.1:8080/"),
+            (
+                "ORDER_RESTATE_ADMIN_URL",
+                "http://n1:9070, http://n2:9070 ,http://n3:9070",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.restate_ingress_urls.unwrap(), ["http://127.0.0.1:8080"]);
+        assert_eq!(
+            c.restate_admin_urls.unwrap(),
+            ["http://n1:9070", "http://n2:9070", "http://n3:9070"]
+        );
+        assert!(with(&[]).unwrap().restate_ingress_urls.is_none());
+        for (bad, says) in [
+            (
+                "http://n1:8080,,http://n2:8080",
+                "entry 2 of the comma-separated list is empty",
+            ),
+            ("http://n1:8080,n2:8080", "must be a full URL"),
+            ("http://n1:8080,http://n1:8080/", "listed twice"),
+        ] {
+            for var in ["ORDER_RESTATE_INGRESS_URL", "ORDER_RESTATE_ADMIN_URL"] {
+                let e = with(&[(var, bad)]).unwrap_err().to_string();
+                assert!(
+                    e.starts_with(&format!("invalid {var}=")) && e.contains(says),
+                    "{e}"
+                );
+            }
         }
     }
 

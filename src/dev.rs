@@ -137,15 +137,18 @@ impl DevStack {
             }
             (None, None) => unreachable!("the plan starts PostgreSQL when no DSN is set"),
         };
-        let (ingress_url, admin_url) = match (
-            &config.restate_ingress_url,
-            &config.restate_admin_url,
+        let (ingress_urls, admin_urls) = match (
+            &config.restate_ingress_urls,
+            &config.restate_admin_urls,
             plan.restate,
         ) {
             (Some(ingress), Some(admin), _) => (ingress.clone(), admin.clone()),
             (_, _, Some(settings)) => {
                 let server = RestateServer::start(&settings).await?;
-                let urls = (server.ingress_url.clone(), server.admin_url.clone());
+                let urls = (
+                    vec![server.ingress_url.clone()],
+                    vec![server.admin_url.clone()],
+                );
                 self.restate = Some(Watched::new(server));
                 urls
             }
@@ -164,8 +167,8 @@ impl DevStack {
         };
         Ok(Backends {
             database_dsn,
-            ingress_url,
-            admin_url,
+            ingress_urls,
+            admin_urls,
             downstream,
         })
     }
@@ -214,7 +217,7 @@ impl DevStack {
             EngineKind::Restate => {
                 let watched = self.restate.as_mut().expect("a watched restate-server");
                 restart(watched, death.status).await?;
-                let admin = Admin::new(&watched.engine.admin_url);
+                let admin = Admin::new(&[&watched.engine.admin_url]);
                 // The deployment is kept in restate's data dir, so it is usually there.
                 let endpoint_url = &service.endpoint_url;
                 if !matches!(admin.has_deployment(endpoint_url).await, Ok(true)) {
@@ -253,7 +256,7 @@ fn plan(config: &Config) -> anyhow::Result<Plan> {
         Some(_) => None,
         None => Some((config.data_dir.join("postgres"), free_port()?)),
     };
-    let restate = match (&config.restate_ingress_url, &config.restate_admin_url) {
+    let restate = match (&config.restate_ingress_urls, &config.restate_admin_urls) {
         (Some(_), Some(_)) => None,
         _ => Some(RestateSettings {
             bin: restate_server::find_binary(config.restate_server_bin.as_deref())?,
@@ -261,6 +264,7 @@ fn plan(config: &Config) -> anyhow::Result<Plan> {
             ingress_port: config.restate_ingress_port,
             admin_port: config.restate_admin_port,
             node_port: config.restate_node_port,
+            cluster: None,
         }),
     };
     Ok(Plan {
@@ -299,7 +303,7 @@ fn ports(config: &Config, plan: &Plan) -> Vec<PortUse> {
 }
 
 /// A child process `dev` restarts when it dies.
-trait Engine {
+pub(crate) trait Engine {
     const NAME: &'static str;
     async fn restart(&mut self) -> anyhow::Result<()>;
     fn log_path(&self) -> PathBuf;
@@ -326,14 +330,14 @@ impl Engine for PrivateCluster {
 }
 
 /// A child with its count of restarts in a row.
-struct Watched<E> {
-    engine: E,
+pub(crate) struct Watched<E> {
+    pub(crate) engine: E,
     restarts: u32,
     since: Instant,
 }
 
 impl<E> Watched<E> {
-    fn new(engine: E) -> Self {
+    pub(crate) fn new(engine: E) -> Self {
         Watched {
             engine,
             restarts: 0,
@@ -344,7 +348,10 @@ impl<E> Watched<E> {
 
 /// Starts a dead child again, with a growing pause, unless it already died
 /// [`MAX_RESTARTS`] times in a row.
-async fn restart<E: Engine>(watched: &mut Watched<E>, status: String) -> anyhow::Result<()> {
+pub(crate) async fn restart<E: Engine>(
+    watched: &mut Watched<E>,
+    status: String,
+) -> anyhow::Result<()> {
     if watched.since.elapsed() >= STABLE_AFTER {
         watched.restarts = 0;
     }
@@ -378,7 +385,7 @@ async fn restart<E: Engine>(watched: &mut Watched<E>, status: String) -> anyhow:
     }
 }
 
-fn describe(status: std::io::Result<ExitStatus>) -> String {
+pub(crate) fn describe(status: std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(status) => status.to_string(),
         Err(e) => format!("cannot tell how it stopped: {e}"),

@@ -5,6 +5,10 @@
 pub mod api;
 /// Bearer tokens, roles and the rules of access, free of HTTP.
 pub mod auth;
+/// `order-service cluster`: a 3-node Restate cluster and two service replicas on
+/// this machine.
+#[cfg(feature = "dev")]
+pub mod cluster;
 /// Configuration from the environment.
 pub mod config;
 /// The embedded default (`order-service dev`): private PostgreSQL, restate-server

@@ -1,4 +1,4 @@
-//! `order-service dev | serve | migrate | sim`.
+//! `order-service dev | cluster | serve | migrate | sim`.
 
 use order_service::config::Config;
 use order_service::{read_model, startup, telemetry};
@@ -8,11 +8,12 @@ const USAGE: &str = "usage: order-service <command>
 
   dev      the embedded default: private PostgreSQL (unless ORDER_DATABASE_DSN),
            restate-server, the downstream simulator and the service
+  cluster  like dev, with a 3-node Restate cluster and two service replicas behind it
   serve    the service alone, against the configured PostgreSQL, Restate and services
   migrate  apply the read-model migrations to ORDER_DATABASE_DSN and exit
   sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)
 
-`dev` and `sim` need the `dev` feature (on by default, off in the Docker image).
+`dev`, `cluster` and `sim` need the `dev` feature (on by default, off in the Docker image).
 Load figures: `make bench` (`cargo run --release -p order-bench`).";
 
 fn main() -> ExitCode {
@@ -43,9 +44,11 @@ async fn run() -> ExitCode {
         #[cfg(feature = "dev")]
         "dev" => order_service::dev::run(config).await,
         #[cfg(feature = "dev")]
+        "cluster" => order_service::cluster::run(config).await,
+        #[cfg(feature = "dev")]
         "sim" => run_sim(config).await,
         #[cfg(not(feature = "dev"))]
-        "dev" | "sim" => {
+        "dev" | "cluster" | "sim" => {
             eprintln!(
                 "order-service: this build has no embedded default (built without the `dev` \
                  feature), so no `{command}`: run `serve` against your PostgreSQL, Restate \

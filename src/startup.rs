@@ -23,8 +23,10 @@ const ALL_INTERFACES: &str = "0.0.0.0";
 #[derive(Debug, Clone)]
 pub struct Backends {
     pub database_dsn: String,
-    pub ingress_url: String,
-    pub admin_url: String,
+    /// Restate's ingress: one URL, or one per node of a cluster, in the order to use.
+    pub ingress_urls: Vec<String>,
+    /// Restate's admin API, the same way.
+    pub admin_urls: Vec<String>,
     pub downstream: DownstreamAddrs,
 }
 
@@ -52,8 +54,8 @@ impl RunningService {
             "read model in PostgreSQL"
         );
         tracing::info!(
-            ingress = %backends.ingress_url,
-            admin = %backends.admin_url,
+            ingress = %backends.ingress_urls.join(","),
+            admin = %backends.admin_urls.join(","),
             "engine: Restate"
         );
         let db = read_model::connect(&backends.database_dsn, config.db_max_connections).await?;
@@ -93,7 +95,7 @@ impl RunningService {
         ));
         let relay_task = tokio::spawn(relay::run(db.clone(), downstream.clone(), until_stopped()));
 
-        let admin = Admin::new(&backends.admin_url);
+        let admin = Admin::new(&backends.admin_urls);
         let endpoint_url = config
             .restate_endpoint_url
             .clone()
@@ -109,7 +111,7 @@ impl RunningService {
 
         let state = ApiState {
             db,
-            ingress: Ingress::new(&backends.ingress_url)?,
+            ingress: Ingress::new(&backends.ingress_urls)?,
             admin,
             downstream,
             settings: Arc::new(ApiSettings::from_config(config)),
@@ -179,14 +181,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .database_dsn
             .clone()
             .ok_or_else(|| missing("ORDER_DATABASE_DSN"))?,
-        ingress_url: config
-            .restate_ingress_url
+        ingress_urls: config
+            .restate_ingress_urls
             .clone()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", config.restate_ingress_port)),
-        admin_url: config
-            .restate_admin_url
+            .unwrap_or_else(|| vec![format!("http://127.0.0.1:{}", config.restate_ingress_port)]),
+        admin_urls: config
+            .restate_admin_urls
             .clone()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", config.restate_admin_port)),
+            .unwrap_or_else(|| vec![format!("http://127.0.0.1:{}", config.restate_admin_port)]),
         downstream: downstream.clone(),
     };
     let service = RunningService::start(&config, &backends).await?;

@@ -1,33 +1,81 @@
 //! Restate's admin API: health, the registration of this service's deployment,
 //! SQL introspection of invocations and resuming them.
 
+use super::nodes::{Attempt, Nodes};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// Client of the Restate admin API.
+/// Client of the Restate admin API, on one node of a cluster at a time.
 #[derive(Clone)]
 pub struct Admin {
     http: reqwest::Client,
-    base_url: String,
+    nodes: Nodes,
 }
 
+/// How long a node gets to take a connection before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Admin {
-    /// A client of the admin API at `base_url`.
-    pub fn new(base_url: &str) -> Self {
+    /// A client of the admin API at `urls`: one node's URL, or several nodes of one
+    /// cluster, used in that order (the next when one stops answering).
+    pub fn new<S: AsRef<str>>(urls: &[S]) -> Self {
         Admin {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .connect_timeout(CONNECT_TIMEOUT)
                 .build()
                 .expect("http client"),
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            nodes: Nodes::new(urls),
         }
     }
 
-    /// True when the admin API answers its health check.
+    /// The nodes, with the one in use.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    /// Sends the request `build` makes for a node's base URL, on the node in use
+    /// and, when it does not answer or answers 502-504, on the next ones (every
+    /// admin request made here is safe to repeat). The answer's status and body.
+    async fn request(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        self.nodes
+            .run(Instant::now(), |base, _| {
+                let request = build(&base);
+                async move {
+                    let answer = match request.send().await {
+                        Ok(r) => {
+                            let status = r.status();
+                            r.bytes().await.map(|body| (status, body.to_vec()))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Err(e) => Attempt::NextNode(e.to_string()),
+                        Ok((status, _)) if matches!(status.as_u16(), 502..=504) => {
+                            Attempt::NextNode(format!("answered {status}"))
+                        }
+                        Ok(answer) => Attempt::Done(answer),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// True when the admin API of a node answers its health check (the one in use,
+    /// else the next).
     pub async fn healthy(&self) -> bool {
-        let url = format!("{}/health", self.base_url);
-        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+        let answer = self
+            .request(|base| {
+                self.http
+                    .get(format!("{base}/health"))
+                    .timeout(Duration::from_secs(2))
+            })
+            .await;
+        matches!(answer, Ok((status, _)) if status.is_success())
     }
 
     /// Runs `sql` on Restate's SQL introspection (`POST /query`) and returns its rows;
@@ -48,16 +96,17 @@ impl Admin {
     }
 
     async fn query_once(&self, sql: &str) -> anyhow::Result<Vec<Value>> {
-        let url = format!("{}/query", self.base_url);
-        let answer = self
-            .http
-            .post(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .json(&serde_json::json!({ "query": sql }))
-            .send()
-            .await?;
-        let status = answer.status();
-        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        let query = serde_json::json!({ "query": sql });
+        let (status, body) = self
+            .request(|base| {
+                self.http
+                    .post(format!("{base}/query"))
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .json(&query)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("restate query not answered: {e}"))?;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         anyhow::ensure!(
             status.is_success(),
             "restate query answered {status}: {body}"
@@ -67,20 +116,25 @@ impl Admin {
 
     /// Resumes a paused invocation, or retries a backing-off one now.
     pub async fn resume(&self, invocation_id: &str) -> anyhow::Result<()> {
-        let url = format!("{}/invocations/{invocation_id}/resume", self.base_url);
-        let answer = self.http.patch(url).send().await?;
-        let status = answer.status();
+        let (status, body) = self
+            .request(|base| {
+                self.http
+                    .patch(format!("{base}/invocations/{invocation_id}/resume"))
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("resuming {invocation_id}: no answer: {e}"))?;
         anyhow::ensure!(
             status.is_success(),
             "resuming {invocation_id} answered {status}: {}",
-            answer.text().await.unwrap_or_default()
+            String::from_utf8_lossy(&body)
         );
         Ok(())
     }
 
     /// Registers the deployment serving at `endpoint_url` (its handlers read from
     /// `served_at`, this process's own listener), retrying while Restate is
-    /// unreachable or failing (5xx), for at most `limit`.
+    /// unreachable or failing (5xx), for at most `limit`; each failed try moves to
+    /// the next node (a deployment registered through one node is the cluster's).
     ///
     /// Without `force`, Restate refuses (409 or 400) handlers that break those it
     /// has registered (a changed service type; restate-server 1.7.12 lets a removed
@@ -98,20 +152,25 @@ impl Admin {
     ) -> anyhow::Result<()> {
         const ADVICE: &str = "serve the new code at a new URL (ORDER_RESTATE_ENDPOINT_URL), \
             or set ORDER_RESTATE_FORCE_REGISTER=true once no invocation runs on the old code";
-        let url = format!("{}/deployments", self.base_url);
         let body = serde_json::json!({ "uri": endpoint_url, "force": force });
         let start = Instant::now();
         let answer: Value = loop {
-            let outcome = self.http.post(&url).json(&body).send().await;
+            let (node, base_url) = self.nodes.current();
+            let outcome = self
+                .http
+                .post(format!("{base_url}/deployments"))
+                .json(&body)
+                .send()
+                .await;
             let error = match outcome {
                 Ok(r) if r.status().is_success() => break r.json().await?,
                 Ok(r) if refused(r.status()) => {
                     let status = r.status();
                     let text = r.text().await.unwrap_or_default();
                     anyhow::bail!(
-                        "restate at {} refused to register {endpoint_url} ({status}): {text}; \
-                         if the handlers changed incompatibly with those registered, {ADVICE}",
-                        self.base_url
+                        "restate at {base_url} refused to register {endpoint_url} ({status}): \
+                         {text}; if the handlers changed incompatibly with those registered, \
+                         {ADVICE}"
                     );
                 }
                 Ok(r) => {
@@ -133,10 +192,10 @@ impl Admin {
             };
             if start.elapsed() > limit {
                 anyhow::bail!(
-                    "could not register {endpoint_url} with restate at {}: {error}",
-                    self.base_url
+                    "could not register {endpoint_url} with restate at {base_url}: {error}"
                 );
             }
+            self.nodes.failed(node, &error);
             tracing::debug!(%error, "deployment registration not accepted yet");
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
@@ -145,7 +204,7 @@ impl Admin {
             registered == *served,
             "restate at {} keeps the deployment registered at {endpoint_url} with other \
              handlers ({}) than this code serves ({}); a deployment does not change: {ADVICE}",
-            self.base_url,
+            self.nodes.current().1,
             describe(&registered),
             describe(served)
         );
@@ -154,15 +213,12 @@ impl Admin {
 
     /// True when a deployment with this exact `endpoint_url` is registered.
     pub async fn has_deployment(&self, endpoint_url: &str) -> anyhow::Result<bool> {
-        let url = format!("{}/deployments", self.base_url);
-        let list: Value = self
-            .http
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let (status, body) = self
+            .request(|base| self.http.get(format!("{base}/deployments")))
+            .await
+            .map_err(|e| anyhow::anyhow!("listing deployments: no answer: {e}"))?;
+        anyhow::ensure!(status.is_success(), "listing deployments answered {status}");
+        let list: Value = serde_json::from_slice(&body)?;
         let wanted = endpoint_url.trim_end_matches('/');
         let found = list["deployments"].as_array().is_some_and(|all| {
             all.iter().any(|d| {

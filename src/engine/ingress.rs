@@ -7,13 +7,18 @@
 //! Restate will run it, and a call Restate never accepted is reported as such, for
 //! the client to retry safely with the same key.
 
+use super::nodes::{node_trouble, timed_out_after_sending, Attempt, Nodes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long Restate gets to confirm it holds an invocation before the API answers
 /// `503`.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node gets to take a connection before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node's health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why an ingress call did not return a result.
 #[derive(Debug, thiserror::Error)]
@@ -30,29 +35,42 @@ pub enum IngressError {
     NotAccepted(String),
 }
 
-/// Client of the Restate ingress.
+/// Client of the Restate ingress, on one node of a cluster at a time.
 #[derive(Clone)]
 pub struct Ingress {
     http: reqwest::Client,
-    base_url: String,
+    nodes: Nodes,
 }
 
 impl Ingress {
-    /// A client of the ingress at `base_url`.
-    pub fn new(base_url: &str) -> anyhow::Result<Self> {
+    /// A client of the ingress at `urls`: one node's URL, or several nodes of one
+    /// cluster, used in that order (the next when one stops answering).
+    pub fn new<S: AsRef<str>>(urls: &[S]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "no Restate ingress URL");
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
         Ok(Ingress {
             http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            nodes: Nodes::new(urls),
         })
+    }
+
+    /// The nodes, with the one in use.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
     }
 
     /// Submits `handler` of virtual object `object` keyed `key` under
     /// `idempotency_key` (a repeat joins the same invocation) and waits up to
     /// `wait` for its result.
+    ///
+    /// A node that refuses or breaks the connection, or answers that it cannot take
+    /// calls (502-504, or 404 for a service it has not loaded yet), did not give the
+    /// result: the same call goes to the next node under the same key, which joins
+    /// the invocation if the first node had taken it, so nothing runs twice.
     pub async fn submit<Req: Serialize, Res: DeserializeOwned>(
         &self,
         object: &str,
@@ -64,34 +82,41 @@ impl Ingress {
     ) -> Result<Res, IngressError> {
         let target = format!("{object}/{key}/{handler}");
         let called = self
-            .http
-            .post(format!("{}/restate/call/{target}", self.base_url))
-            .header("idempotency-key", idempotency_key)
-            .headers(crate::telemetry::headers())
-            .json(request)
-            .timeout(wait)
-            .send()
+            .nodes
+            .run(Instant::now() + wait, |base, left| {
+                let call = self
+                    .http
+                    .post(format!("{base}/restate/call/{target}"))
+                    .header("idempotency-key", idempotency_key)
+                    .headers(crate::telemetry::headers())
+                    .json(request)
+                    .timeout(left);
+                async move {
+                    match answer(call).await {
+                        // Taken, and not done within the wait: the invocation goes on.
+                        Err(e) if timed_out_after_sending(&e) => Attempt::Done(None),
+                        Err(e) => Attempt::NextNode(e.to_string()),
+                        Ok((status, body)) if node_trouble(status, &body) => Attempt::NextNode(
+                            format!("answered {status}: {}", error_message(&body)),
+                        ),
+                        Ok(answer) => Attempt::Done(Some(answer)),
+                    }
+                }
+            })
             .await;
-        let answer = match called {
-            Ok(response) => {
-                let status = response.status();
-                response.bytes().await.map(|body| (status, body))
-            }
-            Err(e) => Err(e),
-        };
-        match answer {
-            // Restate's own troubles (overloaded, no quorum): did it take the call?
-            Ok((status, _)) if (502..=504).contains(&status.as_u16()) => {
+        match called {
+            Ok(Some((status, body))) => result(status, &body),
+            Ok(None) => Err(self.confirm(&target, request, idempotency_key, wait).await),
+            Err(e) => {
+                tracing::debug!(error = %e, "no restate node gave a result");
                 Err(self.confirm(&target, request, idempotency_key, wait).await)
             }
-            Ok((status, body)) => result(status, &body),
-            Err(_) => Err(self.confirm(&target, request, idempotency_key, wait).await),
         }
     }
 
     /// After a call that gave no result: sends the same invocation under the same
     /// key, which Restate answers once it holds it (it deduplicates, so a call it had
-    /// accepted is not started twice).
+    /// accepted is not started twice), on any node that answers.
     async fn confirm<Req: Serialize>(
         &self,
         target: &str,
@@ -100,22 +125,35 @@ impl Ingress {
         wait: Duration,
     ) -> IngressError {
         let sent = self
-            .http
-            .post(format!("{}/restate/send/{target}", self.base_url))
-            .header("idempotency-key", idempotency_key)
-            .headers(crate::telemetry::headers())
-            .json(request)
-            .timeout(ACCEPT_TIMEOUT)
-            .send()
+            .nodes
+            .run(Instant::now() + ACCEPT_TIMEOUT, |base, left| {
+                let send = self
+                    .http
+                    .post(format!("{base}/restate/send/{target}"))
+                    .header("idempotency-key", idempotency_key)
+                    .headers(crate::telemetry::headers())
+                    .json(request)
+                    .timeout(left);
+                async move {
+                    match answer(send).await {
+                        Err(e) => Attempt::NextNode(e.to_string()),
+                        Ok((status, body)) if node_trouble(status, &body) => Attempt::NextNode(
+                            format!("answered {status}: {}", error_message(&body)),
+                        ),
+                        Ok((status, _)) => Attempt::Done(status),
+                    }
+                }
+            })
             .await;
         match sent {
-            Ok(r) if r.status().is_success() => IngressError::StillRunning(wait),
-            Ok(r) => IngressError::NotAccepted(format!("restate answered {}", r.status())),
-            Err(e) => IngressError::NotAccepted(e.to_string()),
+            Ok(status) if status.is_success() => IngressError::StillRunning(wait),
+            Ok(status) => IngressError::NotAccepted(format!("restate answered {status}")),
+            Err(e) => IngressError::NotAccepted(e),
         }
     }
 
-    /// Calls the shared handler `handler` (no input) of `object` keyed `key`.
+    /// Calls the shared handler `handler` (no input) of `object` keyed `key`, on the
+    /// next node when one does not answer (a read is safe to repeat).
     pub async fn read<Res: DeserializeOwned>(
         &self,
         object: &str,
@@ -123,27 +161,60 @@ impl Ingress {
         handler: &str,
         wait: Duration,
     ) -> Result<Res, IngressError> {
-        let url = format!("{}/restate/call/{object}/{key}/{handler}", self.base_url);
-        let response = self
-            .http
-            .post(url)
-            .timeout(wait)
-            .send()
-            .await
-            .map_err(|e| IngressError::NotAccepted(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| IngressError::NotAccepted(e.to_string()))?;
-        result(status, &body)
+        let read = self
+            .nodes
+            .run(Instant::now() + wait, |base, left| {
+                let call = self
+                    .http
+                    .post(format!("{base}/restate/call/{object}/{key}/{handler}"))
+                    .timeout(left);
+                async move {
+                    match answer(call).await {
+                        Err(e) if timed_out_after_sending(&e) => Attempt::Done(Err(e.to_string())),
+                        Err(e) => Attempt::NextNode(e.to_string()),
+                        Ok((status, body)) if node_trouble(status, &body) => Attempt::NextNode(
+                            format!("answered {status}: {}", error_message(&body)),
+                        ),
+                        Ok(answer) => Attempt::Done(Ok(answer)),
+                    }
+                }
+            })
+            .await;
+        match read {
+            Ok(Ok((status, body))) => result(status, &body),
+            Ok(Err(e)) | Err(e) => Err(IngressError::NotAccepted(e)),
+        }
     }
 
-    /// True when the ingress answers.
+    /// True when the ingress of a node answers (the one in use, else the next).
     pub async fn healthy(&self) -> bool {
-        let url = format!("{}/restate/health", self.base_url);
-        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+        let checked = self
+            .nodes
+            .run(Instant::now(), |base, _| {
+                let check = self
+                    .http
+                    .get(format!("{base}/restate/health"))
+                    .timeout(HEALTH_TIMEOUT);
+                async move {
+                    match check.send().await {
+                        Ok(r) if r.status().is_success() => Attempt::Done(()),
+                        Ok(r) => Attempt::NextNode(format!("health answered {}", r.status())),
+                        Err(e) => Attempt::NextNode(e.to_string()),
+                    }
+                }
+            })
+            .await;
+        checked.is_ok()
     }
+}
+
+/// Sends the request and reads the whole answer.
+async fn answer(
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, Vec<u8>), reqwest::Error> {
+    let response = request.send().await?;
+    let status = response.status();
+    Ok((status, response.bytes().await?.to_vec()))
 }
 
 /// A handler's answer: its result, or the terminal error it ended with.

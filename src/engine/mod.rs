@@ -2,8 +2,11 @@
 //! the embedded default (those with the `dev` feature).
 
 pub mod admin;
+#[cfg(feature = "dev")]
+pub mod balancer;
 pub mod endpoint;
 pub mod ingress;
+pub mod nodes;
 #[cfg(feature = "dev")]
 pub mod postgres;
 #[cfg(feature = "dev")]

@@ -1,5 +1,6 @@
 //! Runs a local `restate-server` (the pinned npm package) for the embedded default
-//! and the tests.
+//! and the tests: a single node, or the nodes of a cluster on this machine
+//! ([`RestateCluster`]).
 
 use super::process::{isolate, stop, wait_listening, PortUse};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,23 @@ pub struct RestateSettings {
     pub ingress_port: u16,
     pub admin_port: u16,
     pub node_port: u16,
+    /// Membership of a cluster; `None`: a single node with the project's
+    /// `restate.toml`.
+    pub cluster: Option<ClusterMember>,
+}
+
+/// What makes a node one of a cluster of nodes on this machine: a replicated log
+/// and a replicated (Raft) metadata store on every node.
+#[derive(Debug, Clone)]
+pub struct ClusterMember {
+    pub cluster_name: String,
+    pub node_name: String,
+    /// The node (fabric) ports of every member, where the metadata store is found.
+    pub member_node_ports: Vec<u16>,
+    /// True on exactly one node: it provisions the cluster the first time.
+    pub auto_provision: bool,
+    /// On how many nodes each log record and each partition is kept.
+    pub replication: u8,
 }
 
 impl RestateSettings {
@@ -33,6 +51,75 @@ impl RestateSettings {
 
     fn log_path(&self) -> PathBuf {
         self.base_dir.join("restate-server.log")
+    }
+
+    fn node_name(&self) -> &str {
+        match &self.cluster {
+            Some(member) => &member.node_name,
+            None => "order-service",
+        }
+    }
+
+    /// The server's configuration file: the project's `restate.toml` for a single
+    /// node; for a cluster member, a file of its own with everything in it (the
+    /// environment set at start says the same), so that it can also be started by
+    /// hand with `restate-server --config-file <it>`.
+    fn config_file(&self) -> String {
+        let Some(member) = &self.cluster else {
+            return CONFIG.to_owned();
+        };
+        let members: Vec<String> = member
+            .member_node_ports
+            .iter()
+            .map(|port| format!("\"http://127.0.0.1:{port}/\""))
+            .collect();
+        format!(
+            r#"# Node {node} of the cluster {cluster}, written at each start.
+node-name = "{node}"
+cluster-name = "{cluster}"
+base-dir = "{base_dir}"
+listen-mode = "tcp"
+bind-address = "127.0.0.1:{node_port}"
+advertised-address = "http://127.0.0.1:{node_port}/"
+# True on one node only: it provisions the cluster the first time.
+auto-provision = {auto_provision}
+# Fixed when the cluster is provisioned.
+default-num-partitions = 2
+# Each log record and each partition on {replication} nodes.
+default-replication = {replication}
+# Caps for several nodes on one machine.
+rocksdb-total-memory-size = "1 GiB"
+
+[bifrost]
+default-provider = "replicated"
+record-cache-memory-size = "128 MiB"
+
+[metadata-client]
+type = "replicated"
+addresses = [{members}]
+
+[admin]
+bind-address = "127.0.0.1:{admin_port}"
+
+[admin.query-engine]
+memory-size = "256 MiB"
+
+[ingress]
+bind-address = "127.0.0.1:{ingress_port}"
+
+[worker.invoker]
+inactivity-timeout = "1m"
+"#,
+            node = member.node_name,
+            cluster = member.cluster_name,
+            base_dir = self.base_dir.display(),
+            node_port = self.node_port,
+            auto_provision = member.auto_provision,
+            replication = member.replication,
+            members = members.join(", "),
+            admin_port = self.admin_port,
+            ingress_port = self.ingress_port,
+        )
     }
 }
 
@@ -123,23 +210,138 @@ impl RestateServer {
         stop(&mut self.child, libc::SIGTERM, Duration::from_secs(10)).await;
     }
 
-    /// Kills the server at once, as a crash would, keeping what [`Self::restart`]
-    /// needs to start it again.
-    pub async fn crash(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
     /// Kills the server at once, as a crash would.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Kills the server at once, as a crash would, keeping what is needed to
+    /// [`restart`](RestateServer::restart) it.
+    pub async fn crash(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// How it is run.
+    pub fn settings(&self) -> &RestateSettings {
+        &self.settings
+    }
+}
+
+/// Several restate-server nodes on this machine forming one cluster.
+pub struct RestateCluster {
+    pub nodes: Vec<RestateServer>,
+}
+
+impl RestateCluster {
+    /// Settings for a cluster `name` of one node per `(ingress, admin, node)` ports
+    /// triple, each with its data under `base_dir/n<i>` (i from 1); node 1
+    /// provisions it, and everything is kept on `replication` nodes.
+    pub fn settings(
+        bin: &Path,
+        base_dir: &Path,
+        name: &str,
+        ports: &[(u16, u16, u16)],
+        replication: u8,
+    ) -> Vec<RestateSettings> {
+        let members: Vec<u16> = ports.iter().map(|(_, _, node)| *node).collect();
+        ports
+            .iter()
+            .enumerate()
+            .map(
+                |(i, &(ingress_port, admin_port, node_port))| RestateSettings {
+                    bin: bin.to_owned(),
+                    base_dir: base_dir.join(format!("n{}", i + 1)),
+                    ingress_port,
+                    admin_port,
+                    node_port,
+                    cluster: Some(ClusterMember {
+                        cluster_name: name.to_owned(),
+                        node_name: format!("n{}", i + 1),
+                        member_node_ports: members.clone(),
+                        auto_provision: i == 0,
+                        replication,
+                    }),
+                },
+            )
+            .collect()
+    }
+
+    /// Starts every node at once (the others wait for the first to provision the
+    /// cluster) and waits until each answers; stops those started when one fails.
+    pub async fn start(settings: &[RestateSettings]) -> anyhow::Result<RestateCluster> {
+        let started = join_all(settings.iter().map(RestateServer::start)).await;
+        let mut nodes = Vec::new();
+        let mut failure = None;
+        for (i, node) in started.into_iter().enumerate() {
+            match node {
+                Ok(node) => nodes.push(node),
+                Err(e) => failure = failure.or(Some(e.context(format!("node n{}", i + 1)))),
+            }
+        }
+        if let Some(e) = failure {
+            RestateCluster { nodes }.stop().await;
+            return Err(e);
+        }
+        Ok(RestateCluster { nodes })
+    }
+
+    /// Every node's ingress URL, node 1 first.
+    pub fn ingress_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.ingress_url.clone()).collect()
+    }
+
+    /// Every node's admin API URL, node 1 first.
+    pub fn admin_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.admin_url.clone()).collect()
+    }
+
+    /// Stops every node gracefully, all at once.
+    pub async fn stop(self) {
+        join_all(self.nodes.into_iter().map(RestateServer::stop)).await;
+    }
+}
+
+/// Runs the futures together and gives their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    let mut handles: Vec<Option<_>> = handles.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 /// Starts the process and waits until it answers and listens on its ports.
 async fn spawn(settings: &RestateSettings, append_log: bool) -> anyhow::Result<Child> {
     std::fs::create_dir_all(&settings.base_dir)?;
     let config = settings.base_dir.join("restate.toml");
-    std::fs::write(&config, CONFIG)?;
+    std::fs::write(&config, settings.config_file())?;
     let log_path = settings.log_path();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -151,7 +353,7 @@ async fn spawn(settings: &RestateSettings, append_log: bool) -> anyhow::Result<C
     cmd.arg("--config-file")
         .arg(&config)
         .env("RESTATE_BASE_DIR", &settings.base_dir)
-        .env("RESTATE_NODE_NAME", "order-service")
+        .env("RESTATE_NODE_NAME", settings.node_name())
         .env(
             "RESTATE_BIND_ADDRESS",
             format!("127.0.0.1:{}", settings.node_port),
@@ -181,7 +383,7 @@ async fn spawn(settings: &RestateSettings, append_log: bool) -> anyhow::Result<C
     let ready = async {
         // The admin API may answer from another copy's server on that port: the
         // check of who listens tells.
-        let admin = super::admin::Admin::new(&admin_url);
+        let admin = super::admin::Admin::new(&[&admin_url]);
         let start = std::time::Instant::now();
         while !admin.healthy().await {
             if let Some(status) = child.try_wait()? {

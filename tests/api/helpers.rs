@@ -2,7 +2,9 @@
 //! service process, all on free ports, so tests run in parallel.
 
 use order_service::engine::process::free_port;
-use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
+use order_service::engine::restate_server::{
+    find_binary, RestateCluster, RestateServer, RestateSettings,
+};
 use order_sim::{
     Call, Capture, Event, Fault, Fulfillment, Ledger, Notification, Refund, Release, Reservation,
     SimConfig, SimHandle, Simulator,
@@ -32,6 +34,7 @@ pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
         ingress_port: free_port().unwrap(),
         admin_port: free_port().unwrap(),
         node_port: free_port().unwrap(),
+        cluster: None,
     }
 }
 
@@ -40,6 +43,9 @@ pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
 pub struct Options {
     pub env: Vec<(&'static str, String)>,
     pub sim: SimConfig,
+    /// A cluster of three restate-server nodes (replication 2) instead of one
+    /// node; the service lists all three, node 1 first.
+    pub cluster: bool,
 }
 
 pub struct TestApp {
@@ -53,7 +59,9 @@ pub struct TestApp {
     db_name: String,
     dir: PathBuf,
     restate: Option<RestateServer>,
+    /// The single node's settings, or node 1's in a cluster.
     restate_settings: RestateSettings,
+    cluster: Option<RestateCluster>,
     service: Option<Child>,
     service_env: Vec<(String, String)>,
 }
@@ -82,10 +90,32 @@ impl TestApp {
             .await
             .unwrap();
 
-        let restate_settings = restate_settings(&dir);
-        let restate = RestateServer::start(&restate_settings)
-            .await
-            .expect("restate-server starts");
+        let (restate, cluster, restate_settings, ingress_urls, admin_urls) = if options.cluster {
+            let single = restate_settings(&dir);
+            let ports: Vec<(u16, u16, u16)> = (0..3)
+                .map(|_| {
+                    let port = || free_port().unwrap();
+                    (port(), port(), port())
+                })
+                .collect();
+            let settings =
+                RestateCluster::settings(&single.bin, &single.base_dir, "order-test", &ports, 2);
+            let cluster = RestateCluster::start(&settings)
+                .await
+                .expect("the restate cluster starts");
+            let urls = (cluster.ingress_urls(), cluster.admin_urls());
+            (None, Some(cluster), settings[0].clone(), urls.0, urls.1)
+        } else {
+            let settings = restate_settings(&dir);
+            let restate = RestateServer::start(&settings)
+                .await
+                .expect("restate-server starts");
+            let urls = (
+                vec![restate.ingress_url.clone()],
+                vec![restate.admin_url.clone()],
+            );
+            (Some(restate), None, settings, urls.0, urls.1)
+        };
 
         let http_port = free_port().unwrap();
         let grpc_port = free_port().unwrap();
@@ -98,8 +128,8 @@ impl TestApp {
                 "ORDER_RESTATE_ENDPOINT_PORT",
                 free_port().unwrap().to_string(),
             ),
-            ("ORDER_RESTATE_INGRESS_URL", restate.ingress_url.clone()),
-            ("ORDER_RESTATE_ADMIN_URL", restate.admin_url.clone()),
+            ("ORDER_RESTATE_INGRESS_URL", ingress_urls.join(",")),
+            ("ORDER_RESTATE_ADMIN_URL", admin_urls.join(",")),
             ("ORDER_WAREHOUSE_SERVICE_ADDR", sim.base_url()),
             ("ORDER_PAYMENT_SERVICE_ADDR", sim.base_url()),
             ("ORDER_FULFILLMENT_SERVICE_ADDR", sim.base_url()),
@@ -127,8 +157,9 @@ impl TestApp {
             db: PgPool::connect(&dsn).await.unwrap(),
             db_name,
             dir,
-            restate: Some(restate),
+            restate,
             restate_settings,
+            cluster,
             service: None,
             service_env,
         };
@@ -214,6 +245,19 @@ impl TestApp {
                 .await
                 .expect("restate-server restarts"),
         );
+    }
+
+    /// The nodes of the Restate cluster (with [`Options::cluster`]).
+    pub fn cluster(&mut self) -> &mut RestateCluster {
+        self.cluster
+            .as_mut()
+            .expect("a TestApp spawned with a cluster")
+    }
+
+    /// Sets `var` in the environment the service process is next started with.
+    pub fn set_service_env(&mut self, var: &str, value: String) {
+        self.service_env.retain(|(k, _)| k != var);
+        self.service_env.push((var.to_owned(), value));
     }
 
     /// Restate's admin API.
@@ -419,6 +463,7 @@ impl Drop for TestApp {
         // Dropping the server kills it (kill_on_drop); waiting for it from another
         // runtime would never see it exit, so it is not awaited.
         drop(self.restate.take());
+        drop(self.cluster.take());
         let (db_name, dir) = (self.db_name.clone(), self.dir.clone());
         // Clean up on a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {

@@ -127,7 +127,7 @@ async fn assert_invariants(app: &TestApp, id: &str) {
     let checker = Checker {
         http: app.http.clone(),
         api: &api,
-        ingress: Ingress::new(&ingress).unwrap(),
+        ingress: Ingress::new(&[&ingress]).unwrap(),
         ledger: &ledger,
         db: &app.db,
     };

@@ -67,7 +67,7 @@ async fn fresh_restate() -> (RestateServer, Admin, PathBuf) {
     let dir = std::env::temp_dir().join(format!("order-reg-{}", uuid::Uuid::new_v4().simple()));
     let settings = crate::helpers::restate_settings(&dir);
     let restate = RestateServer::start(&settings).await.unwrap();
-    let admin = Admin::new(&restate.admin_url);
+    let admin = Admin::new(&[&restate.admin_url]);
     (restate, admin, dir)
 }
 

@@ -273,8 +273,8 @@ fn router(config: &Config, db: PgPool) -> anyhow::Result<axum::Router> {
     let nowhere = "http://127.0.0.1:9";
     Ok(api::router(ApiState {
         db,
-        ingress: Ingress::new(nowhere)?,
-        admin: Admin::new(nowhere),
+        ingress: Ingress::new(&[nowhere])?,
+        admin: Admin::new(&[nowhere]),
         downstream: Downstream::new(
             &config.downstream.or_all(nowhere),
             &config.pubsub_name,

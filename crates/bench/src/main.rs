@@ -115,7 +115,7 @@ async fn scenarios(
         std::future::pending(),
     ));
     let floor_url = format!("http://127.0.0.1:{floor_port}");
-    Admin::new(&backends.admin_url)
+    Admin::new(&backends.admin_urls)
         .register_deployment(
             &floor_url,
             &served_handlers(&floor_url).await?,
@@ -146,7 +146,7 @@ async fn scenarios(
     let floor_call = {
         let (http, url) = (
             http.clone(),
-            format!("{}/BenchFloor/run", backends.ingress_url),
+            format!("{}/BenchFloor/run", backends.ingress_urls[0]),
         );
         move |_| {
             let (http, url) = (http.clone(), url.clone());

@@ -123,7 +123,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let checker = Checker {
         http: reqwest::Client::new(),
         api: &stack.api,
-        ingress: Ingress::new(&stack.restate.ingress_url)?,
+        ingress: Ingress::new(&[&stack.restate.ingress_url])?,
         ledger: &ledger,
         db: &stack.db,
     };
@@ -313,7 +313,7 @@ async fn killer(
 /// Waits until no invocation is left but completed ones (timers included: drafts
 /// and returns expire within a minute here) and every outbox message is sent.
 async fn settle(stack: &Stack) -> anyhow::Result<()> {
-    let admin = Admin::new(&stack.restate.admin_url);
+    let admin = Admin::new(&[&stack.restate.admin_url]);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let open = admin

@@ -59,6 +59,7 @@ impl Stack {
             ingress_port: free_port()?,
             admin_port: free_port()?,
             node_port: free_port()?,
+            cluster: None,
         };
         let restate = RestateServer::start(&settings).await?;
         let http_port = free_port()?;
