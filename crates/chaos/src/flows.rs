@@ -50,7 +50,8 @@ pub struct Expected {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    api: String,
+    /// Each replica's API; a request that gets no answer tries the next.
+    apis: Vec<String>,
     seed: u64,
     pub tally: Arc<Tally>,
 }
@@ -62,13 +63,13 @@ struct Answer {
 }
 
 impl Client {
-    pub fn new(api: &str, seed: u64) -> Client {
+    pub fn new(apis: &[String], seed: u64) -> Client {
         Client {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
                 .expect("http client"),
-            api: api.to_owned(),
+            apis: apis.to_vec(),
             seed,
             tally: Arc::default(),
         }
@@ -84,15 +85,19 @@ impl Client {
     ) -> Option<Answer> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(200);
-        self.tally.requests.fetch_add(1, Ordering::Relaxed);
+        let mut api = self.tally.requests.fetch_add(1, Ordering::Relaxed) as usize;
         loop {
+            let base = &self.apis[api % self.apis.len()];
             let sent = self
                 .http
-                .request(method.clone(), format!("{}{path}", self.api))
+                .request(method.clone(), format!("{base}{path}"))
                 .header("idempotency-key", key)
                 .json(body)
                 .send()
                 .await;
+            if sent.is_err() {
+                api += 1;
+            }
             if let Ok(response) = sent {
                 let status = response.status().as_u16();
                 let body = response.json().await.unwrap_or(Value::Null);

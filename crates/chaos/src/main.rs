@@ -5,8 +5,11 @@
 //! ([`checks`]). Prints the figures; exits non-zero on any violation.
 //!
 //! ```text
-//! order-chaos [--seed N] [--orders N] [--minutes M]
+//! order-chaos [--seed N] [--orders N] [--minutes M] [--cluster]
 //! ```
+//!
+//! With `--cluster` it runs on three Restate nodes (replication 2) and two service
+//! replicas, and kills a node or a replica each time.
 
 mod checks;
 mod flows;
@@ -20,7 +23,7 @@ use order_service::engine::ingress::Ingress;
 use order_sim::{DropMode, Fault};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use stack::{Stack, DOWNSTREAM_TIMEOUT_MS};
+use stack::{Stack, Topology, DOWNSTREAM_TIMEOUT_MS};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,7 @@ struct Args {
     seed: u64,
     orders: u64,
     minutes: f64,
+    topology: Topology,
 }
 
 fn args() -> Result<Args, String> {
@@ -44,16 +48,24 @@ fn args() -> Result<Args, String> {
         seed: 1,
         orders: 400,
         minutes: 10.0,
+        topology: Topology::Single,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
+        if flag == "--cluster" {
+            args.topology = Topology::Cluster;
+            continue;
+        }
         let value = given.next().ok_or(format!("{flag} needs a value"))?;
         let bad = || format!("{flag} {value}: not a number");
         match flag.as_str() {
             "--seed" => args.seed = value.parse().map_err(|_| bad())?,
             "--orders" => args.orders = value.parse().map_err(|_| bad())?,
             "--minutes" => args.minutes = value.parse().map_err(|_| bad())?,
-            _ => return Err(format!("unknown flag {flag} (--seed, --orders, --minutes)")),
+            _ => {
+                let known = "--seed, --orders, --minutes, --cluster";
+                return Err(format!("unknown flag {flag} ({known})"));
+            }
         }
     }
     if args.orders == 0 || !args.minutes.is_finite() || args.minutes <= 0.0 {
@@ -87,13 +99,13 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         .or_else(|_| std::env::var("TEST_DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     println!(
-        "chaos: seed {}, {} orders over {} min",
-        args.seed, args.orders, args.minutes
+        "chaos: seed {}, {} orders over {} min, {:?}",
+        args.seed, args.orders, args.minutes, args.topology
     );
-    let stack = Stack::start(&admin_dsn).await?;
+    let stack = Stack::start(&admin_dsn, args.topology).await?;
     inject_faults(&stack);
     let started = Instant::now();
-    let client = Client::new(&stack.api, args.seed);
+    let client = Client::new(&stack.apis, args.seed);
     let period = Duration::from_secs_f64(args.minutes * 60.0);
 
     let stack = Arc::new(tokio::sync::Mutex::new(stack));
@@ -122,8 +134,8 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let ledger = stack.sim.sim.ledger();
     let checker = Checker {
         http: reqwest::Client::new(),
-        api: &stack.api,
-        ingress: Ingress::new(&[&stack.restate.ingress_url])?,
+        api: &stack.apis[0],
+        ingress: Ingress::new(&stack.ingress_urls())?,
         ledger: &ledger,
         db: &stack.db,
     };
@@ -138,7 +150,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         *per_life.entry(life.life).or_default() += 1;
     }
     let faulted = ledger.calls.iter().filter(|c| c.status >= 500).count();
-    println!("\n== figures (seed {})", args.seed);
+    println!("\n== figures (seed {}, {:?})", args.seed, args.topology);
     println!("orders            {} ({per_life:?})", lives.len());
     println!(
         "orders written    {}",
@@ -297,15 +309,18 @@ async fn killer(
         let pause = Duration::from_millis(rng.random_range(300..3000));
         let mut stack = stack.lock().await;
         if rng.random_bool(0.6) {
-            stack.kill_service().await;
+            let replica = rng.random_range(0..stack.apis.len());
+            stack.kill_service(replica).await;
             kills.service.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(pause).await;
-            stack.start_service().await?;
+            stack.start_service(replica).await?;
         } else {
-            stack.restate.crash().await;
+            // One node at a time: a cluster keeps its quorum.
+            let node = rng.random_range(0..stack.nodes.len());
+            stack.nodes[node].crash().await;
             kills.restate.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(pause).await;
-            stack.restate.restart().await?;
+            stack.nodes[node].restart().await?;
         }
     }
 }
@@ -313,7 +328,7 @@ async fn killer(
 /// Waits until no invocation is left but completed ones (timers included: drafts
 /// and returns expire within a minute here) and every outbox message is sent.
 async fn settle(stack: &Stack) -> anyhow::Result<()> {
-    let admin = Admin::new(&[&stack.restate.admin_url]);
+    let admin = Admin::new(&stack.admin_urls());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let open = admin

@@ -1,18 +1,24 @@
-//! What the run stands on: a database of its own, a restate-server and the service
-//! as child processes that can be killed and started again, and the simulator in
-//! this process (it plays the downstream services and keeps the ledger, so it
-//! never dies).
+//! What the run stands on: a database of its own; one restate-server, or a cluster
+//! of three nodes (replication 2); the service, once or as two replicas behind one
+//! deployment address; all as child processes that can be killed and started
+//! again. The simulator runs in this process (it plays the downstream services and
+//! keeps the ledger, so it never dies).
 
 use anyhow::Context;
+use order_service::engine::balancer;
 use order_service::engine::process::free_port;
-use order_service::engine::restate_server::{find_binary, RestateServer, RestateSettings};
+use order_service::engine::restate_server::{
+    find_binary, RestateCluster, RestateServer, RestateSettings,
+};
 use order_sim::{SimConfig, SimHandle, Simulator};
 use sqlx::PgPool;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 /// How long a downstream call may take before the service gives up on it; the
 /// faults' delays go past it.
@@ -22,14 +28,24 @@ const DRAFT_HOURS: &str = "0.005";
 /// Returns whose parcel does not come expire after this many days (about 17 s).
 const PARCEL_DAYS: &str = "0.0002";
 
+/// One node and one service, or three nodes and two replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Single,
+    Cluster,
+}
+
 pub struct Stack {
-    pub api: String,
+    /// Each replica's `http://HOST:PORT/api/v1`.
+    pub apis: Vec<String>,
     pub db: PgPool,
     pub sim: SimHandle,
-    pub restate: RestateServer,
+    /// The Restate nodes.
+    pub nodes: Vec<RestateServer>,
     pub dir: PathBuf,
-    service: Option<Child>,
-    service_env: Vec<(String, String)>,
+    services: Vec<Option<Child>>,
+    service_envs: Vec<Vec<(String, String)>>,
+    balancer: Option<watch::Sender<bool>>,
     admin_dsn: String,
     db_name: String,
 }
@@ -37,7 +53,7 @@ pub struct Stack {
 impl Stack {
     /// Starts everything on free ports, with a database made on the server at
     /// `admin_dsn`.
-    pub async fn start(admin_dsn: &str) -> anyhow::Result<Stack> {
+    pub async fn start(admin_dsn: &str, topology: Topology) -> anyhow::Result<Stack> {
         let dir =
             std::env::temp_dir().join(format!("order-chaos-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -53,70 +69,132 @@ impl Stack {
 
         let sim = Simulator::spawn_with("127.0.0.1:0".parse()?, SimConfig::default()).await?;
         let configured = std::env::var_os("RESTATE_SERVER_BIN").map(PathBuf::from);
-        let settings = RestateSettings {
-            bin: find_binary(configured.as_deref())?,
-            base_dir: dir.join("restate"),
-            ingress_port: free_port()?,
-            admin_port: free_port()?,
-            node_port: free_port()?,
-            cluster: None,
+        let bin = find_binary(configured.as_deref())?;
+        let nodes = match topology {
+            Topology::Single => vec![
+                RestateServer::start(&RestateSettings {
+                    bin,
+                    base_dir: dir.join("restate"),
+                    ingress_port: free_port()?,
+                    admin_port: free_port()?,
+                    node_port: free_port()?,
+                    cluster: None,
+                })
+                .await?,
+            ],
+            Topology::Cluster => {
+                let ports = (0..3)
+                    .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let settings =
+                    RestateCluster::settings(&bin, &dir.join("restate"), "order-chaos", &ports, 2);
+                RestateCluster::start(&settings).await?.nodes
+            }
         };
-        let restate = RestateServer::start(&settings).await?;
-        let http_port = free_port()?;
-        let service_env = [
-            ("ORDER_DATABASE_DSN", dsn.clone()),
-            ("ORDER_BIND_HOST", "127.0.0.1".into()),
-            ("ORDER_HTTP_PORT", http_port.to_string()),
-            ("ORDER_GRPC_PORT", free_port()?.to_string()),
-            ("ORDER_RESTATE_ENDPOINT_PORT", free_port()?.to_string()),
-            ("ORDER_RESTATE_INGRESS_URL", restate.ingress_url.clone()),
-            ("ORDER_RESTATE_ADMIN_URL", restate.admin_url.clone()),
-            ("ORDER_WAREHOUSE_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_PAYMENT_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_FULFILLMENT_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_NOTIFICATION_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_PUBSUB_ADDR", sim.base_url()),
-            (
-                "ORDER_DOWNSTREAM_TIMEOUT_MS",
-                DOWNSTREAM_TIMEOUT_MS.to_string(),
-            ),
-            ("ORDER_AUTO_CANCEL_DRAFT_HOURS", DRAFT_HOURS.into()),
-            ("ORDER_RETURN_PARCEL_DAYS", PARCEL_DAYS.into()),
-            ("ORDER_DB_MAX_CONNECTIONS", "16".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let ingress: Vec<String> = nodes.iter().map(|n| n.ingress_url.clone()).collect();
+        let admin: Vec<String> = nodes.iter().map(|n| n.admin_url.clone()).collect();
+
+        // Two replicas serve one deployment through a balancer, as behind a load
+        // balancer in production; each lists the nodes starting from another one.
+        let replicas = match topology {
+            Topology::Single => 1,
+            Topology::Cluster => 2,
+        };
+        let endpoint_ports: Vec<u16> = (0..replicas)
+            .map(|_| free_port())
+            .collect::<Result<_, _>>()?;
+        let mut deployment = None;
+        let mut balancer_stop = None;
+        if topology == Topology::Cluster {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            deployment = Some(format!("http://{}", listener.local_addr()?));
+            let endpoints: Vec<SocketAddr> = endpoint_ports
+                .iter()
+                .map(|&port| SocketAddr::from(([127, 0, 0, 1], port)))
+                .collect();
+            let (stop, mut stopped) = watch::channel(false);
+            tokio::spawn(balancer::balance(listener, endpoints, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            balancer_stop = Some(stop);
+        }
+        let mut apis = Vec::new();
+        let mut service_envs = Vec::new();
+        for (i, endpoint_port) in endpoint_ports.into_iter().enumerate() {
+            let http_port = free_port()?;
+            let rotated = |urls: &[String]| {
+                let mut urls = urls.to_vec();
+                let by = i % urls.len();
+                urls.rotate_left(by);
+                urls.join(",")
+            };
+            let mut env: Vec<(&str, String)> = vec![
+                ("ORDER_DATABASE_DSN", dsn.clone()),
+                ("ORDER_BIND_HOST", "127.0.0.1".into()),
+                ("ORDER_HTTP_PORT", http_port.to_string()),
+                ("ORDER_GRPC_PORT", free_port()?.to_string()),
+                ("ORDER_RESTATE_ENDPOINT_PORT", endpoint_port.to_string()),
+                ("ORDER_RESTATE_INGRESS_URL", rotated(&ingress)),
+                ("ORDER_RESTATE_ADMIN_URL", rotated(&admin)),
+                ("ORDER_WAREHOUSE_SERVICE_ADDR", sim.base_url()),
+                ("ORDER_PAYMENT_SERVICE_ADDR", sim.base_url()),
+                ("ORDER_FULFILLMENT_SERVICE_ADDR", sim.base_url()),
+                ("ORDER_NOTIFICATION_SERVICE_ADDR", sim.base_url()),
+                ("ORDER_PUBSUB_ADDR", sim.base_url()),
+                (
+                    "ORDER_DOWNSTREAM_TIMEOUT_MS",
+                    DOWNSTREAM_TIMEOUT_MS.to_string(),
+                ),
+                ("ORDER_AUTO_CANCEL_DRAFT_HOURS", DRAFT_HOURS.into()),
+                ("ORDER_RETURN_PARCEL_DAYS", PARCEL_DAYS.into()),
+                ("ORDER_DB_MAX_CONNECTIONS", "16".into()),
+            ];
+            if let Some(url) = &deployment {
+                env.push(("ORDER_RESTATE_ENDPOINT_URL", url.clone()));
+                env.push(("ORDER_RESTATE_FORCE_REGISTER", "true".into()));
+            }
+            apis.push(format!("http://127.0.0.1:{http_port}/api/v1"));
+            service_envs.push(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        }
         let mut stack = Stack {
-            api: format!("http://127.0.0.1:{http_port}/api/v1"),
+            apis,
             db: PgPool::connect(&dsn).await?,
             sim,
-            restate,
+            nodes,
             dir,
-            service: None,
-            service_env,
+            services: (0..replicas).map(|_| None).collect(),
+            service_envs,
+            balancer: balancer_stop,
             admin_dsn: admin_dsn.to_owned(),
             db_name,
         };
-        stack.start_service().await?;
+        for i in 0..replicas {
+            stack.start_service(i).await?;
+        }
         Ok(stack)
     }
 
-    /// Starts the service (`order-service serve`, beside this binary) and waits for
+    pub fn ingress_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.ingress_url.clone()).collect()
+    }
+
+    pub fn admin_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.admin_url.clone()).collect()
+    }
+
+    /// Starts replica `i` (`order-service serve`, beside this binary) and waits for
     /// its ready line.
-    pub async fn start_service(&mut self) -> anyhow::Result<()> {
+    pub async fn start_service(&mut self, i: usize) -> anyhow::Result<()> {
         let bin = std::env::current_exe()?.with_file_name("order-service");
+        let log_path = self.dir.join(format!("service-{}.log", i + 1));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("service.log"))?;
+            .open(&log_path)?;
+        let env = &self.service_envs[i];
         let mut child = Command::new(&bin)
             .arg("serve")
-            .envs(
-                self.service_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -135,25 +213,35 @@ impl Stack {
         .await;
         anyhow::ensure!(
             matches!(ready, Ok(true)),
-            "the service did not start; see {}",
-            self.dir.join("service.log").display()
+            "replica {} did not start; see {}",
+            i + 1,
+            log_path.display()
         );
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.service = Some(child);
+        self.services[i] = Some(child);
         Ok(())
     }
 
-    /// SIGKILL, as a crash would.
-    pub async fn kill_service(&mut self) {
-        if let Some(mut child) = self.service.take() {
+    /// SIGKILL to replica `i`, as a crash would.
+    pub async fn kill_service(&mut self, i: usize) {
+        if let Some(mut child) = self.services[i].take() {
             let _ = child.kill().await;
         }
     }
 
     /// Stops everything and drops the database; the data folder stays when `keep`.
     pub async fn stop(mut self, keep: bool) {
-        self.kill_service().await;
-        self.restate.stop().await;
+        for i in 0..self.services.len() {
+            self.kill_service(i).await;
+        }
+        if let Some(stop) = self.balancer.take() {
+            let _ = stop.send(true);
+        }
+        RestateCluster {
+            nodes: std::mem::take(&mut self.nodes),
+        }
+        .stop()
+        .await;
         self.db.close().await;
         if let Ok(admin) = PgPool::connect(&self.admin_dsn).await {
             let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name);
