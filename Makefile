@@ -5,10 +5,12 @@ PYTHON ?= python3
 
 .PHONY: setup run cluster test api-check bench bench-analytics chaos lint fmt
 
-# `make chaos`: a seeded run; CI runs a short one (see .ci/run).
+# `make chaos`: a seeded run; CI runs a short one (see .ci/run). CLUSTER=1 runs it
+# on three Restate nodes and two service replicas.
 SEED ?= 1
 ORDERS ?= 400
 MINUTES ?= 10
+CLUSTER ?=
 
 ## Install the pinned restate-server (npm, with its lockfile), schemathesis (PyPI,
 ## pinned, into .venv) and build every crate of the workspace once (service,
@@ -50,7 +52,7 @@ bench-analytics:
 ## (default postgres://postgres@127.0.0.1:5432/postgres).
 chaos:
 	$(CARGO) build --release -p order-service -p order-chaos --bins
-	$${CARGO_TARGET_DIR:-target}/release/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES)
+	$${CARGO_TARGET_DIR:-target}/release/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES) $(if $(CLUSTER),--cluster)
 
 lint:
 	$(CARGO) fmt --all -- --check
