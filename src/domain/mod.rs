@@ -8,6 +8,7 @@ mod money;
 mod order;
 pub mod proration;
 mod returns;
+mod schema;
 mod status;
 
 pub use currency::Currency;

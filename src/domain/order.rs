@@ -46,10 +46,10 @@ pub struct NewOrder {
     #[schema(value_type = MoneyInput)]
     pub shipping_amount: Money,
     #[serde(default = "empty_object")]
-    #[schema(value_type = crate::api::openapi::shapes::FreeObject)]
+    #[schema(value_type = super::schema::FreeObject)]
     pub shipping_address: Value,
     #[serde(default = "empty_object")]
-    #[schema(value_type = crate::api::openapi::shapes::FreeObject)]
+    #[schema(value_type = super::schema::FreeObject)]
     pub billing_address: Value,
     #[serde(default)]
     #[schema(
@@ -58,7 +58,7 @@ pub struct NewOrder {
     )]
     pub notes: Option<String>,
     #[serde(default = "empty_object")]
-    #[schema(value_type = crate::api::openapi::shapes::FreeObject)]
+    #[schema(value_type = super::schema::FreeObject)]
     pub metadata: Value,
     #[serde(default)]
     pub payment: Option<NewPayment>,
