@@ -44,6 +44,14 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .map_or(0.0, |(_, v)| v)
 }
 
+/// The value of the gauge `name` (no labels), which must be exported.
+pub fn gauge(text: &str, name: &str) -> f64 {
+    match samples(text, name).as_slice() {
+        [(labels, v)] if labels.is_empty() => *v,
+        _ => panic!("no single {name} in {text}"),
+    }
+}
+
 /// `GET /metrics`, which must answer `200` with the text format.
 pub async fn scrape(app: &TestApp) -> String {
     let root = app.api.trim_end_matches("/api/v1");
@@ -166,7 +174,7 @@ async fn business_facts_count_once_each_even_when_a_lost_answer_replays_the_saga
         !text.contains(paid["id"].as_str().unwrap()),
         "no label per order"
     );
-    assert!(value(&text, "order_stuck_orders", &[]) == 0.0);
+    assert_eq!(gauge(&text, "order_stuck_orders"), 0.0);
 
     // A second scrape counts nothing new.
     let again = scrape(&app).await;

@@ -4,7 +4,7 @@
 use crate::helpers::{
     assert_problem, cents, delivered_order, give_back, mug_order, OrderLedger, TestApp,
 };
-use crate::metrics::{scrape, value};
+use crate::metrics::{gauge, scrape};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ async fn a_payment_outage_is_listed_and_one_retry_after_it_confirms_the_order_wi
     assert!(entry(&other_step, &id).is_none(), "{other_step}");
     let by_error = app.get("/ops/orders/stuck?error=503").await.1;
     assert!(entry(&by_error, &id).is_some(), "{by_error}");
-    assert_eq!(value(&scrape(&app).await, "order_stuck_orders", &[]), 1.0);
+    assert_eq!(gauge(&scrape(&app).await, "order_stuck_orders"), 1.0);
     // The timeline shows the saga whole while it is stuck: what went through, and
     // the step that fails.
     let (_, timeline) = app.get(&format!("/ops/orders/{id}/timeline")).await;
@@ -125,7 +125,7 @@ async fn a_payment_outage_is_listed_and_one_retry_after_it_confirms_the_order_wi
     );
     let list = wait_for_stuck(&app, "", |l| entry(l, &id).is_none()).await;
     assert!(list["orders"].as_array().unwrap().is_empty(), "{list}");
-    assert_eq!(value(&scrape(&app).await, "order_stuck_orders", &[]), 0.0);
+    assert_eq!(gauge(&scrape(&app).await, "order_stuck_orders"), 0.0);
 
     // Nothing is stuck any more: a second retry changes nothing.
     let again = app
