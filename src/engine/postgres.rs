@@ -7,6 +7,19 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+/// `dsn` naming the database `db` on the same server, with the same options.
+pub fn with_database(dsn: &str, db: &str) -> String {
+    let (base, query) = match dsn.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (dsn, None),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
 /// A running private cluster.
 pub struct PrivateCluster {
     child: Child,
@@ -261,4 +274,21 @@ fn spawn(
         .stderr(log)
         .kill_on_drop(true);
     Ok(cmd.spawn()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_database_swaps_only_the_database() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "orders"),
+            "postgres://postgres@127.0.0.1:5432/orders"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@db:5432/x?sslmode=require", "orders"),
+            "postgres://u:p@db:5432/orders?sslmode=require"
+        );
+    }
 }

@@ -293,6 +293,28 @@ fn process_group_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// Waits up to `within` for `child`, started with a piped stdout, to print the
+/// service's `ready http://...` line; then keeps draining its stdout so that it
+/// never blocks on a full pipe. `false` when the line did not come in time.
+pub async fn wait_ready(child: &mut Child, within: Duration) -> bool {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(stdout) = child.stdout.take() else {
+        return false;
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(within, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("ready http://") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    matches!(ready, Ok(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

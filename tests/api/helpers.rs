@@ -1,7 +1,8 @@
 //! Test harness: each `TestApp` gets its own database, restate-server, simulator and
 //! service process, all on free ports, so tests run in parallel.
 
-use order_service::engine::process::free_port;
+use order_service::engine::postgres::with_database;
+use order_service::engine::process::{free_port, wait_ready};
 use order_service::engine::restate_server::{
     find_binary, RestateCluster, RestateServer, RestateSettings,
 };
@@ -15,7 +16,6 @@ use sqlx::PgPool;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -84,7 +84,7 @@ impl TestApp {
             .await
             .unwrap();
         admin.close().await;
-        let dsn = replace_db(&admin_dsn(), &db_name);
+        let dsn = with_database(&admin_dsn(), &db_name);
 
         let sim = Simulator::spawn_with("127.0.0.1:0".parse().unwrap(), options.sim.clone())
             .await
@@ -193,24 +193,11 @@ impl TestApp {
             })
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("service binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("ready http://") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
         assert!(
-            matches!(ready, Ok(true)),
+            wait_ready(&mut child, Duration::from_secs(60)).await,
             "service did not print its ready line; see {}",
             self.dir.join("service.log").display()
         );
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.service = Some(child);
     }
 
@@ -524,18 +511,6 @@ async fn read(res: reqwest::Response) -> Answer {
     let bytes = res.bytes().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, body, headers)
-}
-
-fn replace_db(dsn: &str, db: &str) -> String {
-    let (base, query) = match dsn.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (dsn, None),
-    };
-    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
 }
 
 /// An order body: `(sku, quantity, unit_price)` per line, with a payment when

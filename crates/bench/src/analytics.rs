@@ -11,6 +11,7 @@ use order_service::config::Config;
 use order_service::downstream::Downstream;
 use order_service::engine::admin::Admin;
 use order_service::engine::ingress::Ingress;
+use order_service::engine::postgres::with_database;
 use order_service::read_model;
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -344,18 +345,6 @@ fn quantile(latencies: &[Duration], q: f64) -> Duration {
         .get(rank.saturating_sub(1))
         .copied()
         .unwrap_or_default()
-}
-
-fn with_database(dsn: &str, name: &str) -> String {
-    let (base, query) = match dsn.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (dsn, None),
-    };
-    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

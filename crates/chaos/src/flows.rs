@@ -85,6 +85,8 @@ impl Client {
     ) -> Option<Answer> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(200);
+        // Requests take the replicas in turn, by their number; one that gets no
+        // answer moves to the next.
         let mut api = self.tally.requests.fetch_add(1, Ordering::Relaxed) as usize;
         loop {
             let base = &self.apis[api % self.apis.len()];

@@ -6,7 +6,8 @@
 
 use anyhow::Context;
 use order_service::engine::balancer;
-use order_service::engine::process::free_port;
+use order_service::engine::postgres::with_database;
+use order_service::engine::process::{free_port, wait_ready};
 use order_service::engine::restate_server::{
     find_binary, RestateCluster, RestateServer, RestateSettings,
 };
@@ -16,7 +17,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -201,23 +201,12 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("ready http://") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
         anyhow::ensure!(
-            matches!(ready, Ok(true)),
+            wait_ready(&mut child, Duration::from_secs(90)).await,
             "replica {} did not start; see {}",
             i + 1,
             log_path.display()
         );
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.services[i] = Some(child);
         Ok(())
     }
@@ -250,18 +239,5 @@ impl Stack {
         if !keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-/// `dsn` naming the database `db` instead.
-fn with_database(dsn: &str, db: &str) -> String {
-    let (base, query) = match dsn.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (dsn, None),
-    };
-    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-    match query {
-        Some(q) => format!("{server}/{db}?{q}"),
-        None => format!("{server}/{db}"),
     }
 }
