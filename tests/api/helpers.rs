@@ -106,10 +106,24 @@ impl TestApp {
             let urls = (cluster.ingress_urls(), cluster.admin_urls());
             (None, Some(cluster), settings[0].clone(), urls.0, urls.1)
         } else {
-            let settings = restate_settings(&dir);
-            let restate = RestateServer::start(&settings)
-                .await
-                .expect("restate-server starts");
+            // A free port can be taken by a parallel test before the server binds
+            // it: such a start is tried again on other ports.
+            let mut attempt = 1;
+            let (settings, restate) = loop {
+                // Each try on data of its own: the failed one may have left some.
+                let base = match attempt {
+                    1 => dir.clone(),
+                    n => dir.join(format!("try-{n}")),
+                };
+                let settings = restate_settings(&base);
+                match RestateServer::start(&settings).await {
+                    Ok(restate) => break (settings, restate),
+                    Err(e) if attempt < 3 && e.to_string().contains("exited during start") => {
+                        attempt += 1;
+                    }
+                    Err(e) => panic!("restate-server starts: {e:#}"),
+                }
+            };
             let urls = (
                 vec![restate.ingress_url.clone()],
                 vec![restate.admin_url.clone()],
