@@ -37,9 +37,13 @@ test:
 api-check:
 	$(CARGO) test --release --test api schemathesis
 
-## Load figures for create-order and get-order beside the two references.
+## Load figures for every flow beside the engine floor and the no-journal reference,
+## with the CPU per request of each process, memory, and the list figure at a
+## million orders; CLUSTER=1 runs it on three Restate nodes and two replicas. Needs
+## a PostgreSQL at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 bench:
-	$(CARGO) run --release -p order-bench
+	$(CARGO) build --release -p order-service -p order-bench --bins
+	$${CARGO_TARGET_DIR:-target}/release/order-bench $(if $(CLUSTER),--cluster)
 
 ## GET /orders/analytics over a million orders, in a database of its own made on the
 ## PostgreSQL server at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).

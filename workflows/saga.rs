@@ -3,7 +3,7 @@
 //! The undo path is in [`super::undo`].
 
 use super::Deps;
-use crate::domain::{Compensation, DomainError, FieldChange, NewOrder, Order};
+use crate::domain::{Compensation, DomainError, NewOrder, Order};
 use crate::downstream::{DownstreamError, Rejection};
 use crate::metrics;
 use crate::read_model::{self, Author, StepRecord};
@@ -256,13 +256,21 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.run(step, None, true, action).await
     }
 
-    /// Now, journaled: the same instant on every replay.
+    /// Now, journaled: the same instant on every replay. Like a commit, it is not
+    /// interrupted by a cancellation.
     pub async fn now(&mut self) -> Result<DateTime<Utc>, TerminalError> {
-        let Json(at) = self
-            .ctx
-            .run(|| async { Ok(Json(now())) })
-            .name("clock")
-            .await?;
+        let at = loop {
+            match self
+                .ctx
+                .run(|| async { Ok(Json(now())) })
+                .name("clock")
+                .await
+            {
+                Ok(Json(at)) => break at,
+                Err(e) if is_cancellation(&e) => self.cancelled = true,
+                Err(e) => return Err(e),
+            }
+        };
         self.clock = at;
         Ok(at)
     }
@@ -320,11 +328,15 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.latest.as_ref()
     }
 
-    /// Applies `change` to a copy of `order` at the next version and a fresh instant,
-    /// writes it to the read model with the events of `topics` and the notification
-    /// `notify` (into the outbox, in the same transaction), and keeps it as the
-    /// object's state. The new order comes back from the journal on replay, so the
-    /// change is made exactly once.
+    /// Applies `change` to a copy of `order` at the next version, writes it to the
+    /// read model with the events of `topics` and the notification `notify` (into
+    /// the outbox, in the same transaction) and the steps that led to it, and keeps
+    /// it as the object's state.
+    ///
+    /// Nothing of it is journaled: the new order is derived from what is (the
+    /// order, the journaled outcomes of the steps before it and their clock), so a
+    /// replay derives it again, and the write carries the version, so a replay
+    /// writes nothing. A write that fails for now is tried again in place.
     pub async fn commit<F>(
         &mut self,
         order: &Order,
@@ -333,120 +345,144 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         change: F,
     ) -> Result<Order, TerminalError>
     where
-        F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError> + Clone + Send + 'static,
+        F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError>,
     {
-        let db = self.deps.db.clone();
-        let before = order.clone();
-        let steps = std::mem::take(&mut self.done);
-        let (actor, reason) = (self.actor.clone(), self.reason.clone());
-        let saga = self.name.clone();
-        let outcome = self
-            .run("update_read_model", None, true, move |_key| async move {
-                let mut next = before.clone();
-                let at = now();
-                next.version += 1;
-                next.updated_at = at;
-                change(&mut next, at).map_err(domain_error)?;
-                let author = Author {
-                    actor: &actor,
-                    reason: reason.as_deref(),
-                };
-                let changes = next.changes_since(&before);
-                if write(&db, &next, topics, notify, (author, &changes), &steps).await? {
-                    let compensated: Vec<&str> = steps
-                        .iter()
-                        .filter(|s| s.compensates.is_some() && s.outcome == "succeeded")
-                        .map(|s| s.step)
-                        .collect();
-                    metrics::count_commit(&saga, &before, &next, &compensated);
-                }
-                Ok(next)
+        // The instant the last step ended; a saga that ran none yet asks the journal.
+        let at = match self.clock == DateTime::<Utc>::MIN_UTC {
+            true => self.now().await?,
+            false => self.clock,
+        };
+        let mut next = order.clone();
+        next.version += 1;
+        next.updated_at = at;
+        change(&mut next, at).map_err(|e| TerminalError::new(e.to_string()))?;
+        let changes = next.changes_since(order);
+        let steps = self.commit_steps(at);
+        let author = Author {
+            actor: &self.actor,
+            reason: self.reason.as_deref(),
+        };
+        let events: Vec<_> = topics.iter().map(|t| next.event(t)).collect();
+        let notification = notify.map(|t| next.notification(t));
+        let db = &self.deps.db;
+        let (written, ()) = self
+            .write_until_done(&steps, || async {
+                let edits = (author, changes.as_slice());
+                let written =
+                    read_model::project(db, &next, &events, notification.as_ref(), edits, &steps)
+                        .await?;
+                Ok((written, ()))
             })
             .await?;
-        self.keep(outcome)
+        if written {
+            let compensated: Vec<&str> = steps
+                .iter()
+                .filter(|s| s.compensates.is_some() && s.outcome == "succeeded")
+                .map(|s| s.step)
+                .collect();
+            metrics::count_commit(&self.name, order, &next, &compensated);
+        }
+        self.hold(&next);
+        Ok(next)
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create
-    /// saga. A retry after a crash finds the number and time already written.
+    /// saga. Nothing of it is journaled: a replay finds the number and the time
+    /// already written and derives the same order.
     pub async fn commit_new(&mut self, new: &NewOrder) -> Result<Order, TerminalError> {
-        let (db, id, ttl) = (self.deps.db.clone(), self.order_id, self.deps.draft_ttl);
-        let new = new.clone();
-        let outcome = self
-            .run("update_read_model", None, true, move |_key| async move {
-                let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
-                let existing = read_model::existing_order_number(&db, id)
-                    .await
-                    .map_err(db_error)?;
-                let (number, at) = match existing {
-                    Some(existing) => existing,
-                    None => {
-                        let at = now();
-                        let number = read_model::allocate_order_number(&db, at.date_naive())
-                            .await
-                            .map_err(db_error)?;
-                        (number, at)
-                    }
-                };
-                let order = Order::create(id, number, &new, at, ttl);
+        let (id, ttl) = (self.order_id, self.deps.draft_ttl);
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+        let steps = self.commit_steps(DateTime::<Utc>::MIN_UTC);
+        let db = &self.deps.db;
+        let (_, order) = self
+            .write_until_done(&steps, || async {
+                // The time of the first attempt, found again by a replay.
+                let (number, at) = read_model::order_number(db, id, now()).await?;
+                let mut steps = steps.clone();
+                for s in &mut steps {
+                    (s.started_at, s.ended_at) = (at, at);
+                }
+                let order = Order::create(id, number, new, at, ttl);
+                let event = order.event("order.created");
                 let author = Author {
                     actor: "customer",
                     reason: None,
                 };
-                write(&db, &order, &["order.created"], None, (author, &[]), &[]).await?;
-                Ok(order)
+                let written =
+                    read_model::project(db, &order, &[event], None, (author, &[]), &steps).await?;
+                Ok((written, order))
             })
             .await?;
-        self.keep(outcome)
-    }
-
-    /// Stores a committed order as the object's state.
-    fn keep(&mut self, committed: Result<Order, Rejection>) -> Result<Order, TerminalError> {
-        // A commit is refused only for a reason no retry can pass.
-        let order = committed.map_err(|r| TerminalError::new(r.to_string()))?;
+        self.clock = order.created_at;
         self.hold(&order);
         Ok(order)
     }
-}
 
-/// Writes `order` to the read model; true when this version is new there.
-async fn write(
-    db: &sqlx::PgPool,
-    order: &Order,
-    topics: &[&str],
-    notify: Option<&str>,
-    edits: (Author<'_>, &[FieldChange]),
-    steps: &[StepRecord],
-) -> Result<bool, DownstreamError> {
-    let events: Vec<_> = topics.iter().map(|t| order.event(t)).collect();
-    let notification = notify.map(|t| order.notification(t));
-    read_model::project(db, order, &events, notification.as_ref(), edits, steps)
-        .await
-        .map_err(db_error)
-}
-
-/// A read-model error: retried, unless no retry can pass it (bad data, a broken
-/// constraint), which is final.
-fn db_error(e: sqlx::Error) -> DownstreamError {
-    if read_model::is_permanent(&e) {
-        return DownstreamError::Rejected(Rejection {
-            service: "read_model".into(),
-            status: 500,
-            code: "read_model_refused".into(),
-            message: e.to_string(),
+    /// The steps not yet written and the record of the commit itself at `at`.
+    fn commit_steps(&mut self, at: DateTime<Utc>) -> Vec<StepRecord> {
+        self.seq += 1;
+        let mut steps = std::mem::take(&mut self.done);
+        steps.push(StepRecord {
+            order_id: self.order_id,
+            saga: self.name.clone(),
+            invocation_id: self.ctx.invocation_id().to_owned(),
+            seq: self.seq,
+            step: "update_read_model",
+            outcome: "succeeded",
+            error: None,
+            compensates: None,
+            started_at: at,
+            ended_at: at,
         });
+        steps
     }
-    DownstreamError::Transient {
-        service: "read_model",
-        detail: e.to_string(),
-    }
-}
 
-/// A change the order's rules refuse: a bug in the saga, never retried.
-fn domain_error(e: DomainError) -> DownstreamError {
-    DownstreamError::Rejected(Rejection {
-        service: "order".into(),
-        status: 500,
-        code: "domain_rule".into(),
-        message: e.to_string(),
-    })
+    /// Runs the read-model write `write` until it is done: true when it wrote
+    /// (false: a replay found it written). A failure that may pass is recorded for
+    /// operators and tried again after a pause; one no retry can pass (bad data, a
+    /// broken constraint) is final.
+    async fn write_until_done<T, W, Fut>(
+        &self,
+        steps: &[StepRecord],
+        mut write: W,
+    ) -> Result<(bool, T), TerminalError>
+    where
+        W: FnMut() -> Fut,
+        Fut: Future<Output = sqlx::Result<(bool, T)>>,
+    {
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let started = std::time::Instant::now();
+            let span = crate::telemetry::span("step", "update_read_model", None);
+            let error = match write().instrument(span).await {
+                Ok((written, value)) => {
+                    if written {
+                        let took = started.elapsed();
+                        metrics::count_attempt(&self.name, "update_read_model", "succeeded", took);
+                    }
+                    return Ok((written, value));
+                }
+                Err(e) if read_model::is_permanent(&e) => {
+                    return Err(TerminalError::new(format!(
+                        "the read model refused the order: {e}"
+                    )))
+                }
+                Err(e) => e,
+            };
+            metrics::count_attempt(&self.name, "update_read_model", "failed", started.elapsed());
+            tracing::warn!(order.id = %self.order_id, error = %error, ?pause, "read model write failed, will retry");
+            let mut records = steps.to_vec();
+            if let Some(last) = records.last_mut() {
+                (last.outcome, last.error, last.ended_at) =
+                    ("failed", Some(error.to_string()), now());
+                // A new order has no time of its own before its first write.
+                if last.started_at == DateTime::<Utc>::MIN_UTC {
+                    last.started_at = last.ended_at;
+                }
+            }
+            read_model::record_steps(&self.deps.db, &records).await.ok();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
 }

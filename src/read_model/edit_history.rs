@@ -1,11 +1,11 @@
 //! The edit history: every quantity, amount and address change, written in the
-//! transaction that writes the change itself.
+//! statement that writes the change itself.
 
 use crate::domain::FieldChange;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -30,21 +30,20 @@ pub struct EditEntry {
     pub version: i64,
 }
 
-/// Records the `changes` of the order's `version`; a replay changes nothing.
-pub(super) async fn record(
-    tx: &mut PgConnection,
+/// Pushes, as a part of the order's write (see [`super::project`]), the insert of
+/// the `changes` (not none) of the order's `version`, made only when the order's
+/// row was `written`.
+pub(super) fn push_insert<'q>(
+    q: &mut QueryBuilder<'q, Postgres>,
     order_id: Uuid,
     version: i64,
     at: DateTime<Utc>,
-    author: Author<'_>,
-    changes: &[FieldChange],
-) -> sqlx::Result<()> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut q = QueryBuilder::<Postgres>::new(
+    author: Author<'q>,
+    changes: &'q [FieldChange],
+) {
+    q.push(
         "INSERT INTO order_edit_history (order_id, version, seq, field, item_id, return_id,
-            old_value, new_value, reason, actor, at) ",
+            old_value, new_value, reason, actor, at) SELECT * FROM (",
     );
     q.push_values(changes.iter().zip(0i32..), |mut b, (c, seq)| {
         b.push_bind(order_id)
@@ -59,9 +58,7 @@ pub(super) async fn record(
             .push_bind(author.actor)
             .push_bind(at);
     });
-    q.push(" ON CONFLICT DO NOTHING");
-    q.build().execute(tx).await?;
-    Ok(())
+    q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT DO NOTHING");
 }
 
 /// The order's edits, oldest first; `None` when the order does not exist.

@@ -3,7 +3,8 @@
 
 use crate::domain::{Order, OrderEvent, OrderNotification};
 use serde_json::Value;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -33,26 +34,33 @@ pub struct Pending {
     pub attempts: i32,
 }
 
-/// Adds the order's events and notification to the outbox. A replayed write adds
-/// nothing: the message ids are fixed per fact.
-pub(super) async fn enqueue(
-    tx: &mut Transaction<'_, Postgres>,
-    order: &Order,
-    events: &[OrderEvent],
-    notification: Option<&OrderNotification>,
-) -> sqlx::Result<()> {
-    let mut rows: Vec<(String, Kind, &str, Value)> = events
+/// Pushes, as a part of the order's write (see [`super::project`]), the messages
+/// the order's version emits (not none), enqueued only when the order's row was
+/// `written`; a message id already there is kept.
+pub(super) fn push_enqueue<'q>(
+    q: &mut QueryBuilder<'q, Postgres>,
+    order: &'q Order,
+    events: &'q [OrderEvent],
+    notification: Option<&'q OrderNotification>,
+) {
+    let mut rows: Vec<(String, Kind, &str, Json<Payload>)> = events
         .iter()
-        .map(|e| (e.id.to_string(), Kind::Event, e.topic.as_str(), json(e)))
+        .map(|e| {
+            (
+                e.id.to_string(),
+                Kind::Event,
+                e.topic.as_str(),
+                Json(Payload::Event(e)),
+            )
+        })
         .collect();
     if let Some(n) = notification {
-        rows.push((n.key.clone(), Kind::Notification, &n.template, json(n)));
+        let payload = Json(Payload::Notification(n));
+        rows.push((n.key.clone(), Kind::Notification, &n.template, payload));
     }
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO outbox (message_id, order_id, version, kind, name, payload, created_at) ",
+    q.push(
+        "INSERT INTO outbox (message_id, order_id, version, kind, name, payload, created_at)
+         SELECT * FROM (",
     );
     q.push_values(rows, |mut b, (id, kind, name, payload)| {
         b.push_bind(id)
@@ -63,13 +71,15 @@ pub(super) async fn enqueue(
             .push_bind(payload)
             .push_bind(order.updated_at);
     });
-    q.push(" ON CONFLICT (message_id) DO NOTHING");
-    q.build().execute(&mut **tx).await?;
-    Ok(())
+    q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT (message_id) DO NOTHING");
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).expect("outbox payloads serialize")
+/// A message as stored: serialized straight into the statement.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    Event(&'a OrderEvent),
+    Notification(&'a OrderNotification),
 }
 
 /// Takes up to `limit` due messages of `kind`, oldest first, for this transaction: they stay

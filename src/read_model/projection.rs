@@ -3,41 +3,55 @@
 
 use super::{Author, StepRecord};
 use crate::domain::{FieldChange, Order, OrderEvent, OrderNotification};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// The number and creation time already given to the order, if its first version
-/// was written.
-pub async fn existing_order_number(
+/// The number and creation time of order `id`: those its first version was
+/// written with, else the next `ORD-YYYYMMDD-NNNNNN` of the day of `now`, and `now`.
+///
+/// One statement. The counter row is locked only for it, and its commit does not
+/// wait for the disk: the order's own write, which commits waiting for it, comes
+/// later in the same log, so a number is durable before any order carries it. A
+/// number lost to a crash leaves a gap, never a duplicate.
+pub async fn order_number(
     pool: &PgPool,
     id: Uuid,
-) -> sqlx::Result<Option<(String, DateTime<Utc>)>> {
-    sqlx::query_as("SELECT order_number, created_at FROM orders WHERE id = $1")
+    now: DateTime<Utc>,
+) -> sqlx::Result<(String, DateTime<Utc>)> {
+    let (existing, created_at, n): (Option<String>, Option<DateTime<Utc>>, Option<i64>) =
+        sqlx::query_as(
+            "WITH existing AS (SELECT order_number, created_at FROM orders WHERE id = $1),
+             relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+             taken AS (
+                INSERT INTO order_number_counters AS c (day, last_value)
+                SELECT $2, 1 FROM relaxed WHERE NOT EXISTS (SELECT FROM existing)
+                ON CONFLICT (day) DO UPDATE SET last_value = c.last_value + 1
+                RETURNING last_value)
+             SELECT (SELECT order_number FROM existing), (SELECT created_at FROM existing),
+                    (SELECT last_value FROM taken)",
+        )
         .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
-/// Takes the next `ORD-YYYYMMDD-NNNNNN` of `day`. The counter row is locked only for
-/// this one statement; a number lost to a crash leaves a gap, never a duplicate.
-pub async fn allocate_order_number(pool: &PgPool, day: NaiveDate) -> sqlx::Result<String> {
-    let n: i64 = sqlx::query_scalar(
-        "INSERT INTO order_number_counters (day, last_value) VALUES ($1, 1)
-         ON CONFLICT (day) DO UPDATE SET last_value = order_number_counters.last_value + 1
-         RETURNING last_value",
-    )
-    .bind(day)
-    .fetch_one(pool)
-    .await?;
-    Ok(format!("ORD-{}-{n:06}", day.format("%Y%m%d")))
+        .bind(now.date_naive())
+        .fetch_one(pool)
+        .await?;
+    match (existing, created_at, n) {
+        (Some(number), Some(at), _) => Ok((number, at)),
+        (_, _, Some(n)) => Ok((format!("ORD-{}-{n:06}", now.format("%Y%m%d")), now)),
+        _ => Err(sqlx::Error::RowNotFound),
+    }
 }
 
 /// Writes `order` at its version, with the events and the notification it emitted
 /// at that version (into the outbox), the fields it changed (into the edit
-/// history), all in one transaction, and the saga steps that led to it. Returns false when the read model already holds this version or
-/// a newer one.
+/// history) and the saga steps that led to it, in one statement, so one round
+/// trip and one commit. Returns false when the read model already holds this
+/// version or a newer one; then only the steps are written.
+///
+/// The order's row is upserted first (`written`, empty when the version is not
+/// newer) and every other part is made only when it is not empty. PostgreSQL runs
+/// every part of the statement to the end, on one snapshot.
 pub async fn project(
     pool: &PgPool,
     order: &Order,
@@ -46,22 +60,54 @@ pub async fn project(
     edits: (Author<'_>, &[FieldChange]),
     steps: &[StepRecord],
 ) -> sqlx::Result<bool> {
-    let mut tx = pool.begin().await?;
-    super::record_steps(&mut *tx, steps).await?;
     let money = |m: crate::domain::Money| Decimal::from(m);
-    let document = serde_json::to_value(order.view()).expect("order view serializes");
     let attention = order.attention.as_ref();
-    let written = sqlx::query(
-        "INSERT INTO orders (id, order_number, customer_id, status, payment_status, currency,
-            subtotal, discount_amount, tax_amount, shipping_amount, total_amount,
-            captured_amount, refunded_amount, shipping_address, billing_address, notes,
-            metadata, failure_code, failure_message, reservation_id, payment_id,
-            fulfillment_id, version, document, created_at, updated_at, expires_at,
-            cancelled_at, completed_at, attention_step, attention_code, attention_message,
-            attention_since)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,
-            $21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33)
-         ON CONFLICT (id) DO UPDATE SET
+    let mut q = QueryBuilder::<Postgres>::new(
+        "WITH written AS (INSERT INTO orders (id, order_number, customer_id, status,
+            payment_status, currency, subtotal, discount_amount, tax_amount,
+            shipping_amount, total_amount, captured_amount, refunded_amount,
+            shipping_address, billing_address, notes, metadata, failure_code,
+            failure_message, reservation_id, payment_id, fulfillment_id, version, document,
+            created_at, updated_at, expires_at, cancelled_at, completed_at, attention_step,
+            attention_code, attention_message, attention_since) ",
+    );
+    q.push_values([order], |mut b, order| {
+        b.push_bind(order.id)
+            .push_bind(&order.order_number)
+            .push_bind(order.customer_id)
+            .push_bind(order.status.as_str())
+            .push_bind(order.payment_status.as_str())
+            .push_bind(order.currency.as_str())
+            .push_bind(money(order.subtotal))
+            .push_bind(money(order.discount_amount))
+            .push_bind(money(order.tax_amount))
+            .push_bind(money(order.shipping_amount))
+            .push_bind(money(order.total_amount))
+            .push_bind(money(order.captured_amount))
+            .push_bind(money(order.refunded_amount))
+            .push_bind(&order.shipping_address)
+            .push_bind(&order.billing_address)
+            .push_bind(&order.notes)
+            .push_bind(&order.metadata)
+            .push_bind(order.failure.as_ref().map(|f| f.code.clone()))
+            .push_bind(order.failure.as_ref().map(|f| f.message.clone()))
+            .push_bind(&order.reservation_id)
+            .push_bind(&order.payment_id)
+            .push_bind(&order.fulfillment_id)
+            .push_bind(order.version)
+            .push_bind(sqlx::types::Json(order.view()))
+            .push_bind(order.created_at)
+            .push_bind(order.updated_at)
+            .push_bind(order.expires_at)
+            .push_bind(order.cancelled_at)
+            .push_bind(order.completed_at)
+            .push_bind(attention.map(|a| a.step.clone()))
+            .push_bind(attention.map(|a| a.code.clone()))
+            .push_bind(attention.map(|a| a.message.clone()))
+            .push_bind(attention.map(|a| a.since));
+    });
+    q.push(
+        " ON CONFLICT (id) DO UPDATE SET
             status = EXCLUDED.status, payment_status = EXCLUDED.payment_status,
             subtotal = EXCLUDED.subtotal, discount_amount = EXCLUDED.discount_amount,
             tax_amount = EXCLUDED.tax_amount, shipping_amount = EXCLUDED.shipping_amount,
@@ -79,56 +125,23 @@ pub async fn project(
             attention_step = EXCLUDED.attention_step, attention_code = EXCLUDED.attention_code,
             attention_message = EXCLUDED.attention_message,
             attention_since = EXCLUDED.attention_since
-         WHERE orders.version < EXCLUDED.version",
-    )
-    .bind(order.id)
-    .bind(&order.order_number)
-    .bind(order.customer_id)
-    .bind(order.status.as_str())
-    .bind(order.payment_status.as_str())
-    .bind(order.currency.as_str())
-    .bind(money(order.subtotal))
-    .bind(money(order.discount_amount))
-    .bind(money(order.tax_amount))
-    .bind(money(order.shipping_amount))
-    .bind(money(order.total_amount))
-    .bind(money(order.captured_amount))
-    .bind(money(order.refunded_amount))
-    .bind(&order.shipping_address)
-    .bind(&order.billing_address)
-    .bind(&order.notes)
-    .bind(&order.metadata)
-    .bind(order.failure.as_ref().map(|f| f.code.clone()))
-    .bind(order.failure.as_ref().map(|f| f.message.clone()))
-    .bind(&order.reservation_id)
-    .bind(&order.payment_id)
-    .bind(&order.fulfillment_id)
-    .bind(order.version)
-    .bind(document)
-    .bind(order.created_at)
-    .bind(order.updated_at)
-    .bind(order.expires_at)
-    .bind(order.cancelled_at)
-    .bind(order.completed_at)
-    .bind(attention.map(|a| a.step.clone()))
-    .bind(attention.map(|a| a.code.clone()))
-    .bind(attention.map(|a| a.message.clone()))
-    .bind(attention.map(|a| a.since))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !written {
-        tx.commit().await?;
-        return Ok(false);
+         WHERE orders.version < EXCLUDED.version
+         RETURNING 1)",
+    );
+
+    if !steps.is_empty() {
+        q.push(", steps AS (");
+        super::saga_steps::push_insert(&mut q, steps);
+        q.push(")");
     }
 
-    let mut items = QueryBuilder::<Postgres>::new(
-        "INSERT INTO order_items (order_id, id, product_id, product_sku, product_name,
-            warehouse_id, quantity, unit_price, discount_amount, tax_amount, total_price,
-            cancelled_quantity, returned_quantity, refunded_quantity) ",
+    q.push(
+        ", items AS (INSERT INTO order_items (order_id, id, product_id, product_sku,
+            product_name, warehouse_id, quantity, unit_price, discount_amount, tax_amount,
+            total_price, cancelled_quantity, returned_quantity, refunded_quantity)
+         SELECT * FROM (",
     );
-    items.push_values(&order.items, |mut b, i| {
+    q.push_values(&order.items, |mut b, i| {
         b.push_bind(order.id)
             .push_bind(i.id)
             .push_bind(i.product_id)
@@ -144,22 +157,22 @@ pub async fn project(
             .push_bind(i.returned_quantity)
             .push_bind(i.refunded_quantity);
     });
-    items.push(
-        " ON CONFLICT (order_id, id) DO UPDATE SET quantity = EXCLUDED.quantity,
+    q.push(
+        ") AS v WHERE EXISTS (SELECT FROM written)
+         ON CONFLICT (order_id, id) DO UPDATE SET quantity = EXCLUDED.quantity,
             discount_amount = EXCLUDED.discount_amount, tax_amount = EXCLUDED.tax_amount,
             total_price = EXCLUDED.total_price,
             cancelled_quantity = EXCLUDED.cancelled_quantity,
             returned_quantity = EXCLUDED.returned_quantity,
-            refunded_quantity = EXCLUDED.refunded_quantity",
+            refunded_quantity = EXCLUDED.refunded_quantity)",
     );
-    items.build().execute(&mut *tx).await?;
 
     if !order.history.is_empty() {
-        let mut history = QueryBuilder::<Postgres>::new(
-            "INSERT INTO order_status_history (order_id, version, from_status, to_status,
-                reason, actor, at) ",
+        q.push(
+            ", history AS (INSERT INTO order_status_history (order_id, version, from_status,
+                to_status, reason, actor, at) SELECT * FROM (",
         );
-        history.push_values(&order.history, |mut b, h| {
+        q.push_values(&order.history, |mut b, h| {
             b.push_bind(order.id)
                 .push_bind(h.version)
                 .push_bind(h.from.map(|s| s.as_str()))
@@ -168,16 +181,15 @@ pub async fn project(
                 .push_bind(&h.actor)
                 .push_bind(h.at);
         });
-        history.push(" ON CONFLICT DO NOTHING");
-        history.build().execute(&mut *tx).await?;
+        q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT DO NOTHING)");
     }
 
     if !order.payments.is_empty() {
-        let mut payments = QueryBuilder::<Postgres>::new(
-            "INSERT INTO payments (order_id, attempt, payment_id, method, amount, status,
-                failure_code, at) ",
+        q.push(
+            ", payments AS (INSERT INTO payments (order_id, attempt, payment_id, method,
+                amount, status, failure_code, at) SELECT * FROM (",
         );
-        payments.push_values(&order.payments, |mut b, p| {
+        q.push_values(&order.payments, |mut b, p| {
             b.push_bind(order.id)
                 .push_bind(p.attempt as i32)
                 .push_bind(&p.payment_id)
@@ -187,23 +199,36 @@ pub async fn project(
                 .push_bind(&p.failure_code)
                 .push_bind(p.at);
         });
-        payments.push(" ON CONFLICT DO NOTHING");
-        payments.build().execute(&mut *tx).await?;
+        q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT DO NOTHING)");
     }
 
-    super::returns::record(&mut tx, order).await?;
-    let (author, changes) = edits;
-    super::edit_history::record(
-        &mut tx,
-        order.id,
-        order.version,
-        order.updated_at,
-        author,
-        changes,
-    )
-    .await?;
-    super::outbox::enqueue(&mut tx, order, events, notification).await?;
+    if !order.returns.is_empty() {
+        q.push(", returns AS (");
+        super::returns::push_upsert(&mut q, order);
+        q.push(")");
+    }
 
-    tx.commit().await?;
-    Ok(true)
+    let (author, changes) = edits;
+    if !changes.is_empty() {
+        q.push(", edits AS (");
+        super::edit_history::push_insert(
+            &mut q,
+            order.id,
+            order.version,
+            order.updated_at,
+            author,
+            changes,
+        );
+        q.push(")");
+    }
+
+    if !events.is_empty() || notification.is_some() {
+        q.push(", messages AS (");
+        super::outbox::push_enqueue(&mut q, order, events, notification);
+        q.push(")");
+    }
+
+    q.push(" SELECT count(*) FROM written");
+    let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
+    Ok(written == 1)
 }

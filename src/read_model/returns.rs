@@ -1,17 +1,17 @@
 //! The returns of each order, as the API shows them.
 
 use crate::domain::{Order, Return};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Writes the order's returns; a row only ever moves to a newer version.
-pub(super) async fn record(tx: &mut PgConnection, order: &Order) -> sqlx::Result<()> {
-    if order.returns.is_empty() {
-        return Ok(());
-    }
-    let mut q = QueryBuilder::<Postgres>::new(
+/// Pushes, as a part of the order's write (see [`super::project`]), the upsert of
+/// every return of `order` (not none), made only when the order's row was
+/// `written`.
+pub(super) fn push_upsert<'q>(q: &mut QueryBuilder<'q, Postgres>, order: &'q Order) {
+    q.push(
         "INSERT INTO returns (id, order_id, status, items, requested_at, received_at,
-            refunded_at, closed_at, expires_at, version, document) ",
+            refunded_at, closed_at, expires_at, version, document) SELECT * FROM (",
     );
     q.push_values(&order.returns, |mut b, r| {
         b.push_bind(r.return_id)
@@ -27,17 +27,15 @@ pub(super) async fn record(tx: &mut PgConnection, order: &Order) -> sqlx::Result
             .push_bind(serde_json::to_value(r).unwrap_or_default());
     });
     q.push(
-        " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+        ") AS v WHERE EXISTS (SELECT FROM written)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
             received_at = EXCLUDED.received_at, refunded_at = EXCLUDED.refunded_at,
             closed_at = EXCLUDED.closed_at, version = EXCLUDED.version,
             document = EXCLUDED.document
          WHERE returns.version < EXCLUDED.version",
     );
-    q.build().execute(tx).await?;
-    Ok(())
 }
 
-/// One return of one order.
 pub async fn get_return(pool: &PgPool, order_id: Uuid, id: Uuid) -> sqlx::Result<Option<Return>> {
     let row: Option<(sqlx::types::Json<Return>,)> =
         sqlx::query_as("SELECT document FROM returns WHERE id = $1 AND order_id = $2")

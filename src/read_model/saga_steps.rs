@@ -27,7 +27,15 @@ pub async fn record_steps<'e>(db: impl PgExecutor<'e>, records: &[StepRecord]) -
     if records.is_empty() {
         return Ok(());
     }
-    let mut q = QueryBuilder::<Postgres>::new(
+    let mut q = QueryBuilder::<Postgres>::new("");
+    push_insert(&mut q, records);
+    q.build().execute(db).await?;
+    Ok(())
+}
+
+/// Pushes the statement of [`record_steps`] for `records` (not empty) onto `q`.
+pub(super) fn push_insert<'q>(q: &mut QueryBuilder<'q, Postgres>, records: &'q [StepRecord]) {
+    q.push(
         "INSERT INTO saga_steps (order_id, saga, invocation_id, seq, step, attempts, outcome,
             last_error, compensates, started_at, ended_at) ",
     );
@@ -52,6 +60,4 @@ pub async fn record_steps<'e>(db: impl PgExecutor<'e>, records: &[StepRecord]) -
             last_error = COALESCE(EXCLUDED.last_error, saga_steps.last_error),
             ended_at = EXCLUDED.ended_at",
     );
-    q.build().execute(db).await?;
-    Ok(())
 }

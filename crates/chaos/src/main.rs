@@ -13,7 +13,6 @@
 
 mod checks;
 mod flows;
-mod stack;
 
 use checks::Violations;
 use flows::{Client, Expected};
@@ -21,14 +20,22 @@ use order_invariants::Checker;
 use order_service::engine::admin::Admin;
 use order_service::engine::ingress::Ingress;
 use order_sim::{DropMode, Fault};
+use order_stack::{Stack, StackOptions, Topology};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use stack::{Stack, Topology, DOWNSTREAM_TIMEOUT_MS};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a downstream call may take before the service gives up on it; the
+/// faults' delays go past it.
+const DOWNSTREAM_TIMEOUT_MS: u64 = 1000;
+/// Drafts left unpaid are cancelled after this many hours (18 s).
+const DRAFT_HOURS: &str = "0.005";
+/// Returns whose parcel does not come expire after this many days (about 17 s).
+const PARCEL_DAYS: &str = "0.0002";
 
 /// Orders in flight at once.
 const CONCURRENCY: u64 = 12;
@@ -102,7 +109,23 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         "chaos: seed {}, {} orders over {} min, {:?}",
         args.seed, args.orders, args.minutes, args.topology
     );
-    let stack = Stack::start(&admin_dsn, args.topology).await?;
+    let options = StackOptions {
+        topology: args.topology,
+        name: "chaos",
+        service_env: [
+            (
+                "ORDER_DOWNSTREAM_TIMEOUT_MS",
+                DOWNSTREAM_TIMEOUT_MS.to_string(),
+            ),
+            ("ORDER_AUTO_CANCEL_DRAFT_HOURS", DRAFT_HOURS.into()),
+            ("ORDER_RETURN_PARCEL_DAYS", PARCEL_DAYS.into()),
+            ("ORDER_DB_MAX_CONNECTIONS", "16".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    };
+    let stack = Stack::start(&admin_dsn, &options).await?;
     inject_faults(&stack);
     let started = Instant::now();
     let client = Client::new(&stack.apis, args.seed);

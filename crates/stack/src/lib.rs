@@ -1,8 +1,8 @@
-//! What the run stands on: a database of its own; one restate-server, or a cluster
-//! of three nodes (replication 2); the service, once or as two replicas behind one
-//! deployment address; all as child processes that can be killed and started
-//! again. The simulator runs in this process (it plays the downstream services and
-//! keeps the ledger, so it never dies).
+//! What the chaos run and the benchmark stand on: a database of its own; one
+//! restate-server, or a cluster of three nodes (replication 2); the service, once or
+//! as two replicas behind one deployment address; all as child processes that can
+//! be killed, started again and measured. The simulator runs in the calling process
+//! (it plays the downstream services and keeps the ledger, so it never dies).
 
 use anyhow::Context;
 use order_service::engine::balancer;
@@ -20,19 +20,21 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-/// How long a downstream call may take before the service gives up on it; the
-/// faults' delays go past it.
-pub const DOWNSTREAM_TIMEOUT_MS: u64 = 1000;
-/// Drafts left unpaid are cancelled after this many hours (18 s).
-const DRAFT_HOURS: &str = "0.005";
-/// Returns whose parcel does not come expire after this many days (about 17 s).
-const PARCEL_DAYS: &str = "0.0002";
-
 /// One node and one service, or three nodes and two replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     Single,
     Cluster,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub topology: Topology,
+    /// Names the data folder and the database (`order_{name}_...`).
+    pub name: &'static str,
+    /// Settings of the service beyond where everything is (`ORDER_*`).
+    pub service_env: Vec<(String, String)>,
 }
 
 pub struct Stack {
@@ -53,14 +55,15 @@ pub struct Stack {
 impl Stack {
     /// Starts everything on free ports, with a database made on the server at
     /// `admin_dsn`.
-    pub async fn start(admin_dsn: &str, topology: Topology) -> anyhow::Result<Stack> {
-        let dir =
-            std::env::temp_dir().join(format!("order-chaos-{}", uuid::Uuid::new_v4().simple()));
+    pub async fn start(admin_dsn: &str, options: &StackOptions) -> anyhow::Result<Stack> {
+        let (topology, name) = (options.topology, options.name);
+        let id = uuid::Uuid::new_v4().simple();
+        let dir = std::env::temp_dir().join(format!("order-{name}-{id}"));
         std::fs::create_dir_all(&dir)?;
-        let db_name = format!("order_chaos_{}", uuid::Uuid::new_v4().simple());
+        let db_name = format!("order_{name}_{id}");
         let admin = PgPool::connect(admin_dsn)
             .await
-            .context("PostgreSQL (CHAOS_DATABASE_URL) reachable")?;
+            .with_context(|| format!("PostgreSQL reachable at {admin_dsn}"))?;
         sqlx::query(&format!("CREATE DATABASE {db_name}"))
             .execute(&admin)
             .await?;
@@ -86,8 +89,13 @@ impl Stack {
                 let ports = (0..3)
                     .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let settings =
-                    RestateCluster::settings(&bin, &dir.join("restate"), "order-chaos", &ports, 2);
+                let settings = RestateCluster::settings(
+                    &bin,
+                    &dir.join("restate"),
+                    &format!("order-{name}"),
+                    &ports,
+                    2,
+                );
                 RestateCluster::start(&settings).await?.nodes
             }
         };
@@ -141,20 +149,16 @@ impl Stack {
                 ("ORDER_FULFILLMENT_SERVICE_ADDR", sim.base_url()),
                 ("ORDER_NOTIFICATION_SERVICE_ADDR", sim.base_url()),
                 ("ORDER_PUBSUB_ADDR", sim.base_url()),
-                (
-                    "ORDER_DOWNSTREAM_TIMEOUT_MS",
-                    DOWNSTREAM_TIMEOUT_MS.to_string(),
-                ),
-                ("ORDER_AUTO_CANCEL_DRAFT_HOURS", DRAFT_HOURS.into()),
-                ("ORDER_RETURN_PARCEL_DAYS", PARCEL_DAYS.into()),
-                ("ORDER_DB_MAX_CONNECTIONS", "16".into()),
             ];
             if let Some(url) = &deployment {
                 env.push(("ORDER_RESTATE_ENDPOINT_URL", url.clone()));
                 env.push(("ORDER_RESTATE_FORCE_REGISTER", "true".into()));
             }
             apis.push(format!("http://127.0.0.1:{http_port}/api/v1"));
-            service_envs.push(env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+            let mut env: Vec<(String, String)> =
+                env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            env.extend(options.service_env.iter().cloned());
+            service_envs.push(env);
         }
         let mut stack = Stack {
             apis,
@@ -209,6 +213,15 @@ impl Stack {
         );
         self.services[i] = Some(child);
         Ok(())
+    }
+
+    /// The process ids of the running replicas.
+    pub fn service_pids(&self) -> Vec<u32> {
+        self.services
+            .iter()
+            .flatten()
+            .filter_map(Child::id)
+            .collect()
     }
 
     /// SIGKILL to replica `i`, as a crash would.
