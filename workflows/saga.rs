@@ -414,7 +414,9 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             })
             .await?;
         self.clock = order.created_at;
-        self.hold(&order);
+        // Not kept in the object's state yet: the reservation, the saga's next step,
+        // is kept with it at once (a crash in between replays to the same order).
+        self.latest = Some(order.clone());
         Ok(order)
     }
 

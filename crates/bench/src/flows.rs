@@ -5,7 +5,7 @@
 
 use crate::load::{closed_loop, open_loop, Figures};
 use crate::references::{direct_router, BenchFloor};
-use crate::usage::{CpuMeter, Group, PeakRss};
+use crate::usage::{CpuMeter, Group, PeakRss, PgWork};
 use crate::{million, Settings};
 use order_service::config::DownstreamAddrs;
 use order_service::downstream::Downstream;
@@ -209,9 +209,17 @@ impl Bench {
             figures
         };
         let mut create_at = Vec::new();
+        let mut pg_work = Vec::new();
         for c in CONCURRENCY {
-            let meter = CpuMeter::start(&self.groups);
+            let (meter, pg) = (
+                CpuMeter::start(&self.groups),
+                PgWork::read(&stack.db).await?,
+            );
             let f = closed_loop(c, d, self.create()).await;
+            // PostgreSQL publishes what its backends did within a second.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let creates = f.per_second * d.as_secs_f64();
+            pg_work.push((c, creates, PgWork::read(&stack.db).await?.since(pg)));
             create_at.push(at(format!("create-order  c={c}"), f, meter));
         }
         let rss_create = self.memory_now(stack);
@@ -268,6 +276,23 @@ impl Bench {
                 print!(" {:>14.2}", per(*t));
             }
             println!(" {:>10.2}", per(spent.iter().map(|(_, t)| *t).sum()));
+        }
+
+        println!("\nPostgreSQL per create (commits in the bench's database; the server's write-ahead log)");
+        println!(
+            "{:<34} {:>10} {:>12} {:>10} {:>12}",
+            "run", "commits", "WAL records", "WAL KB", "WAL flushes"
+        );
+        for (c, creates, work) in pg_work {
+            let per = |n: i64| n as f64 / creates.max(1.0);
+            println!(
+                "{:<34} {:>10.2} {:>12.1} {:>10.1} {:>12.2}",
+                format!("create-order  c={c}"),
+                per(work.commits),
+                per(work.wal_records),
+                per(work.wal_bytes) / 1024.0,
+                per(work.wal_flushes)
+            );
         }
 
         let peak = self.memory.lock().expect("memory");

@@ -116,3 +116,40 @@ impl PeakRss {
             .unwrap_or_default()
     }
 }
+
+/// What PostgreSQL did: commits in the bench's database, and the write-ahead log
+/// of the whole server (records, bytes, flushes to disk).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgWork {
+    pub commits: i64,
+    pub wal_records: i64,
+    pub wal_bytes: i64,
+    pub wal_flushes: i64,
+}
+
+impl PgWork {
+    /// The counters now. PostgreSQL publishes a backend's counts within a second.
+    pub async fn read(db: &sqlx::PgPool) -> sqlx::Result<PgWork> {
+        let (commits, wal_records, wal_bytes, wal_flushes): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+                    wal_records, wal_bytes::bigint, wal_sync FROM pg_stat_wal",
+        )
+        .fetch_one(db)
+        .await?;
+        Ok(PgWork {
+            commits,
+            wal_records,
+            wal_bytes,
+            wal_flushes,
+        })
+    }
+
+    pub fn since(self, start: PgWork) -> PgWork {
+        PgWork {
+            commits: self.commits - start.commits,
+            wal_records: self.wal_records - start.wal_records,
+            wal_bytes: self.wal_bytes - start.wal_bytes,
+            wal_flushes: self.wal_flushes - start.wal_flushes,
+        }
+    }
+}
