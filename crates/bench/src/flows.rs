@@ -237,8 +237,14 @@ impl Bench {
         }
 
         if settings.list_orders > 0 {
-            let customers =
-                million::fill(&stack.db, &self.apis[0], &self.http, settings.list_orders).await?;
+            let customers = million::fill(
+                &stack.db,
+                &self.apis[0],
+                &self.http,
+                settings.list_orders,
+                order_body(true),
+            )
+            .await?;
             let paths = customers
                 .iter()
                 .map(|c| format!("orders?customer_id={c}&limit=20"))

@@ -4,7 +4,6 @@
 //! document is a real one. The per-row counting trigger is off while it runs, as
 //! for any bulk load, and the daily counts are rebuilt after it.
 
-use crate::flows::order_body;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::time::Instant;
@@ -26,16 +25,16 @@ CROSS JOIN LATERAL (SELECT md5('bench-list-' || g)::uuid AS id,
                            t.created_at - make_interval(secs => g) AS at) AS c
 WHERE t.id = $1";
 
-/// Puts `count` orders into the read model beside what is there; the customers to
-/// list (each holding ten of them).
+/// Puts `count` orders into the read model beside what is there, copies of one
+/// made from `body`; the customers to list (each holding ten of them).
 pub async fn fill(
     db: &PgPool,
     api: &str,
     http: &reqwest::Client,
     count: i64,
+    mut body: Value,
 ) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
-    let mut body = order_body(true);
     body["customer_id"] = Value::String(uuid::Uuid::new_v4().to_string());
     let template: Value = http
         .post(format!("{api}/orders"))
