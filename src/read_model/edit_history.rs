@@ -1,7 +1,7 @@
 //! The edit history: every quantity, amount and address change, written in the
 //! statement that writes the change itself.
 
-use crate::domain::FieldChange;
+use crate::domain::{FieldChange, Order};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -30,35 +30,35 @@ pub struct EditEntry {
     pub version: i64,
 }
 
-/// Pushes, as a part of the order's write (see [`super::project`]), the insert of
-/// the `changes` (not none) of the order's `version`, made only when the order's
-/// row was `written`.
+/// Pushes the insert of the fields the order's version `changes` as a part of its
+/// write (see [`super::project`]); a replay changes nothing.
 pub(super) fn push_insert<'q>(
     q: &mut QueryBuilder<'q, Postgres>,
-    order_id: Uuid,
-    version: i64,
-    at: DateTime<Utc>,
+    order: &'q Order,
     author: Author<'q>,
     changes: &'q [FieldChange],
 ) {
-    q.push(
+    super::projection::push_part(
+        q,
+        "edits",
         "INSERT INTO order_edit_history (order_id, version, seq, field, item_id, return_id,
-            old_value, new_value, reason, actor, at) SELECT * FROM (",
+            old_value, new_value, reason, actor, at)",
+        changes.iter().zip(0i32..),
+        |mut b, (c, seq)| {
+            b.push_bind(order.id)
+                .push_bind(order.version)
+                .push_bind(seq)
+                .push_bind(&c.field)
+                .push_bind(c.item_id)
+                .push_bind(c.return_id)
+                .push_bind(&c.old)
+                .push_bind(&c.new)
+                .push_bind(author.reason)
+                .push_bind(author.actor)
+                .push_bind(order.updated_at);
+        },
+        "ON CONFLICT DO NOTHING",
     );
-    q.push_values(changes.iter().zip(0i32..), |mut b, (c, seq)| {
-        b.push_bind(order_id)
-            .push_bind(version)
-            .push_bind(seq)
-            .push_bind(&c.field)
-            .push_bind(c.item_id)
-            .push_bind(c.return_id)
-            .push_bind(&c.old)
-            .push_bind(&c.new)
-            .push_bind(author.reason)
-            .push_bind(author.actor)
-            .push_bind(at);
-    });
-    q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT DO NOTHING");
 }
 
 /// The order's edits, oldest first; `None` when the order does not exist.

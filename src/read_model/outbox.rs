@@ -34,44 +34,44 @@ pub struct Pending {
     pub attempts: i32,
 }
 
-/// Pushes, as a part of the order's write (see [`super::project`]), the messages
-/// the order's version emits (not none), enqueued only when the order's row was
-/// `written`; a message id already there is kept.
+/// Pushes the enqueueing of the messages the order's version emits as a part of
+/// its write (see [`super::project`]). A replayed write adds nothing: the message
+/// ids are fixed per fact.
 pub(super) fn push_enqueue<'q>(
     q: &mut QueryBuilder<'q, Postgres>,
     order: &'q Order,
     events: &'q [OrderEvent],
     notification: Option<&'q OrderNotification>,
 ) {
-    let mut rows: Vec<(String, Kind, &str, Json<Payload>)> = events
-        .iter()
-        .map(|e| {
-            (
-                e.id.to_string(),
-                Kind::Event,
-                e.topic.as_str(),
-                Json(Payload::Event(e)),
-            )
-        })
-        .collect();
-    if let Some(n) = notification {
-        let payload = Json(Payload::Notification(n));
-        rows.push((n.key.clone(), Kind::Notification, &n.template, payload));
-    }
-    q.push(
-        "INSERT INTO outbox (message_id, order_id, version, kind, name, payload, created_at)
-         SELECT * FROM (",
-    );
-    q.push_values(rows, |mut b, (id, kind, name, payload)| {
-        b.push_bind(id)
-            .push_bind(order.id)
-            .push_bind(order.version)
-            .push_bind(kind.as_str())
-            .push_bind(name)
-            .push_bind(payload)
-            .push_bind(order.updated_at);
+    let events = events.iter().map(|e| {
+        let payload = Json(Payload::Event(e));
+        (e.id.to_string(), Kind::Event, e.topic.as_str(), payload)
     });
-    q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT (message_id) DO NOTHING");
+    let notification = notification.map(|n| {
+        let payload = Json(Payload::Notification(n));
+        (
+            n.key.clone(),
+            Kind::Notification,
+            n.template.as_str(),
+            payload,
+        )
+    });
+    super::projection::push_part(
+        q,
+        "messages",
+        "INSERT INTO outbox (message_id, order_id, version, kind, name, payload, created_at)",
+        events.chain(notification),
+        |mut b, (id, kind, name, payload)| {
+            b.push_bind(id)
+                .push_bind(order.id)
+                .push_bind(order.version)
+                .push_bind(kind.as_str())
+                .push_bind(name)
+                .push_bind(payload)
+                .push_bind(order.updated_at);
+        },
+        "ON CONFLICT (message_id) DO NOTHING",
+    );
 }
 
 /// A message as stored: serialized straight into the statement.

@@ -5,6 +5,7 @@ use super::{Author, StepRecord};
 use crate::domain::{FieldChange, Order, OrderEvent, OrderNotification};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::query_builder::Separated;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -50,8 +51,8 @@ pub async fn order_number(
 /// version or a newer one; then only the steps are written.
 ///
 /// The order's row is upserted first (`written`, empty when the version is not
-/// newer) and every other part is made only when it is not empty. PostgreSQL runs
-/// every part of the statement to the end, on one snapshot.
+/// newer), then each other part ([`push_part`]). PostgreSQL runs every part of the
+/// statement to the end, on one snapshot.
 pub async fn project(
     pool: &PgPool,
     order: &Order,
@@ -135,44 +136,43 @@ pub async fn project(
         q.push(")");
     }
 
-    q.push(
-        ", items AS (INSERT INTO order_items (order_id, id, product_id, product_sku,
-            product_name, warehouse_id, quantity, unit_price, discount_amount, tax_amount,
-            total_price, cancelled_quantity, returned_quantity, refunded_quantity)
-         SELECT * FROM (",
-    );
-    q.push_values(&order.items, |mut b, i| {
-        b.push_bind(order.id)
-            .push_bind(i.id)
-            .push_bind(i.product_id)
-            .push_bind(&i.product_sku)
-            .push_bind(&i.product_name)
-            .push_bind(i.warehouse_id)
-            .push_bind(i.quantity)
-            .push_bind(money(i.unit_price))
-            .push_bind(money(i.discount_amount))
-            .push_bind(money(i.tax_amount))
-            .push_bind(money(i.total_price))
-            .push_bind(i.cancelled_quantity)
-            .push_bind(i.returned_quantity)
-            .push_bind(i.refunded_quantity);
-    });
-    q.push(
-        ") AS v WHERE EXISTS (SELECT FROM written)
-         ON CONFLICT (order_id, id) DO UPDATE SET quantity = EXCLUDED.quantity,
+    push_part(
+        &mut q,
+        "items",
+        "INSERT INTO order_items (order_id, id, product_id, product_sku, product_name,
+            warehouse_id, quantity, unit_price, discount_amount, tax_amount, total_price,
+            cancelled_quantity, returned_quantity, refunded_quantity)",
+        &order.items,
+        |mut b, i| {
+            b.push_bind(order.id)
+                .push_bind(i.id)
+                .push_bind(i.product_id)
+                .push_bind(&i.product_sku)
+                .push_bind(&i.product_name)
+                .push_bind(i.warehouse_id)
+                .push_bind(i.quantity)
+                .push_bind(money(i.unit_price))
+                .push_bind(money(i.discount_amount))
+                .push_bind(money(i.tax_amount))
+                .push_bind(money(i.total_price))
+                .push_bind(i.cancelled_quantity)
+                .push_bind(i.returned_quantity)
+                .push_bind(i.refunded_quantity);
+        },
+        "ON CONFLICT (order_id, id) DO UPDATE SET quantity = EXCLUDED.quantity,
             discount_amount = EXCLUDED.discount_amount, tax_amount = EXCLUDED.tax_amount,
             total_price = EXCLUDED.total_price,
             cancelled_quantity = EXCLUDED.cancelled_quantity,
             returned_quantity = EXCLUDED.returned_quantity,
-            refunded_quantity = EXCLUDED.refunded_quantity)",
+            refunded_quantity = EXCLUDED.refunded_quantity",
     );
-
-    if !order.history.is_empty() {
-        q.push(
-            ", history AS (INSERT INTO order_status_history (order_id, version, from_status,
-                to_status, reason, actor, at) SELECT * FROM (",
-        );
-        q.push_values(&order.history, |mut b, h| {
+    push_part(
+        &mut q,
+        "history",
+        "INSERT INTO order_status_history (order_id, version, from_status, to_status, reason,
+            actor, at)",
+        &order.history,
+        |mut b, h| {
             b.push_bind(order.id)
                 .push_bind(h.version)
                 .push_bind(h.from.map(|s| s.as_str()))
@@ -180,16 +180,16 @@ pub async fn project(
                 .push_bind(&h.reason)
                 .push_bind(&h.actor)
                 .push_bind(h.at);
-        });
-        q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT DO NOTHING)");
-    }
-
-    if !order.payments.is_empty() {
-        q.push(
-            ", payments AS (INSERT INTO payments (order_id, attempt, payment_id, method,
-                amount, status, failure_code, at) SELECT * FROM (",
-        );
-        q.push_values(&order.payments, |mut b, p| {
+        },
+        "ON CONFLICT DO NOTHING",
+    );
+    push_part(
+        &mut q,
+        "payments",
+        "INSERT INTO payments (order_id, attempt, payment_id, method, amount, status,
+            failure_code, at)",
+        &order.payments,
+        |mut b, p| {
             b.push_bind(order.id)
                 .push_bind(p.attempt as i32)
                 .push_bind(&p.payment_id)
@@ -198,37 +198,38 @@ pub async fn project(
                 .push_bind(&p.status)
                 .push_bind(&p.failure_code)
                 .push_bind(p.at);
-        });
-        q.push(") AS v WHERE EXISTS (SELECT FROM written) ON CONFLICT DO NOTHING)");
-    }
-
-    if !order.returns.is_empty() {
-        q.push(", returns AS (");
-        super::returns::push_upsert(&mut q, order);
-        q.push(")");
-    }
-
+        },
+        "ON CONFLICT DO NOTHING",
+    );
+    super::returns::push_upsert(&mut q, order);
     let (author, changes) = edits;
-    if !changes.is_empty() {
-        q.push(", edits AS (");
-        super::edit_history::push_insert(
-            &mut q,
-            order.id,
-            order.version,
-            order.updated_at,
-            author,
-            changes,
-        );
-        q.push(")");
-    }
-
-    if !events.is_empty() || notification.is_some() {
-        q.push(", messages AS (");
-        super::outbox::push_enqueue(&mut q, order, events, notification);
-        q.push(")");
-    }
+    super::edit_history::push_insert(&mut q, order, author, changes);
+    super::outbox::push_enqueue(&mut q, order, events, notification);
 
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
     Ok(written == 1)
+}
+
+/// Pushes one part of the order's write, `, {name} AS ({insert} SELECT ... {tail})`:
+/// the `rows`, each bound by `bind`, made only when the order's row was `written`
+/// (a replay of an older version must not put its rows back). Nothing when there
+/// are no rows.
+pub(super) fn push_part<'q, T>(
+    q: &mut QueryBuilder<'q, Postgres>,
+    name: &str,
+    insert: &str,
+    rows: impl IntoIterator<Item = T>,
+    bind: impl FnMut(Separated<'_, 'q, Postgres, &'static str>, T),
+    tail: &str,
+) {
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
+        return;
+    }
+    q.push(format_args!(", {name} AS ({insert} SELECT * FROM ("));
+    q.push_values(rows, bind);
+    q.push(format_args!(
+        ") AS v WHERE EXISTS (SELECT FROM written) {tail})"
+    ));
 }

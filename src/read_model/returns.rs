@@ -4,31 +4,29 @@ use crate::domain::{Order, Return};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-/// Writes the order's returns; a row only ever moves to a newer version.
-/// Pushes, as a part of the order's write (see [`super::project`]), the upsert of
-/// every return of `order` (not none), made only when the order's row was
-/// `written`.
+/// Pushes the upsert of the order's returns as a part of its write (see
+/// [`super::project`]); a row only ever moves to a newer version.
 pub(super) fn push_upsert<'q>(q: &mut QueryBuilder<'q, Postgres>, order: &'q Order) {
-    q.push(
+    super::projection::push_part(
+        q,
+        "returns",
         "INSERT INTO returns (id, order_id, status, items, requested_at, received_at,
-            refunded_at, closed_at, expires_at, version, document) SELECT * FROM (",
-    );
-    q.push_values(&order.returns, |mut b, r| {
-        b.push_bind(r.return_id)
-            .push_bind(r.order_id)
-            .push_bind(r.status.as_str())
-            .push_bind(serde_json::to_value(&r.items).unwrap_or_default())
-            .push_bind(r.requested_at)
-            .push_bind(r.received_at)
-            .push_bind(r.refunded_at)
-            .push_bind(r.closed_at)
-            .push_bind(r.expires_at)
-            .push_bind(r.version)
-            .push_bind(serde_json::to_value(r).unwrap_or_default());
-    });
-    q.push(
-        ") AS v WHERE EXISTS (SELECT FROM written)
-         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+            refunded_at, closed_at, expires_at, version, document)",
+        &order.returns,
+        |mut b, r| {
+            b.push_bind(r.return_id)
+                .push_bind(r.order_id)
+                .push_bind(r.status.as_str())
+                .push_bind(serde_json::to_value(&r.items).unwrap_or_default())
+                .push_bind(r.requested_at)
+                .push_bind(r.received_at)
+                .push_bind(r.refunded_at)
+                .push_bind(r.closed_at)
+                .push_bind(r.expires_at)
+                .push_bind(r.version)
+                .push_bind(serde_json::to_value(r).unwrap_or_default());
+        },
+        "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
             received_at = EXCLUDED.received_at, refunded_at = EXCLUDED.refunded_at,
             closed_at = EXCLUDED.closed_at, version = EXCLUDED.version,
             document = EXCLUDED.document
