@@ -222,21 +222,16 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             }
         };
         self.clock = done.ended_at;
+        let outcome = if done.outcome.is_ok() {
+            "succeeded"
+        } else {
+            "rejected"
+        };
         self.done.push(StepRecord {
-            order_id: self.order_id,
-            saga: self.name.clone(),
-            invocation_id: self.ctx.invocation_id().to_owned(),
-            seq: self.seq,
-            step,
-            outcome: if done.outcome.is_ok() {
-                "succeeded"
-            } else {
-                "rejected"
-            },
+            outcome,
             error: done.outcome.as_ref().err().map(|r| r.to_string()),
             compensates,
-            started_at: done.started_at,
-            ended_at: done.ended_at,
+            ..self.this_step(step, done.started_at, done.ended_at)
         });
         Ok(done.outcome)
     }
@@ -330,7 +325,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
 
     /// Applies `change` to a copy of `order` at the next version, writes it to the
     /// read model with the events of `topics` and the notification `notify` (into
-    /// the outbox, in the same transaction) and the steps that led to it, and keeps
+    /// the outbox, in the same statement) and the steps that led to it, and keeps
     /// it as the object's state.
     ///
     /// Nothing of it is journaled: the new order is derived from what is (the
@@ -424,19 +419,29 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     fn commit_steps(&mut self, at: DateTime<Utc>) -> Vec<StepRecord> {
         self.seq += 1;
         let mut steps = std::mem::take(&mut self.done);
-        steps.push(StepRecord {
+        steps.push(self.this_step("update_read_model", at, at));
+        steps
+    }
+
+    /// The record of the current step (`seq`), succeeded and compensating nothing.
+    fn this_step(
+        &self,
+        step: &'static str,
+        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
+    ) -> StepRecord {
+        StepRecord {
             order_id: self.order_id,
             saga: self.name.clone(),
             invocation_id: self.ctx.invocation_id().to_owned(),
             seq: self.seq,
-            step: "update_read_model",
+            step,
             outcome: "succeeded",
             error: None,
             compensates: None,
-            started_at: at,
-            ended_at: at,
-        });
-        steps
+            started_at,
+            ended_at,
+        }
     }
 
     /// Runs the read-model write `write` until it is done: true when it wrote
