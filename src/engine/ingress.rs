@@ -84,13 +84,7 @@ impl Ingress {
         let called = self
             .nodes
             .run(Instant::now() + wait, |base, left| {
-                let call = self
-                    .http
-                    .post(format!("{base}/restate/call/{target}"))
-                    .header("idempotency-key", idempotency_key)
-                    .headers(crate::telemetry::headers())
-                    .json(request)
-                    .timeout(left);
+                let call = self.invocation(&base, "call", &target, request, idempotency_key, left);
                 async move {
                     match answer(call).await {
                         // Taken, and not done within the wait: the invocation goes on.
@@ -114,6 +108,26 @@ impl Ingress {
         }
     }
 
+    /// The invocation `request` of `target` on node `base` under `idempotency_key`,
+    /// as a call (`verb` `call`: answered with the result) or a send (`send`:
+    /// answered once accepted), given `left` to answer.
+    fn invocation<Req: Serialize>(
+        &self,
+        base: &str,
+        verb: &str,
+        target: &str,
+        request: &Req,
+        idempotency_key: &str,
+        left: Duration,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{base}/restate/{verb}/{target}"))
+            .header("idempotency-key", idempotency_key)
+            .headers(crate::telemetry::headers())
+            .json(request)
+            .timeout(left)
+    }
+
     /// After a call that gave no result: sends the same invocation under the same
     /// key, which Restate answers once it holds it (it deduplicates, so a call it had
     /// accepted is not started twice), on any node that answers.
@@ -127,13 +141,7 @@ impl Ingress {
         let sent = self
             .nodes
             .run(Instant::now() + ACCEPT_TIMEOUT, |base, left| {
-                let send = self
-                    .http
-                    .post(format!("{base}/restate/send/{target}"))
-                    .header("idempotency-key", idempotency_key)
-                    .headers(crate::telemetry::headers())
-                    .json(request)
-                    .timeout(left);
+                let send = self.invocation(&base, "send", target, request, idempotency_key, left);
                 async move {
                     match answer(send).await {
                         Err(e) => Attempt::NextNode(e.to_string()),
