@@ -48,6 +48,8 @@ struct Bench {
     /// The processes measured: the service, restate-server, PostgreSQL and this one
     /// (the simulator, the references and the load).
     groups: Vec<(&'static str, Group)>,
+    /// The processes whose memory is printed: restate-server's and the service's.
+    watched: [(&'static str, Vec<u32>); 2],
     memory: Arc<Mutex<PeakRss>>,
 }
 
@@ -94,25 +96,25 @@ impl Bench {
         tokio::spawn(async move { axum::serve(listener, direct_router(downstream)).await });
 
         let nodes: Vec<u32> = stack.nodes.iter().filter_map(|n| n.pid()).collect();
-        let groups = vec![
-            ("restate-server", Group::Pids(nodes)),
-            ("service", Group::Pids(stack.service_pids())),
-            ("postgres", Group::Command("postgres")),
-            ("bench+sim", Group::Pids(vec![std::process::id()])),
-        ];
-        let memory = Arc::new(Mutex::new(PeakRss::default()));
-        let watched: Vec<u32> = groups[..2]
+        let watched = [("restate-server", nodes), ("service", stack.service_pids())];
+        let mut groups: Vec<_> = watched
             .iter()
-            .flat_map(|(_, g)| match g {
-                Group::Pids(p) => p.clone(),
-                Group::Command(_) => Vec::new(),
-            })
+            .map(|(name, pids)| (*name, Group::Pids(pids.clone())))
             .collect();
+        groups.push(("postgres", Group::Command("postgres")));
+        groups.push(("bench+sim", Group::Pids(vec![std::process::id()])));
+        let memory = Arc::new(Mutex::new(PeakRss::default()));
         {
-            let memory = memory.clone();
+            let (memory, pids) = (
+                memory.clone(),
+                watched
+                    .iter()
+                    .flat_map(|(_, p)| p.clone())
+                    .collect::<Vec<u32>>(),
+            );
             tokio::spawn(async move {
                 loop {
-                    memory.lock().expect("memory").sample(&watched);
+                    memory.lock().expect("memory").sample(&pids);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
@@ -135,6 +137,7 @@ impl Bench {
             ),
             direct_url,
             groups,
+            watched,
             memory,
         })
     }
@@ -222,7 +225,7 @@ impl Bench {
             pg_work.push((c, creates, PgWork::read(&stack.db).await?.since(pg)));
             create_at.push(at(format!("create-order  c={c}"), f, meter));
         }
-        let rss_create = self.memory_now(stack);
+        let rss_create = self.memory_now();
         let mut floor_at = Vec::new();
         for c in CONCURRENCY {
             let meter = CpuMeter::start(&self.groups);
@@ -306,30 +309,26 @@ impl Bench {
         println!(
             "\nmemory (resident), MB: after the create runs / highest seen in the whole bench"
         );
-        for (i, (name, group)) in self.groups[..2].iter().enumerate() {
-            if let Group::Pids(pids) = group {
-                println!(
-                    "{name:<16} {:>8.0} / {:>8.0}   (largest of {} process(es); targets: service 150, restate-server 1024)",
-                    mb(rss_create[i]),
-                    mb(peak.max_of(pids)),
-                    pids.len()
-                );
-            }
+        for (i, (name, pids)) in self.watched.iter().enumerate() {
+            println!(
+                "{name:<16} {:>8.0} / {:>8.0}   (largest of {} process(es); targets: service 150, restate-server 1024)",
+                mb(rss_create[i]),
+                mb(peak.max_of(pids)),
+                pids.len()
+            );
         }
         Ok(())
     }
 
     /// The largest resident memory now of the service's and restate-server's
     /// processes.
-    fn memory_now(&self, stack: &Stack) -> [u64; 2] {
-        let largest = |pids: Vec<u32>| {
-            pids.into_iter()
-                .filter_map(crate::usage::rss)
+    fn memory_now(&self) -> [u64; 2] {
+        self.watched.each_ref().map(|(_, pids)| {
+            pids.iter()
+                .filter_map(|&pid| crate::usage::rss(pid))
                 .max()
                 .unwrap_or_default()
-        };
-        let nodes = stack.nodes.iter().filter_map(|n| n.pid()).collect();
-        [largest(nodes), largest(stack.service_pids())]
+        })
     }
 
     fn api(&self, n: u64) -> &str {
