@@ -27,7 +27,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin order
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin order \
+    && mkdir /secrets && chown order /secrets
 
 FROM runtime AS simulator
 COPY --from=simulator-builder /usr/local/bin/order-service /usr/local/bin/order-service

@@ -6,10 +6,11 @@
 //! PostgreSQL and the simulator come from `dev` ([`DevStack`]).
 
 use crate::config::Config;
-use crate::dev::{describe, restart, DevStack, Watched};
+use crate::dev::{describe, restart, with_local_secrets, DevStack, Watched};
 use crate::engine::balancer;
 use crate::engine::process::{check_ports_free, free_port, PortUse};
 use crate::engine::restate_server::{self, RestateCluster, RestateServer};
+use crate::engine::secrets::RequestIdentity;
 use crate::startup::{listen, stop_signal, Backends, RunningService};
 use std::future::Future;
 use std::io::Write;
@@ -44,6 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir: config.data_dir.join("cluster"),
         ..config
     };
+    let config = with_local_secrets(config)?;
     let stop = stop_signal();
     tokio::pin!(stop);
     let mut parts = Parts::default();
@@ -151,13 +153,17 @@ impl Parts {
             let bin = restate_server::find_binary(config.restate_server_bin.as_deref())?;
             std::fs::create_dir_all(&config.data_dir)?;
             let base_dir = std::path::absolute(&config.data_dir)?;
-            let settings = RestateCluster::settings(
+            let mut settings = RestateCluster::settings(
                 &bin,
                 &base_dir,
                 "order-service",
                 &plan.nodes,
                 REPLICATION,
             );
+            let identity = RequestIdentity::in_dir(&config.data_dir)?;
+            for node in &mut settings {
+                node.identity_key = Some(identity.private_key_file.clone());
+            }
             tracing::info!(nodes = NODES, "starting the restate cluster");
             let cluster = RestateCluster::start(&settings).await?;
             let urls = (cluster.ingress_urls(), cluster.admin_urls());

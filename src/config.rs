@@ -1,6 +1,7 @@
 //! Configuration, read once from the environment (see the README for every variable).
 
 use crate::auth::{Expected, Verifier};
+use crate::caller::CallerKey;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
@@ -92,8 +93,15 @@ pub struct Config {
     pub stuck_after: Duration,
     pub db_max_connections: u32,
     /// Public keys of the Restate servers allowed to call the endpoint
-    /// (`publickeyv1_...`); empty: any caller that reaches the port.
+    /// (`publickeyv1_...`); without any, the service starts only with
+    /// `restate_allow_unsigned`.
     pub restate_identity_keys: Vec<String>,
+    /// `ORDER_RESTATE_ALLOW_UNSIGNED`: serve the endpoint to unsigned requests, on
+    /// purpose (a warning at every start).
+    pub restate_allow_unsigned: bool,
+    /// `ORDER_INTERNAL_KEY`: the secret of the API's caller assertion, the same on
+    /// every replica; `dev` and `cluster` make one when it is unset.
+    pub internal_key: Option<CallerKey>,
     /// `ORDER_AUTH_*`: the verifier of the API's bearer tokens; `None`: authorization
     /// is off and every call is allowed.
     pub auth: Option<Verifier>,
@@ -167,6 +175,8 @@ impl Config {
             stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
             db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
             restate_identity_keys: env.identity_keys("ORDER_RESTATE_IDENTITY_KEYS")?,
+            restate_allow_unsigned: env.flag("ORDER_RESTATE_ALLOW_UNSIGNED")?.unwrap_or(false),
+            internal_key: env.internal_key("ORDER_INTERNAL_KEY")?,
             auth: env.auth()?,
         })
     }
@@ -199,6 +209,20 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             }
         }
         Ok(keys)
+    }
+
+    /// The caller assertion's secret: the variable's UTF-8 bytes, at least 32.
+    fn internal_key(&self, var: &'static str) -> Result<Option<CallerKey>, ConfigError> {
+        let Some(v) = self.string(var) else {
+            return Ok(None);
+        };
+        CallerKey::new(v.trim().as_bytes())
+            .map(Some)
+            .map_err(|reason| ConfigError {
+                var,
+                value: "(hidden)".into(),
+                reason,
+            })
     }
 
     /// The token verifier: an HS256 secret (its UTF-8 bytes) or a PEM public key
@@ -401,6 +425,23 @@ mod tests {
         assert_eq!(c.return_parcel_wait, Duration::from_secs(43200));
         let e = with(&[("ORDER_RETURN_PARCEL_DAYS", "0")]).unwrap_err();
         assert!(e.to_string().contains("ORDER_RETURN_PARCEL_DAYS"), "{e}");
+    }
+
+    #[test]
+    fn the_internal_key_is_hidden_and_must_be_long() {
+        assert!(with(&[]).unwrap().internal_key.is_none());
+        let long = "k".repeat(32);
+        assert!(with(&[("ORDER_INTERNAL_KEY", &long)])
+            .unwrap()
+            .internal_key
+            .is_some());
+        let e = with(&[("ORDER_INTERNAL_KEY", "short-secret")]).unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("ORDER_INTERNAL_KEY"), "{message}");
+        assert!(!message.contains("short-secret"), "{message}");
+        assert!(!with(&[]).unwrap().restate_allow_unsigned);
+        let open = with(&[("ORDER_RESTATE_ALLOW_UNSIGNED", "true")]).unwrap();
+        assert!(open.restate_allow_unsigned);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::engine::admin::Admin;
 use crate::engine::postgres::PrivateCluster;
 use crate::engine::process::{check_ports_free, free_port, PortUse};
 use crate::engine::restate_server::{self, RestateServer, RestateSettings};
+use crate::engine::secrets::{LocalSecrets, RequestIdentity};
 use crate::startup::{announce_ready, stop_signal, Backends, RunningService};
 use order_sim::{SimConfig, SimHandle, Simulator};
 use std::future::Future;
@@ -37,6 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         restate_force_register: Some(config.restate_force_register.unwrap_or(true)),
         ..config
     };
+    let config = with_local_secrets(config)?;
     let stop = stop_signal();
     tokio::pin!(stop);
     let mut stack = DevStack::default();
@@ -62,6 +64,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     service.stop().await;
     stack.stop().await;
     outcome
+}
+
+/// `config` with the secrets kept in its data folder (made there the first time):
+/// the caller assertion's key unless `ORDER_INTERNAL_KEY` is set, and, when the
+/// engine is started here too, the public key of the request identity it signs
+/// with, so that the endpoint refuses unsigned requests.
+pub fn with_local_secrets(config: Config) -> anyhow::Result<Config> {
+    let secrets = LocalSecrets::in_dir(&config.data_dir)?;
+    let own_engine = config.restate_ingress_urls.is_none() || config.restate_admin_urls.is_none();
+    Ok(Config {
+        internal_key: Some(config.internal_key.unwrap_or(secrets.internal_key)),
+        restate_identity_keys: match own_engine {
+            true => vec![secrets.identity.public_key],
+            false => config.restate_identity_keys,
+        },
+        ..config
+    })
 }
 
 async fn start_service(stack: &mut DevStack, config: &Config) -> anyhow::Result<RunningService> {
@@ -265,6 +284,7 @@ fn plan(config: &Config) -> anyhow::Result<Plan> {
             admin_port: config.restate_admin_port,
             node_port: config.restate_node_port,
             cluster: None,
+            identity_key: Some(RequestIdentity::in_dir(&config.data_dir)?.private_key_file),
         }),
     };
     Ok(Plan {

@@ -5,6 +5,8 @@
 pub mod api;
 /// Bearer tokens, roles and the rules of access, free of HTTP.
 pub mod auth;
+/// The API's caller assertion, which the order object requires of every call.
+pub mod caller;
 /// `order-service cluster`: a 3-node Restate cluster and two service replicas on
 /// this machine.
 #[cfg(feature = "dev")]

@@ -11,6 +11,8 @@ const USAGE: &str = "usage: order-service <command>
   cluster  like dev, with a 3-node Restate cluster and two service replicas behind it
   serve    the service alone, against the configured PostgreSQL, Restate and services
   migrate  apply the read-model migrations to ORDER_DATABASE_DSN and exit
+  secrets  <dir>: make the secrets a deployment shares, once (Restate's request
+           identity key pair, ORDER_INTERNAL_KEY, a token secret), and exit
   sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)
 
 `dev`, `cluster` and `sim` need the `dev` feature (on by default, off in the Docker image).
@@ -58,6 +60,7 @@ async fn run() -> ExitCode {
         }
         "serve" => startup::serve(config).await,
         "migrate" => migrate(config).await,
+        "secrets" => secrets(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -78,6 +81,18 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("ORDER_DATABASE_DSN must be set for `migrate`"))?;
     let pool = read_model::connect(&dsn, 1).await?;
     read_model::migrate(&pool).await
+}
+
+/// `secrets <dir>`: the secrets of a deployment in `dir`, made there the first time.
+fn secrets() -> anyhow::Result<()> {
+    let dir = std::env::args()
+        .nth(2)
+        .ok_or_else(|| anyhow::anyhow!("usage: order-service secrets <dir>"))?;
+    let dir = std::path::Path::new(&dir);
+    let secrets = order_service::engine::secrets::LocalSecrets::in_dir(dir)?;
+    secrets.write_deployment_files(dir)?;
+    println!("secrets in {}", dir.display());
+    Ok(())
 }
 
 /// `sim`: the downstream simulator alone, until Ctrl-C or SIGTERM.

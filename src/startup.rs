@@ -2,6 +2,7 @@
 //! [`crate::dev`] for the processes the embedded default runs beside it).
 
 use crate::api::{self, ApiSettings, ApiState};
+use crate::caller::CallerKey;
 use crate::config::{Config, DownstreamAddrs};
 use crate::downstream::Downstream;
 use crate::engine::admin::{Admin, Handlers};
@@ -18,6 +19,32 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const ALL_INTERFACES: &str = "0.0.0.0";
+
+/// The secrets that keep the sagas behind the API: the caller assertion's key, and
+/// the Restate request identities the endpoint accepts. Without either the service
+/// does not start, unless unsigned Restate requests are allowed on purpose.
+fn trust(config: &Config) -> anyhow::Result<(CallerKey, &[String])> {
+    let internal_key = config.internal_key.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "ORDER_INTERNAL_KEY is not set: the order object accepts only calls the API \
+             signs with it (a secret of at least 32 bytes, the same on every replica)"
+        )
+    })?;
+    if config.restate_identity_keys.is_empty() {
+        anyhow::ensure!(
+            config.restate_allow_unsigned,
+            "ORDER_RESTATE_IDENTITY_KEYS is not set: the Restate endpoint would run any \
+             request that reaches its port. Give it the public key of restate-server's \
+             request identity (publickeyv1_...), or set ORDER_RESTATE_ALLOW_UNSIGNED=true \
+             to serve unsigned requests on purpose"
+        );
+        tracing::warn!(
+            "ORDER_RESTATE_ALLOW_UNSIGNED=true: the Restate endpoint serves UNSIGNED requests; \
+             anyone who reaches its port can run the sagas. Set ORDER_RESTATE_IDENTITY_KEYS"
+        );
+    }
+    Ok((internal_key, &config.restate_identity_keys))
+}
 
 /// Where the service finds PostgreSQL, Restate and the downstream services.
 #[derive(Debug, Clone)]
@@ -58,6 +85,7 @@ impl RunningService {
             admin = %backends.admin_urls.join(","),
             "engine: Restate"
         );
+        let (internal_key, identity_keys) = trust(config)?;
         let db = read_model::connect(&backends.database_dsn, config.db_max_connections).await?;
         read_model::migrate(&db).await?;
         let downstream = Downstream::new(
@@ -85,12 +113,13 @@ impl RunningService {
             draft_ttl: config.auto_cancel_draft_after,
             return_window: config.return_window,
             return_parcel_wait: config.return_parcel_wait,
+            caller_key: internal_key.clone(),
         };
         // What this code serves, asked in process: no request identity needed.
         let served = endpoint::handlers(&workflows::endpoint(deps.clone(), &[])?).await?;
         let endpoint_task = tokio::spawn(endpoint::serve(
             endpoint_listener,
-            workflows::endpoint(deps, &config.restate_identity_keys)?,
+            workflows::endpoint(deps, identity_keys)?,
             until_stopped(),
         ));
         let relay_task = tokio::spawn(relay::run(db.clone(), downstream.clone(), until_stopped()));
@@ -111,7 +140,7 @@ impl RunningService {
 
         let state = ApiState {
             db,
-            ingress: Ingress::new(&backends.ingress_urls)?,
+            ingress: Ingress::new(&backends.ingress_urls, internal_key)?,
             admin,
             downstream,
             settings: Arc::new(ApiSettings::from_config(config)),

@@ -1,5 +1,6 @@
 //! The Restate side: the order virtual object and the sagas its handlers run.
 
+mod admit;
 mod cancel_order;
 mod create_order;
 mod expire_draft;
@@ -17,6 +18,7 @@ pub use order::{
     Rested, ReturnCommand, ReturnRequest, StatusRequest, ORDER_OBJECT,
 };
 
+use crate::caller::CallerKey;
 use crate::downstream::Downstream;
 use restate_sdk::prelude::*;
 use sqlx::PgPool;
@@ -33,6 +35,8 @@ pub struct Deps {
     pub return_window: Duration,
     /// How long a return waits for its parcel.
     pub return_parcel_wait: Duration,
+    /// Checks the API's caller assertion on every call.
+    pub caller_key: CallerKey,
 }
 
 /// The Restate endpoint serving every handler of this service. With

@@ -2,6 +2,7 @@
 //! authoritative state and serializes every change to its order; each exclusive
 //! handler runs one saga.
 
+use super::admit::{admit_command, admit_read, check_units, Signed};
 use super::cancel_order::{cancel_units, Scope};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
@@ -44,9 +45,6 @@ pub struct PayRequest {
     pub method: String,
     #[serde(default)]
     pub amount: Option<Money>,
-    /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
-    #[serde(default)]
-    pub request_key: Option<String>,
 }
 
 /// A move along the fulfilment path (`PUT /orders/{id}/status`).
@@ -55,9 +53,6 @@ pub struct StatusRequest {
     pub status: OrderStatus,
     #[serde(default)]
     pub reason: Option<String>,
-    /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
-    #[serde(default)]
-    pub request_key: Option<String>,
 }
 
 /// A command on some units of the order: cancel them
@@ -70,9 +65,6 @@ pub struct ItemsRequest {
     pub items: Vec<ItemQuantity>,
     #[serde(default)]
     pub reason: Option<String>,
-    /// The caller's `Idempotency-Key`: a repeat gets the first outcome again.
-    #[serde(default)]
-    pub request_key: Option<String>,
 }
 
 /// A return of some units of a delivered order (`POST /orders/{id}/returns`).
@@ -83,8 +75,6 @@ pub struct ReturnRequest {
     pub items: Vec<ReturnItem>,
     #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
-    pub request_key: Option<String>,
 }
 
 /// Receiving or rejecting return `return_id`.
@@ -93,8 +83,6 @@ pub struct ReturnCommand {
     pub return_id: Uuid,
     #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
-    pub request_key: Option<String>,
 }
 
 /// An operator's retry or resolution of a parked order.
@@ -173,8 +161,9 @@ impl OrderObject {
     async fn create(
         &self,
         ctx: ObjectContext<'_>,
-        Json(new): Json<NewOrder>,
+        input: Signed<NewOrder>,
     ) -> HandlerResult<Json<Rested>> {
+        let (new, _) = self.admit(&ctx, "create", input)?;
         let span = saga_span(&ctx, "create");
         async move {
             if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
@@ -204,9 +193,9 @@ impl OrderObject {
     async fn pay(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<PayRequest>,
+        input: Signed<PayRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "pay", input)?;
         once(&ctx, "pay", key, self.pay_draft(&ctx, req)).await
     }
 
@@ -215,9 +204,9 @@ impl OrderObject {
     async fn set_status(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<StatusRequest>,
+        input: Signed<StatusRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "set_status", input)?;
         once(&ctx, "set_status", key, self.move_status(&ctx, req)).await
     }
 
@@ -226,9 +215,9 @@ impl OrderObject {
     async fn cancel(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<ItemsRequest>,
+        input: Signed<ItemsRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "cancel", input)?;
         let command = self.cancel_order(&ctx, req, Scope::Whole);
         once(&ctx, "cancel", key, command).await
     }
@@ -238,9 +227,10 @@ impl OrderObject {
     async fn cancel_items(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<ItemsRequest>,
+        input: Signed<ItemsRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "cancel_items", input)?;
+        check_units(req.items.iter().map(|i| i.quantity))?;
         let command = self.cancel_order(&ctx, req, Scope::Items);
         once(&ctx, "cancel_items", key, command).await
     }
@@ -251,9 +241,10 @@ impl OrderObject {
     async fn request_return(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<ReturnRequest>,
+        input: Signed<ReturnRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "request_return", input)?;
+        check_units(req.items.iter().map(|i| i.quantity))?;
         once(&ctx, "request_return", key, self.ask_return(&ctx, req)).await
     }
 
@@ -262,9 +253,9 @@ impl OrderObject {
     async fn receive_return(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<ReturnCommand>,
+        input: Signed<ReturnCommand>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "receive_return", input)?;
         once(&ctx, "receive_return", key, self.receive(&ctx, req)).await
     }
 
@@ -273,9 +264,9 @@ impl OrderObject {
     async fn reject_return(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<ReturnCommand>,
+        input: Signed<ReturnCommand>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "reject_return", input)?;
         once(&ctx, "reject_return", key, self.reject(&ctx, req)).await
     }
 
@@ -307,9 +298,10 @@ impl OrderObject {
     async fn refund_items(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<ItemsRequest>,
+        input: Signed<ItemsRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
-        let key = req.request_key.clone();
+        let (req, key) = self.admit(&ctx, "refund_items", input)?;
+        check_units(req.items.iter().map(|i| i.quantity))?;
         once(&ctx, "refund_items", key, self.refund(&ctx, req)).await
     }
 
@@ -337,9 +329,10 @@ impl OrderObject {
     async fn retry(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<OperatorRequest>,
+        input: Signed<OperatorRequest>,
     ) -> HandlerResult<Json<OperatorOutcome>> {
-        operator_command(&ctx, "retry", self.retry_parked(&ctx, req)).await
+        let (req, key) = self.admit(&ctx, "retry", input)?;
+        operator_command(&ctx, "retry", key, self.retry_parked(&ctx, req)).await
     }
 
     /// Drops what a parked order owes, with the operator's reason.
@@ -347,20 +340,39 @@ impl OrderObject {
     async fn resolve(
         &self,
         ctx: ObjectContext<'_>,
-        Json(req): Json<OperatorRequest>,
+        input: Signed<OperatorRequest>,
     ) -> HandlerResult<Json<OperatorOutcome>> {
-        operator_command(&ctx, "resolve", self.resolve_parked(&ctx, req)).await
+        let (req, key) = self.admit(&ctx, "resolve", input)?;
+        operator_command(&ctx, "resolve", key, self.resolve_parked(&ctx, req)).await
     }
 
     /// The order as the object holds it, for inspection while a saga runs.
     #[handler]
     async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<Json<Option<OrderView>>> {
+        admit_read(&self.deps.caller_key, ctx.headers(), ctx.key(), "get")?;
         let order = ctx.get::<Json<Order>>(ORDER_STATE).await?;
         Ok(Json(order.map(|Json(o)| o.view())))
     }
 }
 
 impl OrderObject {
+    /// The input of a call of `handler`, and its request's id, once the API's caller
+    /// assertion verifies; a terminal `401` otherwise.
+    fn admit<T>(
+        &self,
+        ctx: &ObjectContext<'_>,
+        handler: &str,
+        input: Signed<T>,
+    ) -> Result<(T, String), TerminalError> {
+        admit_command(
+            &self.deps.caller_key,
+            ctx.headers(),
+            ctx.key(),
+            handler,
+            input,
+        )
+    }
+
     async fn move_status(
         &self,
         ctx: &ObjectContext<'_>,
@@ -699,40 +711,44 @@ fn schedule_expiry(ctx: &ObjectContext<'_>, order: &Order) {
         .send_after(after);
 }
 
-/// Runs `command` once per caller's request key: the outcome is kept in the object's
-/// state, so a repeat (same `Idempotency-Key`) gets the first outcome, never a
-/// second run. Without a key it simply runs.
+/// Runs `command` once per request (the asserted request id, which carries the
+/// caller's `Idempotency-Key` when it sent one): the outcome is kept in the object's
+/// state, so a repeat of the request, or a replay of its call, gets the first
+/// outcome, never a second run.
 async fn once(
     ctx: &ObjectContext<'_>,
     name: &str,
-    request_key: Option<String>,
+    request: String,
     command: impl Future<Output = Result<CommandOutcome, TerminalError>>,
 ) -> HandlerResult<Json<CommandOutcome>> {
-    let state_key = request_key.map(|k| format!("request:{name}:{k}"));
-    if let Some(key) = &state_key {
-        if let Some(first) = ctx.get::<Json<CommandOutcome>>(key).await? {
-            return Ok(first);
-        }
+    let state_key = format!("request:{name}:{request}");
+    if let Some(first) = ctx.get::<Json<CommandOutcome>>(&state_key).await? {
+        return Ok(first);
     }
     let outcome = command.instrument(saga_span(ctx, name)).await?;
-    if let Some(key) = &state_key {
-        ctx.set(key, Json(outcome.clone()));
-    }
+    ctx.set(&state_key, Json(outcome.clone()));
     Ok(Json(outcome))
 }
 
-/// Runs an operator's `command`, answering with its outcome and the invocation that
-/// ran it (for the operator API's `retried`).
+/// Runs an operator's `command` once per request, like [`once`], answering with its
+/// outcome and the invocation that ran it (for the operator API's `retried`).
 async fn operator_command(
     ctx: &ObjectContext<'_>,
     name: &str,
+    request: String,
     command: impl Future<Output = Result<CommandOutcome, TerminalError>>,
 ) -> HandlerResult<Json<OperatorOutcome>> {
+    let state_key = format!("request:{name}:{request}");
+    if let Some(first) = ctx.get::<Json<OperatorOutcome>>(&state_key).await? {
+        return Ok(first);
+    }
     let outcome = command.instrument(saga_span(ctx, name)).await?;
-    Ok(Json(OperatorOutcome {
+    let outcome = OperatorOutcome {
         invocation_id: ctx.invocation_id().to_owned(),
         outcome,
-    }))
+    };
+    ctx.set(&state_key, Json(outcome.clone()));
+    Ok(Json(outcome))
 }
 
 /// The span of the saga `name`, continuing the trace of the API request that

@@ -67,10 +67,9 @@ async fn cancel_order(
     let cancel = ItemsRequest {
         items: Vec::new(),
         reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
     };
     existing(&state, &caller, id).await?;
-    let key = cancel.request_key.clone();
+    let key = idempotency::request_key(&headers)?;
     command(
         &state,
         id,
@@ -150,10 +149,9 @@ pub(super) async fn items_command(
     let units = ItemsRequest {
         items: body.items,
         reason: body.reason,
-        request_key: idempotency::request_key(headers)?,
     };
     existing(state, caller, id).await?;
-    let key = units.request_key.clone();
+    let key = idempotency::request_key(headers)?;
     command(state, id, handler, key, &request, |_| units, Answer::Order).await
 }
 

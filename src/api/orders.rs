@@ -154,9 +154,8 @@ async fn pay_order(
     let pay = PayRequest {
         method: payment.method.trim().to_owned(),
         amount: payment.amount,
-        request_key: idempotency::request_key(&headers)?,
     };
-    let key = pay.request_key.clone();
+    let key = idempotency::request_key(&headers)?;
     command(&state, id, "pay", key, &request, |_| pay, Answer::Order).await
 }
 
@@ -204,9 +203,8 @@ async fn set_status(
     let change = StatusRequest {
         status: body.status,
         reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
     };
-    let key = change.request_key.clone();
+    let key = idempotency::request_key(&headers)?;
     command(
         &state,
         id,

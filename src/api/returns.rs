@@ -100,14 +100,12 @@ async fn request_return(
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
     let (request, body) = read_request(body, ReturnBody::validate)?;
-    let request_key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&headers)?;
     existing(&state, &caller, id).await?;
-    let key = request_key.clone();
     let payload = |return_id| ReturnRequest {
         return_id,
         items: body.items,
         reason: body.reason,
-        request_key,
     };
     let handler = "request_return";
     command(
@@ -214,15 +212,14 @@ async fn return_command(
     let change = ReturnCommand {
         return_id,
         reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
     };
+    let key = idempotency::request_key(&headers)?;
     if read_model::get_return(&state.db, id, return_id)
         .await?
         .is_none()
     {
         return Err(ApiError::ReturnNotFound);
     }
-    let key = change.request_key.clone();
     // The key's scope is the order; the return is part of the request.
     let request = json!({ "return_id": return_id, "body": request });
     command(

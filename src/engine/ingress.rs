@@ -6,8 +6,12 @@
 //! invocation (new or already accepted), so a `202` from the API always means
 //! Restate will run it, and a call Restate never accepted is reported as such, for
 //! the client to retry safely with the same key.
+//!
+//! Every call carries the API's caller assertion ([`crate::caller`]), without which
+//! the order object refuses it.
 
 use super::nodes::{node_trouble, timed_out_after_sending, Attempt, Nodes};
+use crate::caller::{self, Call, CallerKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -40,12 +44,14 @@ pub enum IngressError {
 pub struct Ingress {
     http: reqwest::Client,
     nodes: Nodes,
+    key: CallerKey,
 }
 
 impl Ingress {
     /// A client of the ingress at `urls`: one node's URL, or several nodes of one
-    /// cluster, used in that order (the next when one stops answering).
-    pub fn new<S: AsRef<str>>(urls: &[S]) -> anyhow::Result<Self> {
+    /// cluster, used in that order (the next when one stops answering); calls are
+    /// signed with `key`.
+    pub fn new<S: AsRef<str>>(urls: &[S], key: CallerKey) -> anyhow::Result<Self> {
         anyhow::ensure!(!urls.is_empty(), "no Restate ingress URL");
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
@@ -55,6 +61,7 @@ impl Ingress {
         Ok(Ingress {
             http,
             nodes: Nodes::new(urls),
+            key,
         })
     }
 
@@ -80,11 +87,17 @@ impl Ingress {
         idempotency_key: &str,
         wait: Duration,
     ) -> Result<Res, IngressError> {
-        let target = format!("{object}/{key}/{handler}");
+        let target = Target {
+            path: format!("{object}/{key}/{handler}"),
+            handler,
+            key,
+        };
+        let body = serde_json::to_vec(request)
+            .map_err(|e| IngressError::NotAccepted(format!("cannot serialize the request: {e}")))?;
         let called = self
             .nodes
             .run(Instant::now() + wait, |base, left| {
-                let call = self.invocation(&base, "call", &target, request, idempotency_key, left);
+                let call = self.invocation(&base, "call", &target, &body, idempotency_key, left);
                 async move {
                     match answer(call).await {
                         // Taken, and not done within the wait: the invocation goes on.
@@ -100,48 +113,58 @@ impl Ingress {
             .await;
         match called {
             Ok(Some((status, body))) => result(status, &body),
-            Ok(None) => Err(self.confirm(&target, request, idempotency_key, wait).await),
+            Ok(None) => Err(self.confirm(&target, &body, idempotency_key, wait).await),
             Err(e) => {
                 tracing::debug!(error = %e, "no restate node gave a result");
-                Err(self.confirm(&target, request, idempotency_key, wait).await)
+                Err(self.confirm(&target, &body, idempotency_key, wait).await)
             }
         }
     }
 
-    /// The invocation `request` of `target` on node `base` under `idempotency_key`,
+    /// The invocation `body` of `target` on node `base` under `idempotency_key`,
     /// as a call (`verb` `call`: answered with the result) or a send (`send`:
-    /// answered once accepted), given `left` to answer.
-    fn invocation<Req: Serialize>(
+    /// answered once accepted), given `left` to answer. The idempotency key is also
+    /// the request id the assertion covers.
+    fn invocation(
         &self,
         base: &str,
         verb: &str,
-        target: &str,
-        request: &Req,
+        target: &Target<'_>,
+        body: &[u8],
         idempotency_key: &str,
         left: Duration,
     ) -> reqwest::RequestBuilder {
+        let call = Call {
+            handler: target.handler,
+            key: target.key,
+            request: idempotency_key,
+            digest: &caller::digest(body),
+        };
         self.http
-            .post(format!("{base}/restate/{verb}/{target}"))
+            .post(format!("{base}/restate/{verb}/{}", target.path))
             .header("idempotency-key", idempotency_key)
+            .header(caller::REQUEST_HEADER, idempotency_key)
+            .header(caller::ASSERTION_HEADER, self.key.sign(call, None))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .headers(crate::telemetry::headers())
-            .json(request)
+            .body(body.to_vec())
             .timeout(left)
     }
 
     /// After a call that gave no result: sends the same invocation under the same
     /// key, which Restate answers once it holds it (it deduplicates, so a call it had
     /// accepted is not started twice), on any node that answers.
-    async fn confirm<Req: Serialize>(
+    async fn confirm(
         &self,
-        target: &str,
-        request: &Req,
+        target: &Target<'_>,
+        body: &[u8],
         idempotency_key: &str,
         wait: Duration,
     ) -> IngressError {
         let sent = self
             .nodes
             .run(Instant::now() + ACCEPT_TIMEOUT, |base, left| {
-                let send = self.invocation(&base, "send", target, request, idempotency_key, left);
+                let send = self.invocation(&base, "send", target, body, idempotency_key, left);
                 async move {
                     match answer(send).await {
                         Err(e) => Attempt::NextNode(e.to_string()),
@@ -169,12 +192,24 @@ impl Ingress {
         handler: &str,
         wait: Duration,
     ) -> Result<Res, IngressError> {
+        // A read is not deduplicated: its request id only names it.
+        let request = uuid::Uuid::new_v4().to_string();
+        let call = Call {
+            handler,
+            key,
+            request: &request,
+            digest: &caller::digest(b""),
+        };
+        let expires = chrono::Utc::now().timestamp() + caller::READ_TTL_SECS;
+        let assertion = self.key.sign(call, Some(expires));
         let read = self
             .nodes
             .run(Instant::now() + wait, |base, left| {
                 let call = self
                     .http
                     .post(format!("{base}/restate/call/{object}/{key}/{handler}"))
+                    .header(caller::REQUEST_HEADER, &request)
+                    .header(caller::ASSERTION_HEADER, &assertion)
                     .timeout(left);
                 async move {
                     match answer(call).await {
@@ -214,6 +249,13 @@ impl Ingress {
             .await;
         checked.is_ok()
     }
+}
+
+/// Where an invocation goes: `{object}/{key}/{handler}`, and its parts.
+struct Target<'a> {
+    path: String,
+    handler: &'a str,
+    key: &'a str,
 }
 
 /// Sends the request and reads the whole answer.

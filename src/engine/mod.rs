@@ -13,3 +13,4 @@ pub mod postgres;
 pub mod process;
 #[cfg(feature = "dev")]
 pub mod restate_server;
+pub mod secrets;

@@ -22,6 +22,9 @@ pub struct RestateSettings {
     /// Membership of a cluster; `None`: a single node with the project's
     /// `restate.toml`.
     pub cluster: Option<ClusterMember>,
+    /// The PEM file of the private key the server signs its requests to the
+    /// service's endpoint with (its request identity); `None`: unsigned.
+    pub identity_key: Option<PathBuf>,
 }
 
 /// What makes a node one of a cluster of nodes on this machine: a replicated log
@@ -109,7 +112,7 @@ bind-address = "127.0.0.1:{ingress_port}"
 
 [worker.invoker]
 inactivity-timeout = "1m"
-"#,
+{identity}"#,
             node = member.node_name,
             cluster = member.cluster_name,
             base_dir = self.base_dir.display(),
@@ -119,6 +122,13 @@ inactivity-timeout = "1m"
             members = members.join(", "),
             admin_port = self.admin_port,
             ingress_port = self.ingress_port,
+            identity = match &self.identity_key {
+                Some(file) => format!(
+                    "request-identity-private-key-pem-file = \"{}\"\n",
+                    file.display()
+                ),
+                None => String::new(),
+            },
         )
     }
 }
@@ -259,6 +269,7 @@ impl RestateCluster {
                     ingress_port,
                     admin_port,
                     node_port,
+                    identity_key: None,
                     cluster: Some(ClusterMember {
                         cluster_name: name.to_owned(),
                         node_name: format!("n{}", i + 1),
@@ -374,6 +385,12 @@ async fn spawn(settings: &RestateSettings, append_log: bool) -> anyhow::Result<C
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
+    if let Some(file) = &settings.identity_key {
+        cmd.env(
+            "RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE",
+            file,
+        );
+    }
     isolate(&mut cmd);
     let mut child = cmd
         .spawn()

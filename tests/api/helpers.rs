@@ -6,6 +6,7 @@ use order_service::engine::process::{free_port, wait_ready};
 use order_service::engine::restate_server::{
     find_binary, RestateCluster, RestateServer, RestateSettings,
 };
+use order_service::engine::secrets::{LocalSecrets, RequestIdentity};
 use order_sim::{
     Call, Capture, Event, Fault, Fulfillment, Ledger, Notification, Refund, Release, Reservation,
     SimConfig, SimHandle, Simulator,
@@ -35,6 +36,7 @@ pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
         admin_port: free_port().unwrap(),
         node_port: free_port().unwrap(),
         cluster: None,
+        identity_key: Some(RequestIdentity::in_dir(dir).unwrap().private_key_file),
     }
 }
 
@@ -64,6 +66,7 @@ pub struct TestApp {
     cluster: Option<RestateCluster>,
     service: Option<Child>,
     service_env: Vec<(String, String)>,
+    secrets: LocalSecrets,
 }
 
 impl TestApp {
@@ -86,6 +89,8 @@ impl TestApp {
         admin.close().await;
         let dsn = with_database(&admin_dsn(), &db_name);
 
+        // The request identity restate-server signs with, and the API's caller key.
+        let secrets = LocalSecrets::in_dir(&dir).unwrap();
         let sim = Simulator::spawn_with("127.0.0.1:0".parse().unwrap(), options.sim.clone())
             .await
             .unwrap();
@@ -98,8 +103,11 @@ impl TestApp {
                     (port(), port(), port())
                 })
                 .collect();
-            let settings =
+            let mut settings =
                 RestateCluster::settings(&single.bin, &single.base_dir, "order-test", &ports, 2);
+            for node in &mut settings {
+                node.identity_key = single.identity_key.clone();
+            }
             let cluster = RestateCluster::start(&settings)
                 .await
                 .expect("the restate cluster starts");
@@ -115,7 +123,10 @@ impl TestApp {
                     1 => dir.clone(),
                     n => dir.join(format!("try-{n}")),
                 };
-                let settings = restate_settings(&base);
+                let settings = RestateSettings {
+                    identity_key: Some(secrets.identity.private_key_file.clone()),
+                    ..restate_settings(&base)
+                };
                 match RestateServer::start(&settings).await {
                     Ok(restate) => break (settings, restate),
                     Err(e) if attempt < 3 && e.to_string().contains("exited during start") => {
@@ -154,6 +165,7 @@ impl TestApp {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(secrets.service_env())
         .collect();
         for (k, v) in options.env {
             service_env.retain(|(key, _)| key != k);
@@ -176,6 +188,7 @@ impl TestApp {
             cluster,
             service: None,
             service_env,
+            secrets,
         };
         app.start_service().await;
         app
@@ -259,6 +272,18 @@ impl TestApp {
     pub fn set_service_env(&mut self, var: &str, value: String) {
         self.service_env.retain(|(k, _)| k != var);
         self.service_env.push((var.to_owned(), value));
+    }
+
+    /// The API's caller key (`ORDER_INTERNAL_KEY`).
+    pub fn secrets_internal_key(&self) -> order_service::caller::CallerKey {
+        self.secrets.internal_key.clone()
+    }
+
+    /// A client of Restate's ingress that signs its calls as the API does.
+    pub fn ingress(&self) -> order_service::engine::ingress::Ingress {
+        let url = format!("http://127.0.0.1:{}", self.restate_ingress_port());
+        order_service::engine::ingress::Ingress::new(&[url], self.secrets.internal_key.clone())
+            .unwrap()
     }
 
     /// Restate's admin API.

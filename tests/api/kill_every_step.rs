@@ -7,7 +7,6 @@
 
 use crate::helpers::{delivered_order, mug_order, TestApp};
 use order_invariants::Checker;
-use order_service::engine::ingress::Ingress;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -122,12 +121,11 @@ async fn assert_invariants(app: &TestApp, id: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ledger = app.settled_ledger().await;
-    let ingress = format!("http://127.0.0.1:{}", app.restate_ingress_port());
     let api = app.api.clone();
     let checker = Checker {
         http: app.http.clone(),
         api: &api,
-        ingress: Ingress::new(&[&ingress]).unwrap(),
+        ingress: app.ingress(),
         ledger: &ledger,
         db: &app.db,
     };

@@ -26,4 +26,5 @@ mod saga_core;
 mod schemathesis;
 mod status;
 mod traces;
+mod trust;
 mod validation;

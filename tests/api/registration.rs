@@ -175,8 +175,9 @@ async fn register_without_force_fails_at_once_when_a_new_url_breaks_the_handlers
 async fn an_endpoint_that_requires_restate_identity_refuses_unsigned_calls() {
     let mut app = crate::helpers::TestApp::spawn().await;
     app.kill_service().await;
-    // The test's restate-server signs nothing: with a key required, its discovery
-    // call to the endpoint is refused, and the start fails at once saying why.
+    // The test's restate-server signs with its own key: with another key required,
+    // its discovery call to the endpoint is refused, and the start fails at once
+    // saying why.
     let key = "publickeyv1_ChjENKeMvCtRnqG2mrBK1HmPKufgFUc98K8B3ononQvp";
 
     let out = tokio::time::timeout(

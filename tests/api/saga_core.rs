@@ -296,11 +296,7 @@ async fn the_state_fallback_behind_a_202_reads_the_order_object() {
     let app = TestApp::spawn().await;
     let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
     let id = order["id"].as_str().unwrap();
-    let ingress = order_service::engine::ingress::Ingress::new(&[format!(
-        "http://127.0.0.1:{}",
-        app.restate_ingress_port()
-    )])
-    .unwrap();
+    let ingress = app.ingress();
 
     let held: Option<serde_json::Value> = ingress
         .read("Order", id, "get", Duration::from_secs(5))

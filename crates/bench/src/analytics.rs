@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use order_service::api::{self, ApiSettings, ApiState};
+use order_service::caller::CallerKey;
 use order_service::config::Config;
 use order_service::downstream::Downstream;
 use order_service::engine::admin::Admin;
@@ -274,7 +275,7 @@ fn router(config: &Config, db: PgPool) -> anyhow::Result<axum::Router> {
     let nowhere = "http://127.0.0.1:9";
     Ok(api::router(ApiState {
         db,
-        ingress: Ingress::new(&[nowhere])?,
+        ingress: Ingress::new(&[nowhere], CallerKey::generate()?.0)?,
         admin: Admin::new(&[nowhere]),
         downstream: Downstream::new(
             &config.downstream.or_all(nowhere),

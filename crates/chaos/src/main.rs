@@ -158,7 +158,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let checker = Checker {
         http: reqwest::Client::new(),
         api: &stack.apis[0],
-        ingress: Ingress::new(&stack.ingress_urls())?,
+        ingress: Ingress::new(&stack.ingress_urls(), stack.secrets.internal_key.clone())?,
         ledger: &ledger,
         db: &stack.db,
     };

@@ -11,6 +11,7 @@ use order_service::engine::process::{free_port, wait_ready};
 use order_service::engine::restate_server::{
     find_binary, RestateCluster, RestateServer, RestateSettings,
 };
+use order_service::engine::secrets::LocalSecrets;
 use order_sim::{SimConfig, SimHandle, Simulator};
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub struct StackOptions {
 }
 
 pub struct Stack {
+    /// The secrets the service and the engine share.
+    pub secrets: LocalSecrets,
     /// Each replica's `http://HOST:PORT/api/v1`.
     pub apis: Vec<String>,
     pub db: PgPool,
@@ -70,6 +73,8 @@ impl Stack {
         admin.close().await;
         let dsn = with_database(admin_dsn, &db_name);
 
+        // The request identity restate-server signs with, and the API's caller key.
+        let secrets = LocalSecrets::in_dir(&dir)?;
         let sim = Simulator::spawn_with("127.0.0.1:0".parse()?, SimConfig::default()).await?;
         let configured = std::env::var_os("RESTATE_SERVER_BIN").map(PathBuf::from);
         let bin = find_binary(configured.as_deref())?;
@@ -82,6 +87,7 @@ impl Stack {
                     admin_port: free_port()?,
                     node_port: free_port()?,
                     cluster: None,
+                    identity_key: Some(secrets.identity.private_key_file.clone()),
                 })
                 .await?,
             ],
@@ -89,13 +95,16 @@ impl Stack {
                 let ports = (0..3)
                     .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let settings = RestateCluster::settings(
+                let mut settings = RestateCluster::settings(
                     &bin,
                     &dir.join("restate"),
                     &format!("order-{name}"),
                     &ports,
                     2,
                 );
+                for node in &mut settings {
+                    node.identity_key = Some(secrets.identity.private_key_file.clone());
+                }
                 RestateCluster::start(&settings).await?.nodes
             }
         };
@@ -157,10 +166,12 @@ impl Stack {
             apis.push(format!("http://127.0.0.1:{http_port}/api/v1"));
             let mut env: Vec<(String, String)> =
                 env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            env.extend(secrets.service_env());
             env.extend(options.service_env.iter().cloned());
             service_envs.push(env);
         }
         let mut stack = Stack {
+            secrets,
             apis,
             db: PgPool::connect(&dsn).await?,
             sim,
