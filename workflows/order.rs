@@ -725,7 +725,15 @@ async fn once(
     if let Some(first) = ctx.get::<Json<CommandOutcome>>(&state_key).await? {
         return Ok(first);
     }
-    let outcome = command.instrument(saga_span(ctx, name)).await?;
+    let outcome = match command.instrument(saga_span(ctx, name)).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Failed for good: a repeat must not run the saga again.
+            let failed = CommandOutcome::refused(500, "saga_failed", e.message());
+            ctx.set(&state_key, Json(failed));
+            return Err(e.into());
+        }
+    };
     ctx.set(&state_key, Json(outcome.clone()));
     Ok(Json(outcome))
 }

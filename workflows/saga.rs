@@ -350,9 +350,11 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let mut next = order.clone();
         next.version += 1;
         next.updated_at = at;
-        change(&mut next, at).map_err(|e| TerminalError::new(e.to_string()))?;
-        let changes = next.changes_since(order);
         let steps = self.commit_steps(at);
+        if let Err(e) = change(&mut next, at) {
+            return Err(self.park_refused(order, &steps, at, e.to_string()).await);
+        }
+        let changes = next.changes_since(order);
         let author = Author {
             actor: &self.actor,
             reason: self.reason.as_deref(),
@@ -360,7 +362,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let events: Vec<_> = topics.iter().map(|t| next.event(t)).collect();
         let notification = notify.map(|t| next.notification(t));
         let db = &self.deps.db;
-        let (written, ()) = self
+        let written = self
             .write_until_done(&steps, || async {
                 let edits = (author, changes.as_slice());
                 let written =
@@ -368,7 +370,14 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                         .await?;
                 Ok((written, ()))
             })
-            .await?;
+            .await;
+        let written = match written {
+            Ok((written, ())) => written,
+            Err(e) => {
+                let reason = e.message().to_owned();
+                return Err(self.park_refused(order, &steps, at, reason).await);
+            }
+        };
         if written {
             let compensated: Vec<&str> = steps
                 .iter()
@@ -379,6 +388,49 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         }
         self.hold(&next);
         Ok(next)
+    }
+
+    /// A commit that the order's rules or the read model refused, after steps that
+    /// may have moved money or stock: the order as it was is parked for an operator
+    /// (`attention` on `update_read_model`, code `commit_refused`, with the reason),
+    /// written with the steps that led there and kept as the object's state, so that
+    /// it is in the stuck list; the error ends the saga.
+    async fn park_refused(
+        &mut self,
+        order: &Order,
+        steps: &[StepRecord],
+        at: DateTime<Utc>,
+        reason: String,
+    ) -> TerminalError {
+        tracing::error!(order.id = %self.order_id, %reason, "commit refused; the order is parked for an operator");
+        let mut parked = order.clone();
+        parked.version += 1;
+        parked.updated_at = at;
+        parked.park("update_read_model", "commit_refused", &reason, at);
+        let mut steps = steps.to_vec();
+        if let Some(commit) = steps.last_mut() {
+            (commit.outcome, commit.error) = ("rejected", Some(reason.clone()));
+        }
+        let author = Author {
+            actor: "system",
+            reason: Some(&reason),
+        };
+        let db = &self.deps.db;
+        let written = self
+            .write_until_done(&steps, || async {
+                let written =
+                    read_model::project(db, &parked, &[], None, (author, &[]), &steps).await?;
+                Ok((written, ()))
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::error!(order.id = %self.order_id, error = %e.message(), "the read model refused the parked order too");
+        }
+        self.hold(&parked);
+        TerminalError::new_with_code(
+            500,
+            format!("the order could not record the outcome of its saga ({reason}); it is parked for an operator"),
+        )
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create

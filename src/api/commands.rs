@@ -134,7 +134,8 @@ pub(super) async fn read_back(state: &ApiState, id: Uuid) -> Result<OrderView, A
 
 /// The saga has not rested in time: `202` with the order as it stands (it goes on
 /// inside Restate). A call Restate did not accept is `503`, safe to retry with the
-/// same `Idempotency-Key`.
+/// same `Idempotency-Key`. A saga that already failed for good is `500`
+/// `saga_failed`: never a `202` for a flow that will not go on.
 pub(super) async fn accepted_or_unavailable(
     state: &ApiState,
     id: Uuid,
@@ -150,6 +151,19 @@ pub(super) async fn accepted_or_unavailable(
         }
         IngressError::Failed { status, message } => {
             tracing::error!(order.id = %id, status, message, "order handler failed");
+            let failed = ApiError::Refused {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "saga_failed".into(),
+                message: format!(
+                    "the order's saga failed: {message}. The order is listed for operators \
+                     (GET /api/v1/ops/orders/stuck)"
+                ),
+            };
+            return Ok(Reply {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                body: failed.body(),
+                produced: None,
+            });
         }
         IngressError::StillRunning(_) => {}
     }
@@ -162,14 +176,9 @@ pub(super) async fn accepted_or_unavailable(
             .ok()
             .flatten(),
     };
-    let body = match (current, error) {
-        (Some(order), _) => json!(order),
-        (None, IngressError::StillRunning(_)) => json!({ "id": id, "status": "pending" }),
-        (None, e) => {
-            return Err(ApiError::Unavailable(format!(
-                "the order engine failed: {e}"
-            )))
-        }
+    let body = match current {
+        Some(order) => json!(order),
+        None => json!({ "id": id, "status": "pending" }),
     };
     Ok(Reply {
         status: StatusCode::ACCEPTED,

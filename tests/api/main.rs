@@ -19,6 +19,7 @@ mod kill_every_step;
 mod metrics;
 mod openapi;
 mod operators;
+mod parked;
 mod queries;
 mod registration;
 mod returns;
