@@ -21,6 +21,7 @@ mod openapi;
 mod operators;
 mod queries;
 mod registration;
+mod relay;
 mod returns;
 mod saga_core;
 mod schemathesis;
