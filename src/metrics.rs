@@ -82,3 +82,16 @@ pub fn count_attempt(saga: &str, step: &str, outcome: &str, took: Duration) {
     counter!("order_saga_step_attempts_total", &labels).increment(1);
     histogram!("order_saga_step_duration_seconds", &labels).record(took.as_secs_f64());
 }
+
+/// Sets the outbox gauges: `order_outbox_undelivered{kind,state}`, the messages not
+/// delivered yet, and `order_outbox_oldest_undelivered_seconds{kind,state}`, the
+/// age of the oldest of them (0 when none); `kind` is `event` or `notification`,
+/// `state` `pending` (being tried) or `refused` (for good, waiting for an operator).
+pub fn set_outbox_backlog(backlog: &[crate::read_model::outbox::Backlog]) {
+    for b in backlog {
+        let state = if b.refused { "refused" } else { "pending" };
+        let labels = [("kind", b.kind.as_str()), ("state", state)];
+        gauge!("order_outbox_undelivered", &labels).set(b.count as f64);
+        gauge!("order_outbox_oldest_undelivered_seconds", &labels).set(b.oldest_secs);
+    }
+}

@@ -5,7 +5,7 @@
 
 use crate::domain::{Attention, OrderStatus};
 use crate::engine::admin::Admin;
-use crate::read_model::{self, SagaStepRow};
+use crate::read_model::{self, outbox, SagaStepRow};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -33,6 +33,9 @@ pub enum StuckReason {
     Invocation,
     /// A step was finally refused: it waits for an operator to retry or resolve it.
     Parked,
+    /// A message of the order (an event or a notification) is refused for good, or
+    /// its delivery has been failing for [`UNDELIVERED_AFTER`].
+    Undelivered,
     /// It rests in a transitional state longer than it should.
     Resting,
 }
@@ -118,6 +121,13 @@ pub struct Invocation {
     pub last_failure: Option<String>,
 }
 
+/// How long delivery of a message may fail before its order is listed as stuck.
+/// A bus that refuses (a `404` while its component loads, a `403` from its scopes)
+/// needs an operator and shows within seconds; a single `503` retried 100 ms later
+/// does not make the list (and the `order_stuck_orders` gauge) flicker. A message
+/// refused for good is listed at once: no retry will deliver it.
+pub const UNDELIVERED_AFTER: Duration = Duration::from_secs(10);
+
 /// Invocation states of a saga that cannot go on by itself.
 const STALLED: &str = "'backing-off', 'paused'";
 /// Invocation states of a saga still under way (or queued behind one).
@@ -125,8 +135,9 @@ const UNDER_WAY: &str = "'pending', 'ready', 'running', 'suspended'";
 
 impl Operators {
     /// Orders whose invocation is backing off or paused (whatever their age), orders
-    /// parked after a refused step, and orders resting in a transitional state
-    /// longer than the filter says; oldest first.
+    /// parked after a refused step, orders with a message that cannot be delivered,
+    /// and orders resting in a transitional state longer than the filter says;
+    /// oldest first.
     pub async fn stuck(&self, filter: &StuckFilter) -> anyhow::Result<StuckList> {
         let older_than = filter.older_than.unwrap_or(self.stuck_after);
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than)?;
@@ -164,6 +175,26 @@ impl Operators {
                 invocation_id: None,
                 invocation_status: None,
                 reason: StuckReason::Parked,
+            });
+        }
+        let failing_before = Utc::now() - chrono::Duration::from_std(UNDELIVERED_AFTER)?;
+        for message in outbox::undelivered(&self.db, failing_before).await? {
+            let step = match message.kind.as_str() {
+                "event" => "publish_event",
+                _ => "notify_customer",
+            };
+            add(StuckOrder {
+                order_id: message.order_id,
+                order_number: None,
+                status: None,
+                saga: None,
+                step: Some(step.into()),
+                attempts: message.attempts,
+                last_error: Some(message.last_error),
+                since: message.since,
+                invocation_id: None,
+                invocation_status: None,
+                reason: StuckReason::Undelivered,
             });
         }
         for draft in read_model::overdue_drafts(&self.db, cutoff).await? {

@@ -1,17 +1,17 @@
 //! Delivers the outbox: each order's events to the bus and its notifications to the
 //! customer, in the order they were written, outside any saga. Every replica runs a
-//! relay; the messages a relay takes stay locked until it has recorded their
-//! outcome, and a queue (order and kind) is only taken from its oldest message, so
-//! order is kept per order while different orders go in parallel.
+//! relay; a relay claims a queue (order and kind) by locking its oldest undelivered
+//! message until it has recorded the outcome, so one relay at a time delivers an
+//! order's messages, in order, while different orders go in parallel. Nothing is
+//! dropped: what fails is tried again with backoff, and what is refused for good
+//! stays in the outbox for operators.
 
 use crate::domain::{OrderEvent, OrderNotification};
 use crate::downstream::{Downstream, DownstreamError};
 use crate::read_model::outbox::{self, Kind, Pending};
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 /// How often an idle relay looks for work.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -55,9 +55,9 @@ async fn relay(db: PgPool, downstream: Downstream, kind: Kind) {
     }
 }
 
-/// One round: takes what of `kind` is due, delivers each order's queue oldest first
-/// and the queues in parallel, and records the outcomes in one transaction.
-/// Returns how many messages were taken.
+/// One round: claims the queues of `kind` whose oldest message is due, delivers
+/// each queue oldest first and the queues in parallel, and records the outcomes in
+/// one transaction. Returns how many messages were taken.
 async fn deliver_due(db: &PgPool, downstream: &Downstream, kind: Kind) -> sqlx::Result<usize> {
     let mut tx = db.begin().await?;
     // Losing the record of a delivery to a crash only means delivering it again
@@ -65,25 +65,24 @@ async fn deliver_due(db: &PgPool, downstream: &Downstream, kind: Kind) -> sqlx::
     sqlx::query("SET LOCAL synchronous_commit TO OFF")
         .execute(&mut *tx)
         .await?;
-    let taken = outbox::take_due(&mut tx, kind, BATCH).await?;
-    let count = taken.len();
-    let mut queues: HashMap<Uuid, Vec<Pending>> = HashMap::new();
-    for message in taken {
-        queues.entry(message.order_id).or_default().push(message);
-    }
+    let queues = outbox::claim(&mut tx, kind, BATCH).await?;
+    let count = queues.iter().map(Vec::len).sum();
     let mut tasks = JoinSet::new();
-    for queue in queues.into_values() {
+    for queue in queues {
         let downstream = downstream.clone();
         tasks.spawn(async move { deliver_queue(&downstream, queue).await });
     }
     let mut sent = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let Ok(outcomes) = done else { continue };
-        for (id, outcome) in outcomes {
+        for (message, outcome) in outcomes {
             match outcome {
-                Outcome::Sent => sent.push(id),
+                Outcome::Sent => sent.push(message.id),
+                Outcome::Refused(error) => {
+                    outbox::mark_refused(&mut tx, message.id, &error).await?
+                }
                 Outcome::Failed { error, retry_in } => {
-                    outbox::mark_failed(&mut tx, id, &error, retry_in).await?
+                    outbox::mark_failed(&mut tx, &message, &error, retry_in).await?
                 }
             }
         }
@@ -95,44 +94,35 @@ async fn deliver_due(db: &PgPool, downstream: &Downstream, kind: Kind) -> sqlx::
 
 enum Outcome {
     Sent,
-    /// Not delivered: retried after `retry_in`, or refused for good (`None`).
+    /// Refused for good: the receiving service cannot read it (`400`).
+    Refused(String),
+    /// Not delivered now: it and the rest of its queue are tried again after
+    /// `retry_in`.
     Failed {
         error: String,
-        retry_in: Option<Duration>,
+        retry_in: Duration,
     },
 }
 
 /// Delivers one queue in order, stopping at the first message that fails for now
-/// (it keeps its place, so later ones never overtake it).
-async fn deliver_queue(downstream: &Downstream, queue: Vec<Pending>) -> Vec<(i64, Outcome)> {
+/// (it keeps its place, so later ones never overtake it). Every answer is tried
+/// again but a `400`: a bus answers `404` while its component loads and `403` while
+/// its scopes forbid the topic, and an operator fixes both; only a body the
+/// service cannot read is refused for good, and the queue goes on past it.
+async fn deliver_queue(downstream: &Downstream, queue: Vec<Pending>) -> Vec<(Pending, Outcome)> {
     let mut outcomes = Vec::new();
     for message in queue {
         match deliver(downstream, &message).await {
-            Ok(()) => outcomes.push((message.id, Outcome::Sent)),
-            Err(DownstreamError::Rejected(r)) => {
-                // Refused for good: kept with the answer for operators; the queue
-                // goes on, since no retry can deliver it.
-                tracing::error!(order.id = %message.order_id, rejection = %r, "message refused");
-                let error = r.to_string();
-                outcomes.push((
-                    message.id,
-                    Outcome::Failed {
-                        error,
-                        retry_in: None,
-                    },
-                ));
+            Ok(()) => outcomes.push((message, Outcome::Sent)),
+            Err(DownstreamError::Rejected(r)) if r.status == 400 => {
+                tracing::error!(order.id = %message.order_id, rejection = %r, "message refused for good");
+                outcomes.push((message, Outcome::Refused(r.to_string())));
             }
             Err(e) => {
                 let retry_in = backoff(message.attempts);
                 tracing::warn!(order.id = %message.order_id, error = %e, ?retry_in, "message not delivered, will retry");
                 let error = e.to_string();
-                outcomes.push((
-                    message.id,
-                    Outcome::Failed {
-                        error,
-                        retry_in: Some(retry_in),
-                    },
-                ));
+                outcomes.push((message, Outcome::Failed { error, retry_in }));
                 break;
             }
         }

@@ -1,6 +1,6 @@
 //! `GET /metrics`: the Prometheus exposition of the process's metrics, and the
-//! HTTP metrics of every request. The stuck orders are counted at each scrape, so
-//! the gauge is as fresh as the scrape.
+//! HTTP metrics of every request. The stuck orders and the undelivered messages
+//! are counted at each scrape, so the gauges are as fresh as the scrape.
 
 use super::ApiState;
 use axum::extract::State;
@@ -45,13 +45,18 @@ pub async fn track(request: Request, next: Next) -> Response {
     tag = "health",
     responses((status = 200, description = "The Prometheus text exposition of the process's metrics.", body = String, content_type = "text/plain; version=0.0.4"))
 )]
-/// `GET /metrics`: the exposition, with the stuck orders counted now.
+/// `GET /metrics`: the exposition, with the stuck orders and the undelivered
+/// messages counted now.
 async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     let handle = crate::metrics::handle();
     match state.operators().stuck(&Default::default()).await {
         Ok(list) => metrics::gauge!("order_stuck_orders").set(list.orders.len() as f64),
         // The last count stays; the failure is for the logs, not the scrape.
         Err(e) => tracing::warn!(error = %e, "could not count the stuck orders"),
+    }
+    match crate::read_model::outbox::backlog(&state.db).await {
+        Ok(backlog) => crate::metrics::set_outbox_backlog(&backlog),
+        Err(e) => tracing::warn!(error = %e, "could not count the undelivered messages"),
     }
     (
         StatusCode::OK,

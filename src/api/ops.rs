@@ -42,7 +42,7 @@ pub fn router() -> Router<ApiState> {
     tag = "operators",
     params(StuckQuery),
     responses(
-        (status = 200, description = "Orders whose saga invocation backs off or is paused, orders parked after a refused step, and orders resting in a transitional state too long; oldest first, with counts by step and error.", body = StuckList),
+        (status = 200, description = "Orders whose saga invocation backs off or is paused, orders parked after a refused step, orders with an event or notification that cannot be delivered (the receiving service's answer as `last_error`), and orders resting in a transitional state too long; oldest first, with counts by step and error.", body = StuckList),
         (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: a filter that does not parse.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),

@@ -22,6 +22,7 @@ mod operators;
 mod parked;
 mod queries;
 mod registration;
+mod relay;
 mod returns;
 mod saga_core;
 mod schemathesis;

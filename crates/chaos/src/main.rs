@@ -1,6 +1,7 @@
 //! `order-chaos` (`make chaos`): a seeded run of every order flow while the
-//! simulator injects faults into about a fifth of the downstream calls and the
-//! service and restate-server are killed with SIGKILL and started again. Then
+//! simulator injects faults into about a fifth of the downstream calls, the event
+//! bus refuses every publish (`404`) for stretches, and the service and
+//! restate-server are killed with SIGKILL and started again. Then
 //! everything settles and every invariant is checked order by order
 //! ([`checks`]). Prints the figures; exits non-zero on any violation.
 //!
@@ -127,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     };
     let stack = Stack::start(&admin_dsn, &options).await?;
     inject_faults(&stack);
+    let sim = stack.sim.sim.clone();
     let started = Instant::now();
     let client = Client::new(&stack.apis, args.seed);
     let period = Duration::from_secs_f64(args.minutes * 60.0);
@@ -136,6 +138,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let kills = Arc::new(Kills::default());
     let kills_wanted = (args.minutes * KILLS_PER_MINUTE).max(KILLS_AT_LEAST);
     let every = period.div_f64(kills_wanted);
+    let outages = tokio::spawn(bus_outages(sim, args.seed, done_rx.clone()));
     let killer = tokio::spawn(killer(
         stack.clone(),
         args.seed,
@@ -146,6 +149,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     let lives = load(&client, args.orders, period).await;
     let _ = done_tx.send(true);
     killer.await??;
+    let outages = outages.await?;
     let load_took = started.elapsed();
 
     let stack = Arc::try_unwrap(stack)
@@ -193,6 +197,11 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     println!(
         "downstream calls  {} ({faulted} answered 5xx; faults: 503, delays past {DOWNSTREAM_TIMEOUT_MS} ms, connections dropped before and after the side effect)",
         ledger.calls.len()
+    );
+    println!(
+        "bus outages       {} stretches of 404 on every publish, {:.0} s in all",
+        outages.count,
+        outages.total.as_secs_f64()
     );
     println!(
         "time              load {:.0} s, settle {:.0} s",
@@ -273,6 +282,45 @@ fn inject_faults(stack: &Stack) {
             drop: Some(DropMode::After),
             ..fault(0.05)
         });
+    }
+}
+
+/// The stretches the event bus refused every publish.
+#[derive(Default)]
+struct Outages {
+    count: u32,
+    total: Duration,
+}
+
+/// Until the load is done, makes the event bus answer `404` to every publish (a
+/// Dapr component still loading) for a few seconds at a time, some seconds apart:
+/// the relay must keep every event and deliver each order's in order afterwards.
+async fn bus_outages(
+    sim: order_sim::Simulator,
+    seed: u64,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> Outages {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6275_7330);
+    let refusing = Fault {
+        status: Some(404),
+        ..Fault::new("pubsub").on("publish")
+    };
+    let mut outages = Outages::default();
+    loop {
+        let (gap, stretch) = (rng.random_range(5.0..15.0), rng.random_range(2.0..8.0));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(gap)) => {}
+            _ = done.wait_for(|d| *d) => return outages,
+        }
+        sim.inject(refusing.clone());
+        let started = Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(stretch)) => {}
+            _ = done.wait_for(|d| *d) => {}
+        }
+        sim.remove_fault(&refusing);
+        outages.count += 1;
+        outages.total += started.elapsed();
     }
 }
 

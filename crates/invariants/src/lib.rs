@@ -12,7 +12,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Every invariant [`Checker::order`] checks.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     "at_most_one_capture",
     "captured_as_the_ledger",
     "refunds_within_capture_and_exact",
@@ -20,6 +20,7 @@ pub const INVARIANTS: [&str; 7] = [
     "read_model_equals_object",
     "events_unique_per_fact",
     "outbox_delivered",
+    "events_in_order",
 ];
 
 /// An invariant that does not hold, and how.
@@ -196,19 +197,45 @@ impl Checker<'_> {
         }
         let published: HashSet<&str> = self.ledger.events.iter().map(|e| e.id.as_str()).collect();
         let outbox: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-            "SELECT message_id, sent_at FROM outbox WHERE order_id = $1 AND kind = 'event'",
+            "SELECT message_id, sent_at FROM outbox WHERE order_id = $1 AND kind = 'event'
+             ORDER BY id",
         )
         .bind(id)
         .fetch_all(self.db)
         .await
         .unwrap_or_default();
-        for (message_id, sent_at) in outbox {
+        for (message_id, sent_at) in &outbox {
             if sent_at.is_none() || !published.contains(message_id.as_str()) {
                 add(
                     "outbox_delivered",
                     format!("event {message_id} not delivered"),
                 );
             }
+        }
+
+        // Each event first published after every older event of the order: the
+        // ledger's first deliveries come in the outbox's order.
+        let mut first_seen: Vec<&str> = Vec::new();
+        for event in self
+            .ledger
+            .events
+            .iter()
+            .filter(|e| e.cloud_event["subject"] == ids.as_str())
+        {
+            if !first_seen.contains(&event.id.as_str()) {
+                first_seen.push(event.id.as_str());
+            }
+        }
+        let written: Vec<&str> = outbox
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| first_seen.contains(id))
+            .collect();
+        if first_seen != written {
+            add(
+                "events_in_order",
+                format!("published {first_seen:?}, written {written:?}"),
+            );
         }
         found
     }

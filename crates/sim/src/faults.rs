@@ -19,6 +19,8 @@ pub struct Fault {
     /// `cancel`; notification: `notify`; pubsub: `publish`.
     pub operation: Option<String>,
     /// Answer this status with `{"code":"injected_fault"}` and skip the side effect.
+    /// On `pubsub` `publish`, `404` plays a Dapr sidecar whose component is still
+    /// loading and `403` one whose scopes forbid the topic.
     pub status: Option<u16>,
     /// Sleep this long before handling the call.
     pub delay_ms: Option<u64>,

@@ -197,6 +197,16 @@ impl Simulator {
         Ok(())
     }
 
+    /// Removes the first fault equal to `fault`, if there is one (a fault that ran out
+    /// of `times` is gone already).
+    pub fn remove_fault(&self, fault: &Fault) {
+        let mut state = self.state();
+        if let Some(at) = state.faults.iter().position(|f| f == fault) {
+            state.faults.remove(at);
+            tracing::info!(sim = true, ?fault, "fault removed");
+        }
+    }
+
     /// Removes every fault.
     pub fn clear_faults(&self) {
         self.state().faults.clear();
