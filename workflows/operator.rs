@@ -7,12 +7,16 @@
 //! 2. `update_read_model`: what they gave back is counted; one refused again stays
 //!    owed and keeps the order parked, with the new answer.
 //!
+//! Retrying also asks again a restock the warehouse refused.
+//!
 //! Resolving it by hand (`POST /ops/orders/{id}/resolve`): `update_read_model`
-//! only, the owed compensations dropped with the operator's reason.
+//! only, the owed compensations dropped with the operator's reason; a refund the
+//! operator made by other means (`refunded_outside`) is counted
+//! (`order.refunded`), and each return whose refund was owed is closed.
 
 use super::saga::Saga;
 use super::undo::{apply, compensate, Undone};
-use crate::domain::Order;
+use crate::domain::{Money, Order};
 use restate_sdk::prelude::*;
 
 /// Runs again what `order` owes and records the outcome.
@@ -37,12 +41,20 @@ pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, 
     .await
 }
 
-/// Drops what `order` owes and its need for an operator.
-pub async fn resolve(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, TerminalError> {
-    saga.commit(&order, &[], None, |o, _| {
-        o.owed.clear();
-        o.attention = None;
-        Ok(())
+/// Drops what `order` owes and its need for an operator, counting
+/// `refunded_outside`, at most the refunds owed, as refunded by other means.
+pub async fn resolve(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    refunded_outside: Option<Money>,
+) -> Result<Order, TerminalError> {
+    let topics: &'static [&'static str] = match refunded_outside > Some(Money::ZERO) {
+        true => &["order.refunded"],
+        false => &[],
+    };
+    let reason = saga.given_reason();
+    saga.commit(&order, topics, None, move |o, at| {
+        o.resolve_owed(refunded_outside, reason, at)
     })
     .await
 }

@@ -90,6 +90,9 @@ pub struct ReturnCommand {
 pub struct OperatorRequest {
     #[serde(default)]
     pub reason: Option<String>,
+    /// For a resolve: a refund the operator made by other means, at most what is owed.
+    #[serde(default)]
+    pub refunded_outside: Option<Money>,
 }
 
 /// How an operator's command ended, and the invocation that ran it.
@@ -614,9 +617,14 @@ impl OrderObject {
             let message = "the order does not wait for an operator";
             return Ok(CommandOutcome::refused(409, "nothing_to_resolve", message));
         }
+        let owed = order.owed_refunds().unwrap_or(Money::ZERO);
+        if req.refunded_outside.is_some_and(|outside| outside > owed) {
+            let message = format!("must be at most the refunds the order owes ({owed})");
+            return Ok(CommandOutcome::invalid("refunded_outside".into(), message));
+        }
         let name = format!("resolve@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
-        let result = resolve(&mut saga, order).await;
+        let result = resolve(&mut saga, order, req.refunded_outside).await;
         saga.finish().await;
         Ok(CommandOutcome::Done(Rested::from(&result?)))
     }

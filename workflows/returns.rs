@@ -6,12 +6,14 @@
 //!    that expires it; nothing waits in between, so the order takes other commands.
 //!
 //! Its parcel arrives (`.../receive`):
-//! 1. `restock`: `POST /v1/restocks`.
+//! 1. `restock`: `POST /v1/restocks`; refused, it stays owed for an operator's
+//!    retry.
 //! 2. `refund_payment` of the units' share by the cumulative rule (no shipping).
 //! 3. `update_read_model`: the return `refunded`, its units returned
 //!    (`order.return_received`, `order.refunded`, `refund_issued`).
 //!
-//! It is rejected, or its parcel does not arrive in time: `update_read_model` only.
+//! It is rejected, or its parcel does not arrive in time: `update_read_model` only
+//! (units of a received return stay returned: they were restocked).
 //!
 //! Refunding items without a return (`POST /orders/{id}/refund-items`):
 //! 1. `refund_payment`; 2. `update_read_model` (`order.refunded`, `refund_issued`).
@@ -57,8 +59,7 @@ pub async fn request_return(
                 closed_at: None,
                 expires_at: at + wait,
                 version,
-            });
-            Ok(())
+            })
         },
     )
     .await
@@ -72,9 +73,11 @@ pub async fn receive_return(
     return_id: Uuid,
     plan: GiveBack,
 ) -> Result<Order, TerminalError> {
-    let restock_refused = restock(saga, &order, return_id, &plan).await?.err();
+    let restock_refused = restock(saga, &order, return_id).await?.err();
+    // A refused restock stays owed, for an operator's retry to ask again.
     let park_restock = move |o: &mut Order, at: DateTime<Utc>| {
         if let Some(refused) = &restock_refused {
+            o.owed.push(Compensation::Restock { return_id });
             o.park("restock", "step_refused", &refused.to_string(), at);
         }
     };
@@ -89,7 +92,7 @@ pub async fn receive_return(
                 Some("refund_issued"),
                 move |o, at| {
                     park_restock(o, at);
-                    o.record_return_refunded(return_id, &plan, refunded, at)
+                    o.record_return_refunded(return_id, refunded, at)
                 },
             )
             .await
@@ -107,7 +110,8 @@ pub async fn receive_return(
 }
 
 /// Closes return `return_id` as `status` (`rejected` or `expired`): nothing is
-/// restocked or refunded, and its units are free again.
+/// refunded; a requested return's units are free again, a received one's stay
+/// returned.
 pub async fn close_return(
     saga: &mut Saga<'_, '_>,
     order: Order,
@@ -149,29 +153,26 @@ pub async fn refund_items(
     Ok(Ok(order))
 }
 
-/// `restock`: puts the returned units back on sale. A refusal is for the order to
-/// carry; the refund is due either way.
-async fn restock(
+/// `restock`: puts the units of return `return_id` back on sale. A refusal is for
+/// the order to carry; the refund is due either way. An operator's retry asks
+/// again the same way.
+pub async fn restock(
     saga: &mut Saga<'_, '_>,
     order: &Order,
     return_id: Uuid,
-    plan: &GiveBack,
 ) -> Result<Result<String, Rejection>, TerminalError> {
     let warehouse = saga.deps.downstream.warehouse.clone();
-    let lines: Vec<RestockLine> = plan
-        .lines
+    let units = order.find_return(return_id).map(|r| r.items.as_slice());
+    let lines: Vec<RestockLine> = units
+        .unwrap_or_default()
         .iter()
-        .filter_map(|l| {
-            order
-                .items
-                .iter()
-                .find(|i| i.id == l.item_id)
-                .map(|i| (l, i))
-        })
-        .map(|(l, i)| RestockLine {
-            sku: i.product_sku.clone(),
-            warehouse_id: i.warehouse_id,
-            quantity: l.quantity,
+        .filter_map(|u| {
+            let item = order.items.iter().find(|i| i.id == u.item_id)?;
+            Some(RestockLine {
+                sku: item.product_sku.clone(),
+                warehouse_id: item.warehouse_id,
+                quantity: u.quantity,
+            })
         })
         .collect();
     let order_id = order.id;

@@ -19,6 +19,8 @@ pub enum Undone {
     Refunded(crate::domain::Money),
     /// The refund of a received return, owed since the payment service refused it.
     ReturnRefunded(uuid::Uuid, crate::domain::Money),
+    /// The refused restock of a received return went through.
+    Restocked,
     /// A charge whose outcome was unknown had gone through and is now refunded.
     RefundedCapture {
         payment_id: String,
@@ -131,8 +133,7 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
         match u {
             Undone::Refunded(amount) => order.record_refund(*amount)?,
             Undone::ReturnRefunded(return_id, amount) => {
-                let plan = order.plan_return(*return_id)?;
-                order.record_return_refunded(*return_id, &plan, *amount, at)?;
+                order.record_return_refunded(*return_id, *amount, at)?;
             }
             Undone::RefundedCapture {
                 payment_id,
@@ -144,10 +145,17 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
                 order.record_capture(attempt, method, payment_id, *captured, at);
                 order.record_refund(*refunded)?;
             }
-            Undone::Released | Undone::FulfillmentCancelled | Undone::Nothing => {}
+            Undone::Released
+            | Undone::FulfillmentCancelled
+            | Undone::Restocked
+            | Undone::Nothing => {}
             Undone::Refused(c, refusal) => {
                 order.owed.push(c.clone());
-                order.park(c.step(), "compensation_refused", &refusal.to_string(), at);
+                let code = match c {
+                    Compensation::Restock { .. } => "step_refused",
+                    _ => "compensation_refused",
+                };
+                order.park(c.step(), code, &refusal.to_string(), at);
             }
         }
     }
@@ -244,6 +252,11 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
                 })
             })
             .await
+        }
+        // Not an undo: the refused restock, asked again.
+        Compensation::Restock { return_id } => {
+            let restocked = super::returns::restock(saga, order, return_id).await?;
+            Ok(restocked.map(|_| Undone::Restocked))
         }
         Compensation::CancelFulfillmentCreatedUnder { key: original } => {
             let (order_id, lines) = (order.id, fulfillment_lines(order));

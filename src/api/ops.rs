@@ -10,7 +10,7 @@ use super::openapi::shapes::{BulkRetried, IdempotencyKey, Resolved, Retried, Stu
 use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
-use crate::domain::FieldError;
+use crate::domain::{FieldError, Money, MoneyInput};
 use crate::engine::ingress::IngressError;
 use crate::operators::{StuckFilter, StuckList, Timeline};
 use crate::workflows::{CommandOutcome, OperatorOutcome, OperatorRequest, ORDER_OBJECT};
@@ -161,6 +161,12 @@ struct ResolveBody {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     reason: String,
+    /// A refund the operator made by other means, at most what the order owes:
+    /// counted in `refunded_amount` and on the order's record. Without it nothing
+    /// is counted.
+    #[serde(default)]
+    #[schema(value_type = Option<MoneyInput>)]
+    refunded_outside: Option<Money>,
 }
 
 #[utoipa::path(
@@ -170,16 +176,17 @@ struct ResolveBody {
     params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
     request_body = ResolveBody,
     responses(
-        (status = 200, description = "The order settled by hand: off the stuck list, the reason in its edit history.", body = Resolved),
+        (status = 200, description = "The order settled by hand: off the stuck list, the reason in its edit history; `refunded_outside` counted as refunded; each return whose refund was owed closed (`refunded` with `refunded_outside`, else `rejected`).", body = Resolved),
         (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`nothing_to_resolve`: the order does not wait for an operator; `still_running`: the resolution is still under way.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: `reason` must be 1 to 500 characters.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `reason` must be 1 to 500 characters; `refunded_outside` must be an amount of at most the refunds the order owes.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-/// `POST /ops/orders/{id}/resolve` `{"reason"}`: an operator settled by hand what
-/// the order owed; it leaves the stuck list, with the reason in its edit history.
+/// `POST /ops/orders/{id}/resolve` `{"reason", "refunded_outside"?}`: an operator
+/// settled by hand what the order owed; it leaves the stuck list, with the reason
+/// in its edit history and a refund made by other means counted.
 async fn resolve(
     caller: Caller,
     State(state): State<ApiState>,
@@ -198,6 +205,7 @@ async fn resolve(
     let key = idempotency::request_key(&headers)?;
     let request = OperatorRequest {
         reason: Some(body.reason.trim().to_owned()),
+        refunded_outside: body.refunded_outside,
     };
     let outcome = call(&state, id, "resolve", &request, key).await?;
     let invocation_id = settled(outcome)?;
@@ -218,7 +226,10 @@ async fn retry_order(
     if !resumed.is_empty() {
         return Ok(Ok(json!({ "order_id": id, "retried": resumed })));
     }
-    let request = OperatorRequest { reason: None };
+    let request = OperatorRequest {
+        reason: None,
+        refunded_outside: None,
+    };
     let outcome = call(state, id, "retry", &request, key).await?;
     Ok(settled(outcome).map(|invocation_id| json!({ "order_id": id, "retried": [invocation_id] })))
 }
@@ -257,6 +268,11 @@ async fn call(
 fn settled(outcome: OperatorOutcome) -> Result<String, ApiError> {
     match outcome.outcome {
         CommandOutcome::Done(_) => Ok(outcome.invocation_id),
+        CommandOutcome::Refused {
+            field: Some(field),
+            message,
+            ..
+        } => Err(ApiError::Validation(vec![FieldError::new(field, message)])),
         CommandOutcome::Refused {
             status,
             code,

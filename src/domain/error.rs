@@ -21,6 +21,8 @@ pub enum DomainError {
     ReturnWindowClosed,
     #[error("a refund of {asked} would exceed what is left of the capture ({left})")]
     RefundExceedsCapture { asked: String, left: String },
+    #[error("{asked} is more than the refunds the order owes ({owed})")]
+    RefundExceedsOwed { asked: String, owed: String },
     #[error("an amount would exceed the largest amount the service keeps")]
     AmountOverflow,
 }

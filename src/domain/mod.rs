@@ -17,8 +17,9 @@ pub use error::DomainError;
 pub use give_back::{GiveBack, GiveBackLine, ItemQuantity, SkuQuantity};
 pub use money::{Money, MoneyError, MoneyInput};
 pub use order::{
-    Attention, Compensation, Failure, FieldError, NewItem, NewOrder, NewPayment, Order, OrderEvent,
-    OrderItem, OrderNotification, OrderView, PaymentAttempt, StatusChange, MAX_ITEMS, MAX_QUANTITY,
+    Attention, Compensation, Failure, FieldError, HeldRuns, NewItem, NewOrder, NewPayment, Order,
+    OrderEvent, OrderItem, OrderNotification, OrderView, OutsideRefund, PaymentAttempt,
+    StatusChange, MAX_ITEMS, MAX_QUANTITY,
 };
 pub use returns::{Return, ReturnItem, ReturnStatus};
 pub use status::{OrderStatus, PaymentStatus};

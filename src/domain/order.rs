@@ -1,7 +1,7 @@
 //! The order: what a shop asks for (`NewOrder`), what the service keeps (`Order`) and
 //! what it shows (`OrderView`).
 
-use super::proration::Line;
+use super::proration::{Line, Run};
 use super::{
     Currency, DomainError, Money, MoneyInput, OrderStatus, PaymentStatus, Return, SkuQuantity,
 };
@@ -306,6 +306,11 @@ pub enum Compensation {
     CancelFulfillmentCreatedUnder {
         key: String,
     },
+    /// Not an undo: the restock of received return `return_id` that the
+    /// warehouse refused, owed until an operator's retry puts its units back.
+    Restock {
+        return_id: Uuid,
+    },
 }
 
 impl Compensation {
@@ -320,6 +325,7 @@ impl Compensation {
             }
             Compensation::CancelFulfillment { .. }
             | Compensation::CancelFulfillmentCreatedUnder { .. } => "cancel_fulfillment",
+            Compensation::Restock { .. } => "restock",
         }
     }
 
@@ -334,6 +340,8 @@ impl Compensation {
             }
             Compensation::CancelFulfillment { .. }
             | Compensation::CancelFulfillmentCreatedUnder { .. } => "create_fulfillment",
+            // Owed forward, not undone.
+            Compensation::Restock { .. } => "restock",
         }
     }
 }
@@ -372,13 +380,18 @@ impl OrderItem {
                 asked: quantity,
             });
         }
-        let line = Line {
+        self.line()
+            .give_back(self.quantity - self.units_left(), quantity)
+    }
+
+    /// The money terms of the item, for the cumulative rule.
+    pub fn line(&self) -> Line {
+        Line {
             quantity: self.quantity,
             unit_price: self.unit_price,
             discount: self.discount_amount,
             tax: self.tax_amount,
-        };
-        line.give_back(self.quantity - self.units_left(), quantity)
+        }
     }
 }
 
@@ -448,13 +461,43 @@ pub struct Order {
     pub fulfillment_id: Option<String>,
     pub history: Vec<StatusChange>,
     pub payments: Vec<PaymentAttempt>,
-    /// Compensations a downstream finally refused: what the order still owes back,
-    /// for an operator to retry or resolve.
+    /// Compensations a downstream finally refused, and a refused restock: what
+    /// the order still owes, for an operator to retry or resolve.
     #[serde(default)]
     pub owed: Vec<Compensation>,
     /// Its returns, oldest first.
     #[serde(default)]
     pub returns: Vec<Return>,
+    /// The places (for the cumulative rule) that each open return holds, fixed
+    /// when it was requested.
+    #[serde(default)]
+    pub held_runs: Vec<HeldRuns>,
+    /// Places below the top that a return closed without its units gave back;
+    /// the next give-back of the item takes them first.
+    #[serde(default)]
+    pub free_runs: Vec<Run>,
+    /// Refunds an operator made outside the payment service and recorded.
+    #[serde(default)]
+    pub outside_refunds: Vec<OutsideRefund>,
+}
+
+/// The places an open return holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRuns {
+    pub return_id: Uuid,
+    pub runs: Vec<Run>,
+}
+
+/// A refund made by other means than the payment service (an operator's
+/// `refunded_outside`), as the order's refunds record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsideRefund {
+    /// Unique within the order: `outside:<version>`.
+    pub key: String,
+    pub payment_id: String,
+    pub amount: Money,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 impl std::ops::Deref for Order {
@@ -579,6 +622,9 @@ impl Order {
             payments: Vec::new(),
             owed: Vec::new(),
             returns: Vec::new(),
+            held_runs: Vec::new(),
+            free_runs: Vec::new(),
+            outside_refunds: Vec::new(),
         };
         order.record_status(None, OrderStatus::Draft, None, "customer", at);
         order

@@ -5,6 +5,18 @@
 //! shares of an item therefore always sum to its line total exactly, in any order.
 
 use super::{DomainError, Money};
+use serde::{Deserialize, Serialize};
+
+/// The places `from..from + quantity` of units of item `item_id` in the order the
+/// cumulative rule gives them back: the units at places `g..g+q` return
+/// `give_back(g, q)`. A give-back takes places once, so however the places of an
+/// item are shared out, their shares sum to its total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub item_id: i32,
+    pub from: i64,
+    pub quantity: i64,
+}
 
 /// The money terms of one order line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +43,15 @@ impl Line {
         let gross = self.unit_price.amount() * rust_decimal::Decimal::from(q);
         let share = gross - (d(given + q) - d(given)) + (t(given + q) - t(given));
         Money::new(share).map_err(|_| DomainError::AmountOverflow)
+    }
+
+    /// The share of the units at the places `runs`.
+    pub fn give_back_runs(&self, runs: &[Run]) -> Result<Money, DomainError> {
+        let shares = runs
+            .iter()
+            .map(|r| self.give_back(r.from, r.quantity))
+            .collect::<Result<Vec<_>, _>>()?;
+        Money::sum(shares).ok_or(DomainError::AmountOverflow)
     }
 }
 

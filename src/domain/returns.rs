@@ -2,7 +2,11 @@
 //! take, and how they move the order. The money they give back follows the same
 //! cumulative rule as a cancel (see [`super::give_back`]), without the shipping.
 
-use super::{DomainError, GiveBack, ItemQuantity, Money, Order, OrderStatus, PaymentStatus};
+use super::proration::Run;
+use super::{
+    Compensation, DomainError, GiveBack, HeldRuns, ItemQuantity, Money, Order, OrderStatus,
+    OutsideRefund, PaymentStatus,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -160,14 +164,41 @@ impl Order {
     }
 
     /// Records a new return, `requested` until its parcel arrives or `expires_at`.
-    pub fn request_return(&mut self, new: Return) {
+    /// Its units take their places under the cumulative rule now, so their share
+    /// is fixed from the request on.
+    pub fn request_return(&mut self, new: Return) -> Result<(), DomainError> {
+        let plan = self.plan_give_back(&new.asks(), None, false)?;
+        let runs: Vec<Run> = plan.lines.into_iter().flat_map(|l| l.runs).collect();
+        self.take_free_runs(&runs);
+        self.held_runs.push(HeldRuns {
+            return_id: new.return_id,
+            runs,
+        });
         self.returns.push(new);
+        Ok(())
     }
 
-    /// What receiving return `id` gives back: its units' share, no shipping.
+    /// What receiving return `id` gives back: its units' share from the places
+    /// they took when it was requested, no shipping.
     pub fn plan_return(&self, id: Uuid) -> Result<GiveBack, DomainError> {
         let ret = self.find_return(id).ok_or(DomainError::UnknownReturn(id))?;
-        self.plan_give_back(&ret.asks(), Some(id), false)
+        let mut plan = self.plan_give_back(&ret.asks(), Some(id), false)?;
+        // A return requested before places were kept is priced as it comes.
+        let Some(held) = self.held_runs.iter().find(|h| h.return_id == id) else {
+            return Ok(plan);
+        };
+        for line in &mut plan.lines {
+            let item = self.items.iter().find(|i| i.id == line.item_id);
+            let item = item.ok_or(DomainError::UnknownItem(line.item_id))?;
+            line.runs = held
+                .runs
+                .iter()
+                .filter(|r| r.item_id == item.id)
+                .copied()
+                .collect();
+            line.amount = item.line().give_back_runs(&line.runs)?;
+        }
+        Ok(plan)
     }
 
     /// The parcel of return `id` arrived and was restocked.
@@ -184,41 +215,134 @@ impl Order {
         Ok(())
     }
 
-    /// Return `id` was refunded `amount` for the units of `plan`: they count as
-    /// returned from now on.
+    /// Return `id` was refunded `amount`: its units count as returned from now on.
     pub fn record_return_refunded(
         &mut self,
         id: Uuid,
-        plan: &GiveBack,
         amount: Money,
         at: DateTime<Utc>,
     ) -> Result<(), DomainError> {
         self.record_return_received(id, at)?;
         self.record_refund(amount)?;
-        for line in &plan.lines {
-            self.item_mut(line.item_id)?.returned_quantity += line.quantity;
-        }
-        let version = self.version;
-        let ret = self.return_mut(id)?;
-        ret.refund_amount = Some(amount);
-        ret.refunded_at = Some(at);
-        ret.close(ReturnStatus::Refunded, version, at);
+        self.settle_return(id, Some(amount), at)?;
         self.settle_refunded(at)
     }
 
-    /// Closes return `id` as `status` (`rejected` or `expired`): its units are
-    /// free again, and a refund it was owed is owed no more.
+    /// Return `id` ends `refunded` with `refund` or, without, `rejected`: either
+    /// way its units came back and were restocked, so they count as returned
+    /// from now on and keep their places.
+    fn settle_return(
+        &mut self,
+        id: Uuid,
+        refund: Option<Money>,
+        at: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let items = self.find_return(id).map(|r| r.asks()).unwrap_or_default();
+        for unit in items {
+            self.item_mut(unit.item_id)?.returned_quantity += unit.quantity;
+        }
+        self.held_runs.retain(|h| h.return_id != id);
+        let version = self.version;
+        let ret = self.return_mut(id)?;
+        let status = match refund {
+            Some(amount) => {
+                ret.refund_amount = Some(amount);
+                ret.refunded_at = Some(at);
+                ReturnStatus::Refunded
+            }
+            None => ReturnStatus::Rejected,
+        };
+        ret.close(status, version, at);
+        Ok(())
+    }
+
+    /// Closes return `id` as `status` (`rejected` or `expired`), and a refund it
+    /// was owed is owed no more. A `requested` return's units go back to the
+    /// order, with their places; a `received` one's were restocked, so they stay
+    /// returned (api.md, "Endpoints").
     pub fn close_return(
         &mut self,
         id: Uuid,
         status: ReturnStatus,
         at: DateTime<Utc>,
     ) -> Result<(), DomainError> {
-        let version = self.version;
-        self.return_mut(id)?.close(status, version, at);
-        self.drop_owed(|c| {
-            matches!(c, super::Compensation::RefundPayment { return_id: Some(r), .. } if *r == id)
+        let ret = self.find_return(id).ok_or(DomainError::UnknownReturn(id))?;
+        if ret.status == ReturnStatus::Received {
+            self.settle_return(id, None, at)?;
+        } else {
+            let version = self.version;
+            self.return_mut(id)?.close(status, version, at);
+            let (freed, held) = std::mem::take(&mut self.held_runs)
+                .into_iter()
+                .partition(|h| h.return_id == id);
+            self.held_runs = held;
+            let freed: Vec<HeldRuns> = freed;
+            self.free_runs
+                .extend(freed.into_iter().flat_map(|h| h.runs));
+        }
+        self.drop_owed(
+            |c| matches!(c, Compensation::RefundPayment { return_id: Some(r), .. } if *r == id),
+        );
+        Ok(())
+    }
+
+    /// Refunds the order still owes to the payment service.
+    pub fn owed_refunds(&self) -> Result<Money, DomainError> {
+        let owed = self.owed.iter().filter_map(|c| match c {
+            Compensation::RefundPayment { amount, .. } => Some(*amount),
+            _ => None,
         });
+        Money::sum(owed).ok_or(DomainError::AmountOverflow)
+    }
+
+    /// An operator settled by hand what the order owes: `refunded_outside` (at
+    /// most the refunds owed) was refunded by other means and counts as refunded,
+    /// on the order's refunds record too. Each return whose refund was owed is
+    /// closed, `refunded` with its part of that money (oldest first) or
+    /// `rejected` without; nothing stays owed and the attention goes.
+    pub fn resolve_owed(
+        &mut self,
+        refunded_outside: Option<Money>,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let outside = refunded_outside.unwrap_or(Money::ZERO);
+        let owed = self.owed_refunds()?;
+        if outside > owed {
+            return Err(DomainError::RefundExceedsOwed {
+                asked: outside.to_string(),
+                owed: owed.to_string(),
+            });
+        }
+        let mut left = outside;
+        for c in std::mem::take(&mut self.owed) {
+            let Compensation::RefundPayment {
+                amount,
+                return_id: Some(id),
+                ..
+            } = c
+            else {
+                continue;
+            };
+            let part = amount.min(left);
+            left = left.checked_sub(part).unwrap_or(Money::ZERO);
+            let open = self.find_return(id).is_some_and(|r| r.status.is_open());
+            if open {
+                self.settle_return(id, (part > Money::ZERO).then_some(part), at)?;
+            }
+        }
+        self.attention = None;
+        if outside > Money::ZERO {
+            self.record_refund(outside)?;
+            self.outside_refunds.push(OutsideRefund {
+                key: format!("outside:{}", self.version),
+                payment_id: self.payment_id.clone().unwrap_or_default(),
+                amount: outside,
+                reason,
+                at,
+            });
+            self.settle_refunded(at)?;
+        }
         Ok(())
     }
 
@@ -233,6 +357,8 @@ impl Order {
         for line in &plan.lines {
             self.item_mut(line.item_id)?.refunded_quantity += line.quantity;
         }
+        let runs: Vec<Run> = plan.lines.iter().flat_map(|l| l.runs.clone()).collect();
+        self.take_free_runs(&runs);
         self.settle_refunded(at)
     }
 

@@ -54,7 +54,7 @@ impl OrderStatus {
             (Draft, Confirmed | Cancelled | Failed)
                 | (Confirmed, Processing | Cancelled)
                 | (Processing, Shipped | Cancelled)
-                | (Shipped, Delivered)
+                | (Shipped, Delivered | Refunded)
                 | (Delivered, Refunded)
         )
     }
@@ -150,6 +150,13 @@ mod tests {
                 (Shipped, Delivered)
             ]
         );
+    }
+
+    #[test]
+    fn a_shipped_or_delivered_order_can_become_refunded() {
+        assert!(Shipped.can_become(Refunded));
+        assert!(Delivered.can_become(Refunded));
+        assert!(!Shipped.can_be_set_manually(Refunded));
     }
 
     #[test]

@@ -201,6 +201,23 @@ pub async fn project(
         },
         "ON CONFLICT DO NOTHING",
     );
+    // Refunds made outside the payment service, recorded by an operator; they
+    // have no refund id of the payment service.
+    push_part(
+        &mut q,
+        "refunds",
+        "INSERT INTO refunds (order_id, refund_key, payment_id, amount, reason, at)",
+        &order.outside_refunds,
+        |mut b, r| {
+            b.push_bind(order.id)
+                .push_bind(&r.key)
+                .push_bind(&r.payment_id)
+                .push_bind(money(r.amount))
+                .push_bind(&r.reason)
+                .push_bind(r.at);
+        },
+        "ON CONFLICT DO NOTHING",
+    );
     super::returns::push_upsert(&mut q, order);
     let (author, changes) = edits;
     super::edit_history::push_insert(&mut q, order, author, changes);

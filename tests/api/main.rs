@@ -17,6 +17,7 @@ mod helpers;
 mod idempotency;
 mod kill_every_step;
 mod metrics;
+mod money_corners;
 mod openapi;
 mod operators;
 mod parked;
