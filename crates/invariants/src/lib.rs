@@ -87,6 +87,16 @@ impl Checker<'_> {
             .filter(|r| captures.iter().any(|c| c.payment_id == r.payment_id))
             .map(|r| r.amount)
             .sum();
+        // Refunds an operator made outside the payment service count too; the
+        // order's refunds record keeps them, without a refund id.
+        let outside: Option<Decimal> = sqlx::query_scalar(
+            "SELECT sum(amount) FROM refunds WHERE order_id = $1 AND refund_id IS NULL",
+        )
+        .bind(id)
+        .fetch_one(self.db)
+        .await
+        .unwrap_or_default();
+        let refunded = refunded + outside.unwrap_or_default().round_dp(2);
         if refunded > captured || refunded != money(&order["refunded_amount"]) {
             let shown = &order["refunded_amount"];
             add(
