@@ -152,7 +152,7 @@ pub async fn fail_order<F>(
 where
     F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError> + Clone + Send + 'static,
 {
-    let undone = compensate(saga, order).await?;
+    let undone = compensate(saga).await?;
     let template = match failed.code {
         "payment_declined" => "payment_failed",
         _ => "order_failed",

@@ -8,7 +8,7 @@ use restate_sdk::prelude::*;
 
 type Step<T> = Result<Result<T, Rejection>, TerminalError>;
 
-pub(super) fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
+fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
     order
         .items
         .iter()
@@ -21,7 +21,7 @@ pub(super) fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
         .collect()
 }
 
-pub(super) fn fulfillment_lines(order: &Order) -> Vec<FulfillmentLine> {
+fn fulfillment_lines(order: &Order) -> Vec<FulfillmentLine> {
     order
         .items
         .iter()

@@ -15,6 +15,7 @@ mod drafts;
 mod grpc;
 mod helpers;
 mod idempotency;
+mod in_doubt;
 mod kill_every_step;
 mod metrics;
 mod openapi;
