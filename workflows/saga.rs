@@ -126,13 +126,32 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
+        let key = self.next_key(step);
+        self.forward_under(step, key, in_doubt, undo, action).await
+    }
+
+    /// Like [`Saga::forward`], under `key` rather than a key of this saga: for a
+    /// call whose key must outlive the saga that first made it.
+    pub async fn forward_under<T, F, Fut>(
+        &mut self,
+        step: &'static str,
+        key: String,
+        in_doubt: impl FnOnce(String) -> Option<Compensation>,
+        undo: impl FnOnce(&T) -> Option<Compensation>,
+        action: F,
+    ) -> Result<Result<T, Rejection>, TerminalError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce(String) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
+    {
         if self.cancelled {
             return Err(TerminalError::new_with_code(409, "cancelled"));
         }
-        let pending = in_doubt(self.next_key(step));
+        let pending = in_doubt(key.clone());
         let registered = pending.is_some();
         self.compensations.extend(pending);
-        let outcome = self.run(step, None, false, action).await?;
+        let outcome = self.run(step, key, None, false, action).await?;
         if registered {
             self.compensations.pop();
         }
@@ -149,6 +168,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     async fn run<T, F, Fut>(
         &mut self,
         step: &'static str,
+        key: String,
         compensates: Option<&'static str>,
         must_finish: bool,
         action: F,
@@ -158,7 +178,6 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        let key = self.next_key(step);
         self.seq += 1;
         let done = loop {
             let (db, order_id, saga, seq) = (
@@ -248,7 +267,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.run(step, None, true, action).await
+        let key = self.next_key(step);
+        self.run(step, key, None, true, action).await
     }
 
     /// Now, journaled: the same instant on every replay. Like a commit, it is not
@@ -283,7 +303,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.run(step, Some(compensates), true, action).await
+        let key = self.next_key(step);
+        self.run(step, key, Some(compensates), true, action).await
     }
 
     /// Writes the record of the steps not yet written with a commit. It runs outside

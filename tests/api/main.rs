@@ -25,6 +25,7 @@ mod registration;
 mod returns;
 mod saga_core;
 mod schemathesis;
+mod second_pay;
 mod status;
 mod traces;
 mod validation;
