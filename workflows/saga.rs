@@ -290,6 +290,30 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         Ok(at)
     }
 
+    /// Now and `value` (configuration that shapes what the saga commits), journaled
+    /// together: a replay gets the instant and the value the first run read, even
+    /// when the configuration has changed since. Not interrupted by a cancellation.
+    pub async fn now_with<T>(&mut self, value: T) -> Result<(DateTime<Utc>, T), TerminalError>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        let (at, value) = loop {
+            let value = value.clone();
+            match self
+                .ctx
+                .run(|| async move { Ok(Json((now(), value))) })
+                .name("clock")
+                .await
+            {
+                Ok(Json(read)) => break read,
+                Err(e) if is_cancellation(&e) => self.cancelled = true,
+                Err(e) => return Err(e),
+            }
+        };
+        self.clock = at;
+        Ok((at, value))
+    }
+
     /// Runs a compensation `step`, which undoes the step `compensates`. It must
     /// finish, so a cancellation does not interrupt it.
     pub async fn compensation_step<T, F, Fut>(
@@ -403,8 +427,9 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create
-    /// saga. Nothing of it is journaled: a replay finds the number and the time
-    /// already written and derives the same order.
+    /// saga. Nothing of it is journaled: a replay finds the number, the time and the
+    /// draft's payment window already written and derives the same order, whatever
+    /// the configured window has become since.
     pub async fn commit_new(&mut self, new: &NewOrder) -> Result<Order, TerminalError> {
         let (id, ttl) = (self.order_id, self.deps.draft_ttl);
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
@@ -413,12 +438,18 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let (_, order) = self
             .write_until_done(&steps, || async {
                 // The time of the first attempt, found again by a replay.
-                let (number, at) = read_model::order_number(db, id, now()).await?;
+                let numbered = read_model::order_number(db, id, now()).await?;
+                let at = numbered.created_at;
                 let mut steps = steps.clone();
                 for s in &mut steps {
                     (s.started_at, s.ended_at) = (at, at);
                 }
-                let order = Order::create(id, number, new, at, ttl);
+                let mut order = Order::create(id, numbered.number, new, at, ttl);
+                // A later version of this saga may have shortened it to the
+                // reservation's expiry or cleared it; the replay does the same again.
+                if let Some(expires_at) = numbered.written_expiry {
+                    order.expires_at = expires_at;
+                }
                 let event = order.event("order.created");
                 let author = Author {
                     actor: "customer",

@@ -16,6 +16,7 @@ mod grpc;
 mod helpers;
 mod idempotency;
 mod in_doubt;
+mod journaled_config;
 mod kill_every_step;
 mod metrics;
 mod openapi;
