@@ -65,7 +65,7 @@ pub async fn cancel_units(
             items: skus,
         });
     }
-    let undone = compensate(saga, &order).await?;
+    let undone = compensate(saga).await?;
 
     let (topics, notify): (&'static [&'static str], _) = match (scope, plan.last) {
         (Scope::Whole, _) => (&["order.cancelled"], "order_cancelled"),

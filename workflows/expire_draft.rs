@@ -16,7 +16,7 @@ pub async fn expire_draft(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order
             items: Vec::new(),
         });
     }
-    let undone = compensate(saga, &order).await?;
+    let undone = compensate(saga).await?;
     let reason = "payment not received in time".to_owned();
     end_cancelled(saga, &order, undone, reason).await
 }

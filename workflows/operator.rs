@@ -25,7 +25,7 @@ pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, 
     for c in order.owed.iter().rev() {
         saga.on_rejection(c.clone());
     }
-    let undone = compensate(saga, &order).await?;
+    let undone = compensate(saga).await?;
     let refunded = undone
         .iter()
         .any(|u| matches!(u, Undone::Refunded(_) | Undone::ReturnRefunded(..)));

@@ -8,7 +8,7 @@ use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::operator::{resolve, retry_owed};
 use super::pay_order::{charge_and_confirm, OnDecline};
-use super::returns::{close_return, receive_return, refund_items, request_return};
+use super::returns::{close_return, receive_return, refund_items, request_return, ReturnTerms};
 use super::saga::{Saga, ORDER_STATE};
 use super::set_status::set_status;
 use super::undo::{settle, Ending};
@@ -467,19 +467,17 @@ impl OrderObject {
         }
         let name = format!("request_return@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
-        let at = saga.now().await?;
-        let window = chrono::Duration::from_std(self.deps.return_window)
-            .unwrap_or(chrono::Duration::days(30));
-        if let Err(e) = order.check_return(&req.items, at, window) {
+        let (at, terms) = saga.now_with(ReturnTerms::of(&self.deps)).await?;
+        if let Err(e) = order.check_return(&req.items, at, terms.window()) {
             let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
             return Ok(refuse_items(&ids, e));
         }
-        let result = request_return(&mut saga, order, req.return_id, req.items, at).await;
+        let result = request_return(&mut saga, order, req.return_id, req.items, (at, terms)).await;
         saga.finish().await;
         let order = result?;
         ctx.object_client::<OrderObjectClient>(ctx.key())
             .expire_return(Json(req.return_id))
-            .send_after(self.deps.return_parcel_wait);
+            .send_after(terms.parcel_wait);
         Ok(CommandOutcome::Done(Rested::from(&order)))
     }
 

@@ -1,7 +1,9 @@
 //! Taking the payment and confirming: the second half of a paid create, and the
 //! whole of paying a draft.
 //!
-//! 1. `charge_payment`; declined: a new order fails, a draft stays a draft.
+//! 1. `charge_payment`, under the key of the payment attempt; declined: a new order
+//!    fails, a draft stays a draft. A draft that already holds a capture (its saga
+//!    was killed after the charge) goes on with it and is not charged again.
 //! 2. `commit_stock`: the reservation becomes permanent; refused (it expired): the
 //!    order fails.
 //! 3. `create_fulfillment`; refused: the order fails (`fulfillment_refused`).
@@ -13,7 +15,7 @@
 use super::saga::Saga;
 use super::steps::{charge_payment, commit_stock, create_fulfillment};
 use super::undo::{apply, compensate};
-use crate::domain::{DomainError, Order, OrderStatus};
+use crate::domain::{Compensation, DomainError, Order, OrderStatus};
 use crate::downstream::Rejection;
 use chrono::{DateTime, Utc};
 use restate_sdk::prelude::*;
@@ -38,38 +40,48 @@ pub async fn charge_and_confirm(
     let attempt = order.next_payment_attempt();
     let method = method.to_owned();
 
-    let capture = match charge_payment(saga, &order, &method).await? {
-        Ok(capture) => capture,
-        Err(declined) if declined.is_business() && on_decline == OnDecline::KeepDraft => {
-            let code = declined.code.clone();
-            return saga
-                .commit(&order, &[], Some("payment_failed"), move |o, at| {
+    if let Some(payment_id) = order.payment_id.clone() {
+        // A saga killed after its charge left the capture held on the draft: that
+        // is the payment, never charged again.
+        saga.on_rejection(Compensation::RefundPayment {
+            payment_id,
+            amount: order.captured_amount,
+            return_id: None,
+        });
+    } else {
+        let capture = match charge_payment(saga, &order, &method, attempt).await? {
+            Ok(capture) => capture,
+            Err(declined) if declined.is_business() && on_decline == OnDecline::KeepDraft => {
+                let code = declined.code.clone();
+                return saga
+                    .commit(&order, &[], Some("payment_failed"), move |o, at| {
+                        o.record_decline(attempt, &method, &code, at);
+                        Ok(())
+                    })
+                    .await;
+            }
+            Err(declined) => {
+                let (code, message) = (
+                    declined.code.clone(),
+                    format!("payment declined: {}", declined.code),
+                );
+                let record = move |o: &mut Order, at: DateTime<Utc>| {
                     o.record_decline(attempt, &method, &code, at);
                     Ok(())
-                })
-                .await;
-        }
-        Err(declined) => {
-            let (code, message) = (
-                declined.code.clone(),
-                format!("payment declined: {}", declined.code),
-            );
-            let record = move |o: &mut Order, at: DateTime<Utc>| {
-                o.record_decline(attempt, &method, &code, at);
-                Ok(())
-            };
-            let failed = Failed::new("charge_payment", "payment_declined", message, declined);
-            return fail_order(saga, &order, failed, record).await;
-        }
-    };
-    order.record_capture(
-        attempt,
-        &method,
-        &capture.payment_id,
-        capture.amount,
-        saga.clock(),
-    );
-    saga.hold(&order);
+                };
+                let failed = Failed::new("charge_payment", "payment_declined", message, declined);
+                return fail_order(saga, &order, failed, record).await;
+            }
+        };
+        order.record_capture(
+            attempt,
+            &method,
+            &capture.payment_id,
+            capture.amount,
+            saga.clock(),
+        );
+        saga.hold(&order);
+    }
 
     if let Some(reservation_id) = order.reservation_id.clone() {
         if let Err(refused) = commit_stock(saga, &reservation_id).await? {
@@ -152,7 +164,7 @@ pub async fn fail_order<F>(
 where
     F: FnOnce(&mut Order, DateTime<Utc>) -> Result<(), DomainError> + Clone + Send + 'static,
 {
-    let undone = compensate(saga, order).await?;
+    let undone = compensate(saga).await?;
     let template = match failed.code {
         "payment_declined" => "payment_failed",
         _ => "order_failed",

@@ -23,22 +23,50 @@
 //! parked for an operator.
 
 use super::saga::Saga;
+use super::Deps;
 use crate::domain::{Compensation, GiveBack, Money, Order, Return, ReturnItem, ReturnStatus};
 use crate::downstream::{Rejection, RestockLine};
 use chrono::{DateTime, Utc};
 use restate_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Records return `return_id` of `items`, asked for at `at`, as `requested`.
+/// The settings a return request is judged and timed by. They are read from
+/// configuration once per request and journaled with its clock
+/// ([`Saga::now_with`]), so that a replay under another configuration keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnTerms {
+    /// How long after delivery a return can be asked for.
+    pub window: std::time::Duration,
+    /// How long the return waits for its parcel.
+    pub parcel_wait: std::time::Duration,
+}
+
+impl ReturnTerms {
+    /// The terms configured now.
+    pub fn of(deps: &Deps) -> Self {
+        ReturnTerms {
+            window: deps.return_window,
+            parcel_wait: deps.return_parcel_wait,
+        }
+    }
+
+    /// The window, as the order's rules take it.
+    pub fn window(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::days(30))
+    }
+}
+
+/// Records return `return_id` of `items`, asked for at `at` under `terms`, as
+/// `requested`.
 pub async fn request_return(
     saga: &mut Saga<'_, '_>,
     order: Order,
     return_id: Uuid,
     items: Vec<ReturnItem>,
-    at: DateTime<Utc>,
+    (at, terms): (DateTime<Utc>, ReturnTerms),
 ) -> Result<Order, TerminalError> {
-    let wait = chrono::Duration::from_std(saga.deps.return_parcel_wait)
-        .unwrap_or(chrono::Duration::days(14));
+    let wait = chrono::Duration::from_std(terms.parcel_wait).unwrap_or(chrono::Duration::days(14));
     let reason = saga.given_reason();
     saga.commit(
         &order,

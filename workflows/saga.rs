@@ -126,13 +126,32 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
+        let key = self.next_key(step);
+        self.forward_under(step, key, in_doubt, undo, action).await
+    }
+
+    /// Like [`Saga::forward`], under `key` rather than a key of this saga: for a
+    /// call whose key must outlive the saga that first made it.
+    pub async fn forward_under<T, F, Fut>(
+        &mut self,
+        step: &'static str,
+        key: String,
+        in_doubt: impl FnOnce(String) -> Option<Compensation>,
+        undo: impl FnOnce(&T) -> Option<Compensation>,
+        action: F,
+    ) -> Result<Result<T, Rejection>, TerminalError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce(String) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
+    {
         if self.cancelled {
             return Err(TerminalError::new_with_code(409, "cancelled"));
         }
-        let pending = in_doubt(self.next_key(step));
+        let pending = in_doubt(key.clone());
         let registered = pending.is_some();
         self.compensations.extend(pending);
-        let outcome = self.run(step, None, false, action).await?;
+        let outcome = self.run(step, key, None, false, action).await?;
         if registered {
             self.compensations.pop();
         }
@@ -149,6 +168,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     async fn run<T, F, Fut>(
         &mut self,
         step: &'static str,
+        key: String,
         compensates: Option<&'static str>,
         must_finish: bool,
         action: F,
@@ -158,7 +178,6 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        let key = self.next_key(step);
         self.seq += 1;
         let done = loop {
             let (db, order_id, saga, seq) = (
@@ -248,7 +267,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.run(step, None, true, action).await
+        let key = self.next_key(step);
+        self.run(step, key, None, true, action).await
     }
 
     /// Now, journaled: the same instant on every replay. Like a commit, it is not
@@ -270,6 +290,30 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         Ok(at)
     }
 
+    /// Now and `value` (configuration that shapes what the saga commits), journaled
+    /// together: a replay gets the instant and the value the first run read, even
+    /// when the configuration has changed since. Not interrupted by a cancellation.
+    pub async fn now_with<T>(&mut self, value: T) -> Result<(DateTime<Utc>, T), TerminalError>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        let (at, value) = loop {
+            let value = value.clone();
+            match self
+                .ctx
+                .run(|| async move { Ok(Json((now(), value))) })
+                .name("clock")
+                .await
+            {
+                Ok(Json(read)) => break read,
+                Err(e) if is_cancellation(&e) => self.cancelled = true,
+                Err(e) => return Err(e),
+            }
+        };
+        self.clock = at;
+        Ok((at, value))
+    }
+
     /// Runs a compensation `step`, which undoes the step `compensates`. It must
     /// finish, so a cancellation does not interrupt it.
     pub async fn compensation_step<T, F, Fut>(
@@ -283,7 +327,8 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
-        self.run(step, Some(compensates), true, action).await
+        let key = self.next_key(step);
+        self.run(step, key, Some(compensates), true, action).await
     }
 
     /// Writes the record of the steps not yet written with a commit. It runs outside
@@ -434,8 +479,9 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create
-    /// saga. Nothing of it is journaled: a replay finds the number and the time
-    /// already written and derives the same order.
+    /// saga. Nothing of it is journaled: a replay finds the number, the time and the
+    /// draft's payment window already written and derives the same order, whatever
+    /// the configured window has become since.
     pub async fn commit_new(&mut self, new: &NewOrder) -> Result<Order, TerminalError> {
         let (id, ttl) = (self.order_id, self.deps.draft_ttl);
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
@@ -444,12 +490,18 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let (_, order) = self
             .write_until_done(&steps, || async {
                 // The time of the first attempt, found again by a replay.
-                let (number, at) = read_model::order_number(db, id, now()).await?;
+                let numbered = read_model::order_number(db, id, now()).await?;
+                let at = numbered.created_at;
                 let mut steps = steps.clone();
                 for s in &mut steps {
                     (s.started_at, s.ended_at) = (at, at);
                 }
-                let order = Order::create(id, number, new, at, ttl);
+                let mut order = Order::create(id, numbered.number, new, at, ttl);
+                // A later version of this saga may have shortened it to the
+                // reservation's expiry or cleared it; the replay does the same again.
+                if let Some(expires_at) = numbered.written_expiry {
+                    order.expires_at = expires_at;
+                }
                 let event = order.event("order.created");
                 let author = Author {
                     actor: "customer",

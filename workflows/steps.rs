@@ -3,12 +3,14 @@
 
 use super::saga::Saga;
 use crate::domain::{Compensation, Order};
-use crate::downstream::{Capture, FulfillmentLine, Rejection, ReservationLine, Reserved};
+use crate::downstream::{
+    Capture, DownstreamError, FulfillmentLine, Rejection, ReservationLine, Reserved,
+};
 use restate_sdk::prelude::*;
 
 type Step<T> = Result<Result<T, Rejection>, TerminalError>;
 
-pub(super) fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
+fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
     order
         .items
         .iter()
@@ -21,7 +23,7 @@ pub(super) fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
         .collect()
 }
 
-pub(super) fn fulfillment_lines(order: &Order) -> Vec<FulfillmentLine> {
+fn fulfillment_lines(order: &Order) -> Vec<FulfillmentLine> {
     order
         .items
         .iter()
@@ -53,14 +55,23 @@ pub async fn reserve_stock(saga: &mut Saga<'_, '_>, order: &Order) -> Step<Reser
     .await
 }
 
-/// `charge_payment`: captures the order total with `method`.
-pub async fn charge_payment(saga: &mut Saga<'_, '_>, order: &Order, method: &str) -> Step<Capture> {
+/// `charge_payment`: captures the order total with `method`, as payment attempt
+/// `attempt`. The key is the attempt's, not the saga's: it stays the same until the
+/// order records the attempt's outcome, so a saga that pays after one killed with
+/// its charge in doubt meets that charge again instead of making a second one.
+pub async fn charge_payment(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    method: &str,
+    attempt: u32,
+) -> Step<Capture> {
     let payment = saga.deps.downstream.payment.clone();
     let (order_id, amount, currency) = (order.id, order.amount_due(), order.currency.clone());
     let method = method.to_owned();
     let in_doubt_method = method.clone();
-    saga.forward(
+    saga.forward_under(
         "charge_payment",
+        format!("{order_id}:charge#{attempt}"),
         |key| {
             Some(Compensation::RefundChargeUnder {
                 key,
@@ -75,9 +86,21 @@ pub async fn charge_payment(saga: &mut Saga<'_, '_>, order: &Order, method: &str
             })
         },
         move |key| async move {
-            payment
+            match payment
                 .charge(&key, order_id, amount, &currency, &method)
                 .await
+            {
+                // Refused for another reason than the card: the key may have been
+                // used before with another body (a charge in doubt, then a pay with
+                // another card). What it captured then is this attempt's payment.
+                Err(DownstreamError::Rejected(refused)) if refused.status != 402 => {
+                    match payment.captures_under(&key).await?.into_iter().next() {
+                        Some(capture) => Ok(capture),
+                        None => Err(DownstreamError::Rejected(refused)),
+                    }
+                }
+                charged => charged,
+            }
         },
     )
     .await

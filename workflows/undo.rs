@@ -3,9 +3,8 @@
 //! no retry can pass ends the order.
 
 use super::saga::{is_cancellation, Saga};
-use super::steps::{fulfillment_lines, reservation_lines};
 use crate::domain::{Compensation, DomainError, Order, OrderStatus};
-use crate::downstream::{DownstreamError, Rejection};
+use crate::downstream::Rejection;
 use chrono::{DateTime, Utc};
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -48,13 +47,10 @@ pub enum Ending {
 /// retried while its failure is transient; one that is finally refused is
 /// returned as [`Undone::Refused`], for the order to carry until an operator
 /// deals with it.
-pub async fn compensate(
-    saga: &mut Saga<'_, '_>,
-    order: &Order,
-) -> Result<Vec<Undone>, TerminalError> {
+pub async fn compensate(saga: &mut Saga<'_, '_>) -> Result<Vec<Undone>, TerminalError> {
     let mut undone = Vec::new();
     while let Some(c) = saga.pop_compensation() {
-        undone.push(match undo(saga, order, &c).await? {
+        undone.push(match undo(saga, &c).await? {
             Ok(u) => u,
             Err(refusal) => {
                 tracing::error!(order.id = %saga.order_id, %refusal, "compensation refused");
@@ -89,7 +85,7 @@ pub async fn settle(
         ("internal_error", error.message().to_owned())
     };
     tracing::warn!(order.id = %saga.order_id, code, %message, "undoing the saga");
-    let undone = compensate(saga, &order).await?;
+    let undone = compensate(saga).await?;
     match ending {
         Ending::Fail => {
             saga.commit(
@@ -162,8 +158,8 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
     Ok(())
 }
 
-/// Runs the compensation `c` for `order`.
-async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<Undone> {
+/// Runs the compensation `c`.
+async fn undo(saga: &mut Saga<'_, '_>, c: &Compensation) -> Step<Undone> {
     let d = saga.deps.downstream.clone();
     let (step, compensates) = (c.step(), c.undoes());
     let reason = saga.reason().to_owned();
@@ -202,17 +198,15 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
             })
             .await
         }
-        // The outcome of the forward call is unknown: asking again under its key
-        // answers what it did (or does it now), and then it is undone.
+        // The outcome of the forward call is unknown: a lookup under its key shows
+        // what it made, and only that is undone. Sending the call again to find out
+        // would make it when it never took effect. A key makes at most one of each
+        // (the idempotency rule), so the first found is all there is.
         Compensation::ReleaseStockReservedUnder { key: original } => {
-            let (order_id, lines) = (order.id, reservation_lines(order));
             saga.compensation_step(step, compensates, move |key| async move {
-                let reserved = match d.warehouse.reserve(&original, order_id, &lines).await {
-                    Ok(r) => r,
-                    Err(DownstreamError::Rejected(r)) if r.is_business() => {
-                        return Ok(Undone::Nothing)
-                    }
-                    Err(e) => return Err(e),
+                let found = d.warehouse.reservations_under(&original).await?;
+                let Some(reserved) = found.into_iter().next() else {
+                    return Ok(Undone::Nothing);
                 };
                 d.warehouse
                     .release(&key, &reserved.reservation_id, &[])
@@ -225,19 +219,10 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
             key: original,
             method,
         } => {
-            let (order_id, amount, currency) =
-                (order.id, order.amount_due(), order.currency.clone());
             saga.compensation_step(step, compensates, move |key| async move {
-                let capture = match d
-                    .payment
-                    .charge(&original, order_id, amount, &currency, &method)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(DownstreamError::Rejected(r)) if r.is_business() => {
-                        return Ok(Undone::Nothing)
-                    }
-                    Err(e) => return Err(e),
+                let found = d.payment.captures_under(&original).await?;
+                let Some(capture) = found.into_iter().next() else {
+                    return Ok(Undone::Nothing);
                 };
                 let receipt = d
                     .payment
@@ -259,13 +244,11 @@ async fn undo(saga: &mut Saga<'_, '_>, order: &Order, c: &Compensation) -> Step<
             Ok(restocked.map(|_| Undone::Restocked))
         }
         Compensation::CancelFulfillmentCreatedUnder { key: original } => {
-            let (order_id, lines) = (order.id, fulfillment_lines(order));
-            let address = order.shipping_address.clone();
             saga.compensation_step(step, compensates, move |key| async move {
-                let id = d
-                    .fulfillment
-                    .create(&original, order_id, &lines, &address)
-                    .await?;
+                let found = d.fulfillment.fulfillments_under(&original).await?;
+                let Some(id) = found.into_iter().next() else {
+                    return Ok(Undone::Nothing);
+                };
                 d.fulfillment.cancel(&key, &id, &[]).await?;
                 Ok(Undone::FulfillmentCancelled)
             })

@@ -272,8 +272,9 @@ pub struct Attention {
 
 /// Something a saga did downstream that must be given back when the saga is
 /// undone. The `..Under` forms stand for a step whose outcome is unknown (it was
-/// cancelled while the call was under way): undoing it first asks again under the
-/// same idempotency key, which answers what was done without doing it twice.
+/// cancelled while the call was under way): undoing it first looks up what the
+/// call made under its idempotency key, and undoes only that (never sending the
+/// call again, which would make it when it never took effect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Compensation {

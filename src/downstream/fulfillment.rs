@@ -47,6 +47,21 @@ impl FulfillmentClient {
         Ok(c.fulfillment_id)
     }
 
+    /// The ids of the fulfillments a create under idempotency key `key` made: none
+    /// when it never took effect. Reads only, so it asks for no shipment.
+    pub async fn fulfillments_under(&self, key: &str) -> Result<Vec<String>, DownstreamError> {
+        #[derive(Deserialize)]
+        struct Found {
+            fulfillments: Vec<Created>,
+        }
+        let found: Found = self.http.look_up("/v1/fulfillments", key).await?;
+        Ok(found
+            .fulfillments
+            .into_iter()
+            .map(|f| f.fulfillment_id)
+            .collect())
+    }
+
     /// Cancels `items` of a fulfillment, or all of it when `items` is empty.
     pub async fn cancel(
         &self,

@@ -184,13 +184,41 @@ impl Http {
             detail,
         };
         let payload = serde_json::to_vec(body).map_err(|e| transient(e.to_string()))?;
-        let response = self
+        let request = self
             .client
             .post(format!("{}{path}", self.base_url))
             .header("Idempotency-Key", key)
             .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(payload);
+        self.send(path, request).await
+    }
+
+    /// Reads what the call to `path` under idempotency key `key` made (the
+    /// contract's lookups), classified like any call: a failing lookup is transient.
+    pub(crate) async fn look_up<Res: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+    ) -> Result<Res, DownstreamError> {
+        let request = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .query(&[("idempotency_key", key)]);
+        self.send(path, request).await
+    }
+
+    /// Sends `request` (to `path`, for messages) and classifies the answer.
+    async fn send<Res: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Res, DownstreamError> {
+        let transient = |detail: String| DownstreamError::Transient {
+            service: self.service,
+            detail,
+        };
+        let response = request
             .headers(crate::telemetry::headers())
-            .body(payload)
             .send()
             .await
             .map_err(|e| transient(error_chain(&e)))?;

@@ -47,6 +47,17 @@ impl PaymentClient {
             .await
     }
 
+    /// The captures a charge under idempotency key `key` made: none when it never
+    /// took effect. Reads only, so it resolves a charge in doubt without making one.
+    pub async fn captures_under(&self, key: &str) -> Result<Vec<Capture>, DownstreamError> {
+        #[derive(Deserialize)]
+        struct Found {
+            payments: Vec<Capture>,
+        }
+        let found: Found = self.http.look_up("/v1/payments", key).await?;
+        Ok(found.payments)
+    }
+
     /// Refunds `amount` of a capture.
     pub async fn refund(
         &self,

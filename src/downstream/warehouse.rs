@@ -62,6 +62,17 @@ impl WarehouseClient {
             .await
     }
 
+    /// The reservations a reserve under idempotency key `key` made: none when it
+    /// never took effect. Reads only, so it holds no stock.
+    pub async fn reservations_under(&self, key: &str) -> Result<Vec<Reserved>, DownstreamError> {
+        #[derive(Deserialize)]
+        struct Found {
+            reservations: Vec<Reserved>,
+        }
+        let found: Found = self.http.look_up("/v1/reservations", key).await?;
+        Ok(found.reservations)
+    }
+
     /// Makes a reservation permanent, so that it no longer expires.
     pub async fn commit(&self, key: &str, reservation_id: &str) -> Result<(), DownstreamError> {
         let path = format!("/v1/reservations/{reservation_id}/commit");

@@ -19,7 +19,7 @@ pub use operators::{
     last_step_of_invocation, numbers_and_statuses, overdue_drafts, parked_orders, saga_steps_of,
     OverdueDraft, Parked, SagaStepRow,
 };
-pub use projection::{order_number, project};
+pub use projection::{order_number, project, Numbered};
 pub use queries::{
     get_order, get_order_by_number, list_orders, status_history, Cursor, ListFilter, OrderPage,
     StatusHistoryEntry,

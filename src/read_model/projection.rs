@@ -9,37 +9,57 @@ use sqlx::query_builder::Separated;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+/// An order's number and creation time, and its draft expiry once written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Numbered {
+    pub number: String,
+    pub created_at: DateTime<Utc>,
+    /// `expires_at` of the order's row when an earlier attempt wrote it: the
+    /// payment window the first run derived from configuration, kept by a replay.
+    pub written_expiry: Option<Option<DateTime<Utc>>>,
+}
+
 /// The number and creation time of order `id`: those its first version was
-/// written with, else the next `ORD-YYYYMMDD-NNNNNN` of the day of `now`, and `now`.
+/// written with (and the draft expiry written), else the next
+/// `ORD-YYYYMMDD-NNNNNN` of the day of `now`, and `now`.
 ///
 /// One statement. The counter row is locked only for it, and its commit does not
 /// wait for the disk: the order's own write, which commits waiting for it, comes
 /// later in the same log, so a number is durable before any order carries it. A
 /// number lost to a crash leaves a gap, never a duplicate.
-pub async fn order_number(
-    pool: &PgPool,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> sqlx::Result<(String, DateTime<Utc>)> {
-    let (existing, created_at, n): (Option<String>, Option<DateTime<Utc>>, Option<i64>) =
-        sqlx::query_as(
-            "WITH existing AS (SELECT order_number, created_at FROM orders WHERE id = $1),
-             relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-             taken AS (
-                INSERT INTO order_number_counters AS c (day, last_value)
-                SELECT $2, 1 FROM relaxed WHERE NOT EXISTS (SELECT FROM existing)
-                ON CONFLICT (day) DO UPDATE SET last_value = c.last_value + 1
-                RETURNING last_value)
-             SELECT (SELECT order_number FROM existing), (SELECT created_at FROM existing),
-                    (SELECT last_value FROM taken)",
-        )
-        .bind(id)
-        .bind(now.date_naive())
-        .fetch_one(pool)
-        .await?;
+pub async fn order_number(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<Numbered> {
+    type Row = (
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+    );
+    let (existing, created_at, expires_at, n): Row = sqlx::query_as(
+        "WITH existing AS (SELECT order_number, created_at, expires_at FROM orders WHERE id = $1),
+         relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+         taken AS (
+            INSERT INTO order_number_counters AS c (day, last_value)
+            SELECT $2, 1 FROM relaxed WHERE NOT EXISTS (SELECT FROM existing)
+            ON CONFLICT (day) DO UPDATE SET last_value = c.last_value + 1
+            RETURNING last_value)
+         SELECT (SELECT order_number FROM existing), (SELECT created_at FROM existing),
+                (SELECT expires_at FROM existing), (SELECT last_value FROM taken)",
+    )
+    .bind(id)
+    .bind(now.date_naive())
+    .fetch_one(pool)
+    .await?;
     match (existing, created_at, n) {
-        (Some(number), Some(at), _) => Ok((number, at)),
-        (_, _, Some(n)) => Ok((format!("ORD-{}-{n:06}", now.format("%Y%m%d")), now)),
+        (Some(number), Some(at), _) => Ok(Numbered {
+            number,
+            created_at: at,
+            written_expiry: Some(expires_at),
+        }),
+        (_, _, Some(n)) => Ok(Numbered {
+            number: format!("ORD-{}-{n:06}", now.format("%Y%m%d")),
+            created_at: now,
+            written_expiry: None,
+        }),
         _ => Err(sqlx::Error::RowNotFound),
     }
 }

@@ -253,7 +253,7 @@ pub struct Call {
     pub operation: String,
     /// Request path.
     pub path: String,
-    /// `Idempotency-Key` header, if any.
+    /// `Idempotency-Key` header, if any; for a `lookup`, the key it asked about.
     pub idempotency_key: Option<String>,
     /// W3C `traceparent` header, if any: the trace the call belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]

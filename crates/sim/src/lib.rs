@@ -414,6 +414,71 @@ mod tests {
         assert_eq!(statuses, [503, 201]);
     }
 
+    async fn look_up(sim: &SimHandle, path: &str, key: &str) -> (u16, Value) {
+        let url = format!("{}{path}", sim.base_url());
+        let query = [("idempotency_key", key)];
+        let response = reqwest::Client::new()
+            .get(url)
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn lookup_lists_what_the_key_made_and_makes_nothing_itself() {
+        let sim = spawn().await;
+        sim.sim
+            .inject(Fault::new("payment").on("charge").with_status(503));
+
+        let faulted = post(&sim, "/v1/payments", "o-1:charge", charge())
+            .await
+            .unwrap();
+        let before = look_up(&sim, "/v1/payments", "o-1:charge").await;
+        sim.sim.clear_faults();
+        let created: Value = post(&sim, "/v1/payments", "o-1:charge", charge())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let after = look_up(&sim, "/v1/payments", "o-1:charge").await;
+        let other = look_up(&sim, "/v1/reservations", "o-1:charge").await;
+
+        assert_eq!(faulted.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(before, (200, json!({ "payments": [] })));
+        assert_eq!(after, (200, json!({ "payments": [created] })));
+        assert_eq!(other, (200, json!({ "reservations": [] })));
+        let ledger = sim.sim.ledger();
+        assert_eq!(ledger.captures.len(), 1, "lookups charge nothing");
+        assert!(ledger.reservations.is_empty());
+        let lookups = ledger.calls.iter().filter(|c| c.operation == "lookup");
+        assert_eq!(lookups.count(), 3, "each lookup is logged as a call");
+    }
+
+    #[tokio::test]
+    async fn lookup_answers_an_injected_fault_and_needs_a_key() {
+        let sim = spawn().await;
+        sim.sim.inject(
+            Fault::new("fulfillment")
+                .on("lookup")
+                .with_status(503)
+                .with_times(1),
+        );
+
+        let faulted = look_up(&sim, "/v1/fulfillments", "o-1:ship").await;
+        let answered = look_up(&sim, "/v1/fulfillments", "o-1:ship").await;
+        let url = format!("{}/v1/fulfillments", sim.base_url());
+        let keyless = reqwest::get(url).await.unwrap().status();
+
+        assert_eq!(faulted.0, 503);
+        assert_eq!(faulted.1["code"], "injected_fault");
+        assert_eq!(answered, (200, json!({ "fulfillments": [] })));
+        assert_eq!(keyless, reqwest::StatusCode::BAD_REQUEST);
+    }
+
     #[tokio::test]
     async fn cancel_answers_already_shipped_when_marked_shipped() {
         let sim = spawn().await;

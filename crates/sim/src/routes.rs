@@ -1,16 +1,17 @@
 //! HTTP face of the simulated services: one route per contract call, each passing through
 //! the fault pipeline (delay, injected status, dropped connection) before it is handled.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use chrono::Utc;
 use hyper::body::Frame;
@@ -23,13 +24,22 @@ use super::Simulator;
 /// Routes of all five services; their paths do not clash, so they share one port.
 pub(super) fn service_routes() -> Router<Simulator> {
     Router::new()
-        .route("/v1/reservations", endpoint(Op::Reserve))
+        .route(
+            "/v1/reservations",
+            endpoint(Op::Reserve).merge(lookup(Op::FindReservations)),
+        )
         .route("/v1/reservations/{id}/release", endpoint(Op::Release))
         .route("/v1/reservations/{id}/commit", endpoint(Op::Commit))
         .route("/v1/restocks", endpoint(Op::Restock))
-        .route("/v1/payments", endpoint(Op::Charge))
+        .route(
+            "/v1/payments",
+            endpoint(Op::Charge).merge(lookup(Op::FindPayments)),
+        )
         .route("/v1/payments/{id}/refunds", endpoint(Op::Refund))
-        .route("/v1/fulfillments", endpoint(Op::Fulfil))
+        .route(
+            "/v1/fulfillments",
+            endpoint(Op::Fulfil).merge(lookup(Op::FindFulfillments)),
+        )
         .route(
             "/v1/fulfillments/{id}/cancel",
             endpoint(Op::CancelFulfillment),
@@ -51,11 +61,32 @@ fn endpoint(op: Op) -> MethodRouter<Simulator> {
                 params: params.map(|Path(params)| params).unwrap_or_default(),
                 path: uri.path().to_owned(),
                 idempotency_key: idempotency_key(&headers),
-                traceparent: headers
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
+                traceparent: traceparent(&headers),
                 body,
+            };
+            serve(sim, incoming).await
+        },
+    )
+}
+
+/// A `GET ...?idempotency_key=` handler for the lookup `op`: through the same fault
+/// pipeline as every call, with the key asked about as the call's key.
+fn lookup(op: Op) -> MethodRouter<Simulator> {
+    get(
+        move |State(sim): State<Simulator>,
+              Query(query): Query<HashMap<String, String>>,
+              uri: Uri,
+              headers: HeaderMap| async move {
+            let incoming = Incoming {
+                op,
+                params: Vec::new(),
+                path: uri.path().to_owned(),
+                idempotency_key: query
+                    .get("idempotency_key")
+                    .filter(|k| !k.is_empty())
+                    .cloned(),
+                traceparent: traceparent(&headers),
+                body: Bytes::new(),
             };
             serve(sim, incoming).await
         },
@@ -65,6 +96,11 @@ fn endpoint(op: Op) -> MethodRouter<Simulator> {
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("idempotency-key")?.to_str().ok()?;
     (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    Some(value.to_owned())
 }
 
 async fn serve(sim: Simulator, req: Incoming) -> Response {

@@ -20,18 +20,27 @@ pub(super) enum Op {
     CancelFulfillment,
     Notify,
     Publish,
+    /// `GET /v1/reservations?idempotency_key=`: what a reserve under that key made.
+    FindReservations,
+    /// `GET /v1/payments?idempotency_key=`: what a charge under that key made.
+    FindPayments,
+    /// `GET /v1/fulfillments?idempotency_key=`: what a create under that key made.
+    FindFulfillments,
 }
 
 impl Op {
     /// Every operation, in route order.
-    pub(super) const ALL: [Op; 10] = [
+    pub(super) const ALL: [Op; 13] = [
         Op::Reserve,
+        Op::FindReservations,
         Op::Release,
         Op::Commit,
         Op::Restock,
         Op::Charge,
+        Op::FindPayments,
         Op::Refund,
         Op::Fulfil,
+        Op::FindFulfillments,
         Op::CancelFulfillment,
         Op::Notify,
         Op::Publish,
@@ -40,9 +49,11 @@ impl Op {
     /// Service name, as faults and the ledger spell it.
     pub(super) fn service(self) -> &'static str {
         match self {
-            Op::Reserve | Op::Release | Op::Commit | Op::Restock => "warehouse",
-            Op::Charge | Op::Refund => "payment",
-            Op::Fulfil | Op::CancelFulfillment => "fulfillment",
+            Op::Reserve | Op::FindReservations | Op::Release | Op::Commit | Op::Restock => {
+                "warehouse"
+            }
+            Op::Charge | Op::FindPayments | Op::Refund => "payment",
+            Op::Fulfil | Op::FindFulfillments | Op::CancelFulfillment => "fulfillment",
             Op::Notify => "notification",
             Op::Publish => "pubsub",
         }
@@ -61,6 +72,17 @@ impl Op {
             Op::CancelFulfillment => "cancel",
             Op::Notify => "notify",
             Op::Publish => "publish",
+            Op::FindReservations | Op::FindPayments | Op::FindFulfillments => "lookup",
+        }
+    }
+
+    /// For a lookup, the call it looks up and the field of its answer's list.
+    fn looks_up(self) -> Option<(Op, &'static str)> {
+        match self {
+            Op::FindReservations => Some((Op::Reserve, "reservations")),
+            Op::FindPayments => Some((Op::Charge, "payments")),
+            Op::FindFulfillments => Some((Op::Fulfil, "fulfillments")),
+            _ => None,
         }
     }
 }
@@ -72,6 +94,7 @@ pub(super) struct Incoming {
     /// Path parameters in route order (resource id, or pubsub and topic).
     pub params: Vec<String>,
     pub path: String,
+    /// The `Idempotency-Key` of a call; for a lookup, the key it asks about.
     pub idempotency_key: Option<String>,
     /// The W3C `traceparent` header, if any.
     pub traceparent: Option<String>,
@@ -143,6 +166,9 @@ pub(super) type OpResult = Result<Reply, Reply>;
 impl SimState {
     /// Answers one call: key and JSON checks, idempotent replay, then the operation.
     pub(super) fn handle(&mut self, req: &Incoming) -> Outcome {
+        if let Some((call, list)) = req.op.looks_up() {
+            return Outcome::fresh(self.look_up(req, call, list));
+        }
         if req.op == Op::Publish {
             let result = parse_json(&req.body).and_then(|event| self.publish(req, event));
             return Outcome::fresh(flatten(result));
@@ -186,7 +212,26 @@ impl SimState {
             Op::CancelFulfillment => self.cancel_fulfillment(req.param(0), body),
             Op::Notify => self.notify(body),
             Op::Publish => unreachable!("publish bypasses idempotency"),
+            Op::FindReservations | Op::FindPayments | Op::FindFulfillments => {
+                unreachable!("lookups bypass idempotency")
+            }
         }
+    }
+
+    /// A lookup by idempotency key: `{list: [...]}` with the body of the `2xx` answer
+    /// that `call` under the key gave, empty when none took effect. It reads only.
+    fn look_up(&self, req: &Incoming, call: Op, list: &str) -> Reply {
+        let Some(key) = req.idempotency_key.clone() else {
+            return Reply::bad_request("the idempotency_key query parameter is required");
+        };
+        let made: Vec<Value> = self
+            .idempotency
+            .get(&(call, key))
+            .filter(|recorded| recorded.reply.status.is_success())
+            .map(|recorded| recorded.reply.body.clone())
+            .into_iter()
+            .collect();
+        Reply::new(StatusCode::OK, json!({ list: made }))
     }
 }
 
