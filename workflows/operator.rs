@@ -21,6 +21,7 @@ use restate_sdk::prelude::*;
 
 /// Runs again what `order` owes and records the outcome.
 pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, TerminalError> {
+    saga.begin_with(&order);
     // The stack runs newest first: push the oldest last.
     for c in order.owed.iter().rev() {
         saga.on_rejection(c.clone());

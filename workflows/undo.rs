@@ -240,7 +240,12 @@ async fn undo(saga: &mut Saga<'_, '_>, c: &Compensation) -> Step<Undone> {
         }
         // Not an undo: the refused restock, asked again.
         Compensation::Restock { return_id } => {
-            let restocked = super::returns::restock(saga, order, return_id).await?;
+            // Owed only on a parked order, retried from it (`retry_owed`).
+            let order = saga
+                .latest()
+                .cloned()
+                .ok_or_else(|| TerminalError::new("a restock is retried only on an order"))?;
+            let restocked = super::returns::restock(saga, &order, return_id).await?;
             Ok(restocked.map(|_| Undone::Restocked))
         }
         Compensation::CancelFulfillmentCreatedUnder { key: original } => {
