@@ -592,6 +592,45 @@ async fn refusals_are_grpc_codes_with_the_problem_code_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn an_oversize_order_id_or_filter_is_invalid_argument_not_internal() {
+    let app = TestApp::spawn().await;
+    let mut grpc = client(&app).await;
+    // Too long for any URI: the REST twin could not even be asked.
+    let huge = "a".repeat(70_000);
+
+    let e = grpc
+        .get_order(GetOrderRequest { id: huge.clone() })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::InvalidArgument, "validation_failed");
+    let e = grpc
+        .cancel_order(CancelOrderRequest {
+            id: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::InvalidArgument, "validation_failed");
+    let e = grpc
+        .list_orders(ListOrdersRequest {
+            customer_id: Some(huge),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::InvalidArgument, "validation_failed");
+
+    // The server still answers.
+    let e = grpc
+        .get_order(GetOrderRequest {
+            id: Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::NotFound, "order_not_found");
+}
+
+#[tokio::test]
 async fn reflection_and_health_are_served() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
