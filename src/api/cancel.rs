@@ -67,7 +67,7 @@ async fn cancel_order(
     let cancel = ItemsRequest {
         items: Vec::new(),
         reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
+        request_key: idempotency::request_key(&caller, &headers)?,
     };
     existing(&state, &caller, id).await?;
     let key = cancel.request_key.clone();
@@ -150,7 +150,7 @@ pub(super) async fn items_command(
     let units = ItemsRequest {
         items: body.items,
         reason: body.reason,
-        request_key: idempotency::request_key(headers)?,
+        request_key: idempotency::request_key(caller, headers)?,
     };
     existing(state, caller, id).await?;
     let key = units.request_key.clone();

@@ -68,7 +68,7 @@ async fn create_order(
             "a customer may create orders only for itself: customer_id must be the token's sub",
         ));
     }
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     let scope = "create_order";
     let id = match idempotency::begin(&state.db, scope, key.as_deref(), &request, Uuid::new_v4())
         .await?
@@ -154,7 +154,7 @@ async fn pay_order(
     let pay = PayRequest {
         method: payment.method.trim().to_owned(),
         amount: payment.amount,
-        request_key: idempotency::request_key(&headers)?,
+        request_key: idempotency::request_key(&caller, &headers)?,
     };
     let key = pay.request_key.clone();
     command(&state, id, "pay", key, &request, |_| pay, Answer::Order).await
@@ -204,7 +204,7 @@ async fn set_status(
     let change = StatusRequest {
         status: body.status,
         reason: body.reason,
-        request_key: idempotency::request_key(&headers)?,
+        request_key: idempotency::request_key(&caller, &headers)?,
     };
     let key = change.request_key.clone();
     command(

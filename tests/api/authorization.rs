@@ -56,7 +56,7 @@ pub(crate) fn staff() -> String {
     with_roles("staff-1", &["staff"])
 }
 
-fn service() -> String {
+pub(crate) fn service() -> String {
     with_roles("billing", &["service"])
 }
 

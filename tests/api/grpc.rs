@@ -777,3 +777,36 @@ async fn a_token_reaches_over_grpc_what_it_reaches_over_rest() {
         .unwrap();
     assert_eq!(moved.status(), OrderStatus::Processing);
 }
+
+#[tokio::test]
+async fn the_same_key_from_two_customers_makes_two_orders_over_grpc() {
+    let app = secured().await;
+    let mut grpc = client(&app).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let orders = [alice, bob].map(|who| (who, mug(who, Some("pm_card_visa"))));
+    let create = |who: Uuid| {
+        let token = format!("Bearer {}", customer(who));
+        let order = orders.iter().find(|(w, _)| *w == who).unwrap().1.clone();
+        with(
+            order,
+            &[("authorization", &token), ("idempotency-key", "checkout-1")],
+        )
+    };
+
+    let mut made = Vec::new();
+    for who in [alice, bob, alice] {
+        let order = grpc
+            .create_order(create(who))
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e:?}"))
+            .into_inner()
+            .order
+            .unwrap();
+        assert_eq!(order.customer_id, Some(who.to_string()));
+        assert_eq!(order.status(), OrderStatus::Confirmed);
+        made.push(order.id);
+    }
+    assert_ne!(made[0], made[1], "each customer has its own order");
+    assert_eq!(made[0], made[2], "a repeat is the first order again");
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 2);
+}
