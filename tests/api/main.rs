@@ -16,6 +16,7 @@ mod grpc;
 mod helpers;
 mod idempotency;
 mod kill_every_step;
+mod limits;
 mod metrics;
 mod openapi;
 mod operators;
