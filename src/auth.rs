@@ -6,6 +6,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashSet;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The shortest HS256 secret accepted: a key as long as the hash (RFC 7518, 3.2).
@@ -60,6 +61,61 @@ struct TokenClaims {
     sub: String,
     #[serde(default)]
     roles: Option<Vec<String>>,
+    /// Present (`null` included) or absent, so that only a string passes.
+    #[serde(default, deserialize_with = "present")]
+    iss: Option<serde_json::Value>,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
+}
+
+/// A claim that is there, whatever its value (`null` too).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+impl TokenClaims {
+    /// The rules of the service on top of the JWT's: `iss` a string, `sub` in its
+    /// canonical lower-case form when it is a UUID (so that one customer has one
+    /// spelling), and no lifetime (`exp - iat`) longer than `max_age`.
+    fn check(&self, max_age: Option<Duration>) -> Result<(), Unauthenticated> {
+        if matches!(&self.iss, Some(iss) if !iss.is_string()) {
+            return Err(Unauthenticated::Malformed("iss must be a string".into()));
+        }
+        if let Ok(id) = self.sub.parse::<Uuid>() {
+            if id.to_string() != self.sub {
+                return Err(Unauthenticated::NonCanonicalSubject);
+            }
+        }
+        let Some(max_age) = max_age else {
+            return Ok(());
+        };
+        let iat = self
+            .iat
+            .as_ref()
+            .ok_or(Unauthenticated::MissingClaim("iat".into()))?;
+        let (Some(iat), Some(exp)) = (iat.as_f64(), self.exp.as_ref().and_then(|e| e.as_f64()))
+        else {
+            return Err(Unauthenticated::Malformed(
+                "iat and exp must be numbers".into(),
+            ));
+        };
+        // A token issued in the future could carry any lifetime past now.
+        if iat > now_secs() + LEEWAY_SECS as f64 {
+            return Err(Unauthenticated::NotYetValid);
+        }
+        match exp - iat <= max_age.as_secs_f64() {
+            true => Ok(()),
+            false => Err(Unauthenticated::TooLong(max_age.as_secs())),
+        }
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl From<TokenClaims> for Claims {
@@ -157,6 +213,10 @@ pub enum Unauthenticated {
     WrongAudience,
     #[error("the token has no {0} claim")]
     MissingClaim(String),
+    #[error("the token's sub must be a UUID in its canonical lower-case form")]
+    NonCanonicalSubject,
+    #[error("the token lives longer (exp - iat) than the {0} s allowed")]
+    TooLong(u64),
     #[error("the token is not a valid JWT: {0}")]
     Malformed(String),
 }
@@ -174,11 +234,13 @@ pub fn bearer_token(value: &str) -> Result<&str, Unauthenticated> {
     }
 }
 
-/// What a token's issuer and audience must be, when set.
+/// What a token's issuer and audience must be, and how long it may live, when set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expected {
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// The longest lifetime (`exp - iat`) accepted; tokens then need `iat`.
+    pub max_age: Option<Duration>,
 }
 
 /// Verifies bearer tokens against one key and algorithm.
@@ -294,6 +356,7 @@ impl Verifier {
                 }
                 _ => Unauthenticated::Malformed(e.to_string()),
             })?;
+        data.claims.check(self.expected.max_age)?;
         Ok(data.claims.into())
     }
 }
@@ -417,6 +480,7 @@ mod tests {
         let expected = Expected {
             issuer: Some("https://id.example".into()),
             audience: Some("orders".into()),
+            ..Expected::default()
         };
         let v = verifier(expected);
         let ok = json!({ "iss": "https://id.example", "aud": "orders" });
@@ -451,6 +515,72 @@ mod tests {
         let any = json!({ "iss": "whoever", "aud": "whatever" });
         assert!(verifier(Expected::default())
             .verify(&hs256(&claims(any)))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_uuid_sub_must_be_canonical_and_iss_a_string() {
+        let v = verifier(Expected::default());
+        let id = Uuid::new_v4();
+        for sub in [
+            id.to_string().to_uppercase(),
+            format!("{{{id}}}"),
+            id.simple().to_string(),
+            format!("urn:uuid:{id}"),
+        ] {
+            let token = hs256(&claims(json!({ "sub": sub })));
+            assert_eq!(
+                v.verify(&token),
+                Err(Unauthenticated::NonCanonicalSubject),
+                "{sub}"
+            );
+        }
+        for sub in [id.to_string(), "staff-1".into(), "ALICE".into()] {
+            assert!(v.verify(&hs256(&claims(json!({ "sub": sub })))).is_ok());
+        }
+        for iss in [
+            json!(1),
+            json!(null),
+            json!(["https://id.example"]),
+            json!({}),
+        ] {
+            let token = hs256(&claims(json!({ "iss": iss })));
+            assert!(
+                matches!(v.verify(&token), Err(Unauthenticated::Malformed(_))),
+                "{iss}"
+            );
+        }
+        let token = hs256(&claims(json!({ "iss": "https://id.example" })));
+        assert!(v.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn a_max_age_refuses_longer_lived_tokens_and_tokens_without_iat() {
+        let v = verifier(Expected {
+            max_age: Some(Duration::from_secs(600)),
+            ..Expected::default()
+        });
+        let t = now();
+        let ok = json!({ "iat": t, "exp": t + 600 });
+        assert!(v.verify(&hs256(&claims(ok))).is_ok());
+        let long = json!({ "iat": t, "exp": t + 601 });
+        assert_eq!(
+            v.verify(&hs256(&claims(long))),
+            Err(Unauthenticated::TooLong(600))
+        );
+        assert_eq!(
+            v.verify(&hs256(&claims(json!({ "exp": t + 60 })))),
+            Err(Unauthenticated::MissingClaim("iat".into()))
+        );
+        let future = json!({ "iat": t + 3600, "exp": t + 3900 });
+        assert_eq!(
+            v.verify(&hs256(&claims(future))),
+            Err(Unauthenticated::NotYetValid)
+        );
+        // Without a max age, iat is not needed and the lifetime not looked at.
+        let long = json!({ "iat": t, "exp": t + 86_400 });
+        assert!(verifier(Expected::default())
+            .verify(&hs256(&claims(long)))
             .is_ok());
     }
 

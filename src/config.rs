@@ -92,6 +92,15 @@ pub struct Config {
     pub create_wait: Duration,
     pub stuck_after: Duration,
     pub db_max_connections: u32,
+    /// `ORDER_HTTP_HEADER_TIMEOUT_SECS` (20, decimal allowed): how long a REST
+    /// connection may take to send a request's headers (idle keep-alive included).
+    pub header_read_timeout: Duration,
+    /// `ORDER_REQUEST_TIMEOUT_SECS` (60, decimal allowed): how long a whole REST or
+    /// gRPC request may take; above `ORDER_CREATE_WAIT_MS`, which it would cut.
+    pub request_timeout: Duration,
+    /// `ORDER_MAX_CONNECTIONS` (512): the open connections the REST server, and
+    /// the gRPC server, each serve at once; further ones wait.
+    pub max_connections: usize,
     /// Public keys of the Restate servers allowed to call the endpoint
     /// (`publickeyv1_...`); without any, the service starts only with
     /// `restate_allow_unsigned`.
@@ -130,6 +139,7 @@ impl Config {
     /// Reads configuration through `get`, so tests can supply their own values.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = Env(&get);
+        let create_wait = Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS", 3000)?);
         Ok(Config {
             database_dsn: env.string("ORDER_DATABASE_DSN"),
             bind_host: env.string("ORDER_BIND_HOST"),
@@ -171,9 +181,12 @@ impl Config {
             downstream_timeout: Duration::from_millis(
                 env.positive("ORDER_DOWNSTREAM_TIMEOUT_MS", 5000)?,
             ),
-            create_wait: Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS", 3000)?),
+            create_wait,
             stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
             db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
+            header_read_timeout: env.seconds("ORDER_HTTP_HEADER_TIMEOUT_SECS", 20)?,
+            request_timeout: env.request_timeout(create_wait)?,
+            max_connections: env.positive("ORDER_MAX_CONNECTIONS", 512)? as usize,
             restate_identity_keys: env.identity_keys("ORDER_RESTATE_IDENTITY_KEYS")?,
             restate_allow_unsigned: env.flag("ORDER_RESTATE_ALLOW_UNSIGNED")?.unwrap_or(false),
             internal_key: env.internal_key("ORDER_INTERNAL_KEY")?,
@@ -232,9 +245,15 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         const SECRET: &str = "ORDER_AUTH_JWT_SECRET";
         const KEY_FILE: &str = "ORDER_AUTH_JWT_PUBLIC_KEY_FILE";
         let text = |var| self.string(var).map(|v| v.trim().to_owned());
+        const MAX_AGE: &str = "ORDER_AUTH_MAX_TOKEN_AGE";
+        let max_age = match self.string(MAX_AGE) {
+            Some(_) => Some(self.seconds(MAX_AGE, 1)?),
+            None => None,
+        };
         let expected = Expected {
             issuer: text("ORDER_AUTH_ISSUER"),
             audience: text("ORDER_AUTH_AUDIENCE"),
+            max_age,
         };
         let verifier = match (self.string(SECRET), text(KEY_FILE)) {
             (Some(_), Some(file)) => {
@@ -265,6 +284,7 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 let set = [
                     ("ORDER_AUTH_ISSUER", expected.issuer),
                     ("ORDER_AUTH_AUDIENCE", expected.audience),
+                    (MAX_AGE, self.string(MAX_AGE)),
                 ];
                 if let Some((var, Some(value))) = set.into_iter().find(|(_, v)| v.is_some()) {
                     return Err(ConfigError {
@@ -321,6 +341,21 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 var,
                 value: v,
                 reason: "must be true or false".into(),
+            }),
+        }
+    }
+
+    /// `ORDER_REQUEST_TIMEOUT_SECS`, which must leave a request time to wait
+    /// `create_wait` for its saga and answer.
+    fn request_timeout(&self, create_wait: Duration) -> Result<Duration, ConfigError> {
+        const VAR: &str = "ORDER_REQUEST_TIMEOUT_SECS";
+        let limit = self.seconds(VAR, 60)?;
+        match limit > create_wait {
+            true => Ok(limit),
+            false => Err(ConfigError {
+                var: VAR,
+                value: format!("{}", limit.as_secs_f64()),
+                reason: "must be longer than the saga wait (ORDER_CREATE_WAIT_MS)".into(),
             }),
         }
     }
@@ -527,6 +562,46 @@ mod tests {
                 e.to_string().contains(var) && e.to_string().contains("off"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn max_token_age_is_seconds_and_needs_authorization() {
+        let secret = ("ORDER_AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        assert!(with(&[secret, ("ORDER_AUTH_MAX_TOKEN_AGE", "900")]).is_ok());
+        for bad in ["0", "-5", "15 minutes", "1e999"] {
+            let e = with(&[secret, ("ORDER_AUTH_MAX_TOKEN_AGE", bad)]).unwrap_err();
+            assert!(e.to_string().contains("ORDER_AUTH_MAX_TOKEN_AGE"), "{e}");
+        }
+        let e = with(&[("ORDER_AUTH_MAX_TOKEN_AGE", "900")]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("ORDER_AUTH_MAX_TOKEN_AGE") && text.contains("off"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn server_limits_have_sane_defaults_and_name_their_variable() {
+        let c = with(&[]).unwrap();
+        assert!(c.header_read_timeout <= Duration::from_secs(30));
+        assert!(c.request_timeout > c.create_wait * 5);
+        assert!(c.max_connections >= 64);
+        let c = with(&[
+            ("ORDER_HTTP_HEADER_TIMEOUT_SECS", "0.5"),
+            ("ORDER_MAX_CONNECTIONS", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(c.max_connections, 3);
+        for (var, bad) in [
+            ("ORDER_HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("ORDER_REQUEST_TIMEOUT_SECS", "soon"),
+            ("ORDER_REQUEST_TIMEOUT_SECS", "2"),
+            ("ORDER_MAX_CONNECTIONS", "0"),
+        ] {
+            let e = with(&[(var, bad)]).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
         }
     }
 

@@ -33,6 +33,8 @@ pub mod operators;
 pub mod read_model;
 /// Delivery of the outbox: events and notifications, outside the sagas.
 pub mod relay;
+/// Connection caps and header-read limits of the API servers.
+pub mod serving;
 /// Wiring of the service.
 pub mod startup;
 /// Logging set-up.

@@ -8,6 +8,7 @@ use crate::downstream::Downstream;
 use crate::engine::admin::{Admin, Handlers};
 use crate::engine::endpoint;
 use crate::engine::ingress::Ingress;
+use crate::serving::{self, Limits};
 use crate::workflows::{self, Deps};
 use crate::{grpc, read_model, relay};
 use std::future::Future;
@@ -149,7 +150,17 @@ impl RunningService {
         let http_addr = http_listener.local_addr()?;
         let grpc_listener = listen(config.bind_host_or(ALL_INTERFACES), config.grpc_port).await?;
         let grpc_addr = grpc_listener.local_addr()?;
-        let grpc = grpc::serve(grpc_listener, api::routes(state.clone()), until_stopped());
+        let limits = Limits {
+            header_read: config.header_read_timeout,
+            request: config.request_timeout,
+            max_connections: config.max_connections,
+        };
+        let grpc = grpc::serve(
+            grpc_listener,
+            api::routes(state.clone()),
+            limits,
+            until_stopped(),
+        );
         let grpc_task = tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 tracing::error!(error = %e, "gRPC server failed");
@@ -158,14 +169,7 @@ impl RunningService {
         tracing::info!(http = %http_addr, grpc = %grpc_addr, "serving the API");
         let app = api::router(state);
         let shutdown = until_stopped();
-        let http_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "API server failed");
-            }
-        });
+        let http_task = tokio::spawn(serving::serve_http(http_listener, app, limits, shutdown));
         Ok(RunningService {
             http_addr,
             grpc_addr,

@@ -69,7 +69,7 @@ async fn cancel_order(
         reason: body.reason,
     };
     existing(&state, &caller, id).await?;
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     command(
         &state,
         id,
@@ -151,7 +151,7 @@ pub(super) async fn items_command(
         reason: body.reason,
     };
     existing(state, caller, id).await?;
-    let key = idempotency::request_key(headers)?;
+    let key = idempotency::request_key(caller, headers)?;
     command(state, id, handler, key, &request, |_| units, Answer::Order).await
 }
 

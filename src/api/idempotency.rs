@@ -2,6 +2,7 @@
 //! again; the same key with another body is refused.
 
 use super::ApiError;
+use crate::auth::Caller;
 use crate::domain::FieldError;
 use crate::read_model::{self, Claim};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -48,17 +49,37 @@ impl IntoResponse for Reply {
     }
 }
 
-/// The request's `Idempotency-Key`, if it has a usable one.
-pub fn request_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The request's `Idempotency-Key`, if it has a usable one, scoped to `caller`:
+/// what the read model stores, the order's object remembers and Restate's ingress
+/// gets as its own idempotency key, so that one caller's key never names another
+/// caller's request.
+pub fn request_key(caller: &Caller, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key) if !key.trim().is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
+        Ok(key) if !key.trim().is_empty() && key.len() <= 255 => Ok(Some(scoped(caller, key))),
         _ => Err(ApiError::Validation(vec![FieldError::new(
             "Idempotency-Key",
             "must be 1 to 255 visible ASCII characters",
         )])),
+    }
+}
+
+/// `key` in the scope of `caller`. With authorization off there is one scope and
+/// the key stays as sent; a token's subject and the key are hashed together (the
+/// subject's length first, so that no other pair gives the same text).
+fn scoped(caller: &Caller, key: &str) -> String {
+    match caller {
+        Caller::Anyone => key.to_owned(),
+        Caller::Token(claims) => {
+            let digest = Sha256::new()
+                .chain_update((claims.sub.len() as u64).to_be_bytes())
+                .chain_update(claims.sub.as_bytes())
+                .chain_update(key.as_bytes())
+                .finalize();
+            format!("sub-{digest:x}")
+        }
     }
 }
 
@@ -141,6 +162,29 @@ pub async fn finish(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_are_scoped_to_the_subject() {
+        let token = |sub: &str| {
+            Caller::Token(crate::auth::Claims {
+                sub: sub.into(),
+                roles: [crate::auth::Role::Customer].into(),
+            })
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", HeaderValue::from_static("k-1"));
+        let key = |caller: &Caller| request_key(caller, &headers).unwrap().unwrap();
+        assert_eq!(key(&Caller::Anyone), "k-1");
+        assert_eq!(key(&token("alice")), key(&token("alice")));
+        assert_ne!(key(&token("alice")), key(&token("bob")));
+        assert_ne!(key(&token("alice")), key(&Caller::Anyone));
+        // The subject's end cannot be moved into the key.
+        assert_ne!(
+            scoped(&token("alic"), "ek-1"),
+            scoped(&token("alice"), "k-1")
+        );
+        assert!(key(&token(&"x".repeat(10_000))).len() < 80);
+    }
 
     #[test]
     fn hash_ignores_key_order_but_not_values() {

@@ -16,6 +16,7 @@ mod ops;
 mod orders;
 mod params;
 mod returns;
+mod timeout;
 mod trace;
 
 pub use error::ApiError;
@@ -56,6 +57,8 @@ pub struct ApiSettings {
     pub stuck_after: Duration,
     /// The verifier of bearer tokens; `None`: authorization is off.
     pub auth: Option<Verifier>,
+    /// How long a whole REST request may take, body included.
+    pub request_timeout: Duration,
 }
 
 impl ApiSettings {
@@ -65,6 +68,7 @@ impl ApiSettings {
             create_wait: config.create_wait,
             stuck_after: config.stuck_after,
             auth: config.auth.clone(),
+            request_timeout: config.request_timeout,
         }
     }
 }
@@ -80,9 +84,12 @@ impl ApiState {
     }
 }
 
-/// The whole API, ready to serve: [`routes`], counted in the HTTP metrics.
+/// The whole API, ready to serve: [`routes`] within the time limit of a request,
+/// counted in the HTTP metrics (time-outs included).
 pub fn router(state: ApiState) -> Router {
-    routes(state).layer(axum::middleware::from_fn(metrics::track))
+    routes(state.clone())
+        .layer(middleware::from_fn_with_state(state, timeout::limit))
+        .layer(axum::middleware::from_fn(metrics::track))
 }
 
 /// Every route, authenticated and traced. The gRPC server calls these in process,

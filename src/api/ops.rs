@@ -104,7 +104,7 @@ async fn retry(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     existing(&state, &caller, id).await?;
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     match retry_order(&state, id, key).await? {
         Ok(answer) => Ok((StatusCode::ACCEPTED, Json(answer))),
         Err(refusal) => Err(refusal),
@@ -202,7 +202,7 @@ async fn resolve(
         }
     })?;
     existing(&state, &caller, id).await?;
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     let request = OperatorRequest {
         reason: Some(body.reason.trim().to_owned()),
         refunded_outside: body.refunded_outside,

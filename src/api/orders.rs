@@ -68,7 +68,7 @@ async fn create_order(
             "a customer may create orders only for itself: customer_id must be the token's sub",
         ));
     }
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     let scope = "create_order";
     let id = match idempotency::begin(&state.db, scope, key.as_deref(), &request, Uuid::new_v4())
         .await?
@@ -155,7 +155,7 @@ async fn pay_order(
         method: payment.method.trim().to_owned(),
         amount: payment.amount,
     };
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     command(&state, id, "pay", key, &request, |_| pay, Answer::Order).await
 }
 
@@ -204,7 +204,7 @@ async fn set_status(
         status: body.status,
         reason: body.reason,
     };
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     command(
         &state,
         id,

@@ -100,7 +100,7 @@ async fn request_return(
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
     let (request, body) = read_request(body, ReturnBody::validate)?;
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(&caller, &headers)?;
     existing(&state, &caller, id).await?;
     let payload = |return_id| ReturnRequest {
         return_id,
@@ -152,7 +152,7 @@ struct ReturnCommandBody {
 /// `POST /orders/{id}/returns/{return_id}/receive`: the parcel arrived.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn receive_return(
-    _: Staff,
+    Staff(caller): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
@@ -168,7 +168,16 @@ async fn receive_return(
             body => body,
         },
     };
-    return_command(state, id, return_id, headers, body, "receive_return").await
+    return_command(
+        state,
+        &caller,
+        id,
+        return_id,
+        headers,
+        body,
+        "receive_return",
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -190,18 +199,28 @@ async fn receive_return(
 /// `POST /orders/{id}/returns/{return_id}/reject`: the return is refused.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn reject_return(
-    _: Staff,
+    Staff(caller): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Reply, ApiError> {
-    return_command(state, id, return_id, headers, body, "reject_return").await
+    return_command(
+        state,
+        &caller,
+        id,
+        return_id,
+        headers,
+        body,
+        "reject_return",
+    )
+    .await
 }
 
 async fn return_command(
     state: ApiState,
+    caller: &Caller,
     id: uuid::Uuid,
     return_id: uuid::Uuid,
     headers: HeaderMap,
@@ -213,7 +232,7 @@ async fn return_command(
         return_id,
         reason: body.reason,
     };
-    let key = idempotency::request_key(&headers)?;
+    let key = idempotency::request_key(caller, &headers)?;
     if read_model::get_return(&state.db, id, return_id)
         .await?
         .is_none()

@@ -6,13 +6,13 @@
 mod orders;
 mod transcode;
 
+use crate::serving::{capped_incoming, Limits};
 use axum::Router;
 use orders::Orders;
 use proto::order_service_server::OrderServiceServer;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower::ServiceExt;
 
@@ -31,11 +31,23 @@ const SERVICE: &str = "order.v1.OrderService";
 /// How often the health service asks the dependencies.
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 
-/// Serves gRPC on `listener` over `routes` (see [`crate::api::routes`]) until
-/// `shutdown` completes.
+/// Calls under way at once on one connection.
+const CALLS_PER_CONNECTION: usize = 64;
+
+/// How long a connection lives before it is asked to go (clients open another):
+/// no client, trickling or not, holds one for ever.
+const CONNECTION_AGE: Duration = Duration::from_secs(600);
+
+/// How often a quiet connection is pinged, and how long the answer may take.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
+
+/// Serves gRPC on `listener` over `routes` (see [`crate::api::routes`]) within
+/// `limits` (the connection cap, and the time limit of a call, also after a
+/// connection was asked to go) until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     routes: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // v1, and v1alpha for the clients that only know it (older grpcurl).
@@ -49,11 +61,18 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     let watch = tokio::spawn(watch_dependencies(reporter, routes.clone()).await);
     let served = tonic::transport::Server::builder()
+        .timeout(limits.request)
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+        .max_concurrent_streams(CALLS_PER_CONNECTION as u32)
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
+        .max_connection_age(CONNECTION_AGE)
+        .max_connection_age_grace(limits.request)
         .add_service(OrderServiceServer::new(Orders::new(routes)))
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(health)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(capped_incoming(listener, limits.max_connections), shutdown)
         .await;
     watch.abort();
     Ok(served?)

@@ -8,7 +8,7 @@ use super::proto::*;
 use super::transcode::{from_json, internal, refusal, to_json};
 use crate::api::Produced;
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::Router;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use prost::Name;
@@ -135,6 +135,15 @@ fn headers<M>(request: &Request<M>) -> HeaderMap {
     headers
 }
 
+/// The refusal of a request whose path or query fields do not fit in a URI.
+fn too_long() -> Status {
+    let problem = json!({
+        "code": "validation_failed",
+        "detail": "the request's ids or filters are far too long",
+    });
+    refusal(422, &problem)
+}
+
 fn missing(field: &str) -> Status {
     let problem = json!({
         "code": "validation_failed",
@@ -166,9 +175,9 @@ fn query(fields: &Map<String, Value>) -> String {
 impl Orders {
     /// Runs `call` on the API's routes: its answer, or its refusal as a status.
     async fn rest(&self, call: Call) -> Result<Answer, Status> {
-        let mut request = axum::http::Request::builder()
-            .method(call.method)
-            .uri(call.uri);
+        // Only the request's own fields can make the URI too long to be one.
+        let uri: Uri = call.uri.parse().map_err(|_| too_long())?;
+        let mut request = axum::http::Request::builder().method(call.method).uri(uri);
         if let Some(headers) = request.headers_mut() {
             headers.extend(call.headers);
         }

@@ -56,7 +56,7 @@ pub(crate) fn staff() -> String {
     with_roles("staff-1", &["staff"])
 }
 
-fn service() -> String {
+pub(crate) fn service() -> String {
     with_roles("billing", &["service"])
 }
 
@@ -325,6 +325,100 @@ async fn issuer_and_audience_are_checked_when_set() {
         let answer = app.as_caller(token(claims.clone())).get("/orders").await;
         assert_unauthenticated(&answer, r#"Bearer error="invalid_token""#);
         assert_eq!(answer.1["detail"], says, "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn a_uuid_sub_must_be_in_canonical_form_and_iss_a_string() {
+    let app = secured().await;
+    let alice = Uuid::new_v4();
+    let as_sub = |sub: String| app.as_caller(hs256(&claims(&sub, json!({}))));
+    created(&as_sub(alice.to_string()), &order_for(Some(alice), VISA)).await;
+
+    // Other spellings of alice's id are not alice.
+    for sub in [
+        alice.to_string().to_uppercase(),
+        format!("{{{alice}}}"),
+        alice.simple().to_string(),
+        format!("urn:uuid:{alice}"),
+    ] {
+        for answer in [
+            as_sub(sub.clone()).get("/orders").await,
+            as_sub(sub.clone())
+                .post("/orders", &order_for(Some(alice), VISA), None)
+                .await,
+        ] {
+            assert_unauthenticated(&answer, r#"Bearer error="invalid_token""#);
+            let detail = answer.1["detail"].as_str().unwrap();
+            assert!(detail.contains("canonical lower-case"), "{sub}: {detail}");
+        }
+    }
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
+
+    // An issuer that is not a string is refused, though none is expected.
+    let staff_with =
+        |extra: Value| hs256(&claims("staff-1", json!({"roles": ["staff"]})).merge(extra));
+    for iss in [
+        json!(7),
+        json!(null),
+        json!(["https://id.example.test"]),
+        json!({}),
+    ] {
+        let answer = app
+            .as_caller(staff_with(json!({ "iss": iss })))
+            .get("/orders")
+            .await;
+        assert_unauthenticated(&answer, r#"Bearer error="invalid_token""#);
+        let detail = answer.1["detail"].as_str().unwrap();
+        assert!(detail.contains("iss must be a string"), "{iss}: {detail}");
+    }
+    let named = staff_with(json!({ "iss": "https://id.example.test" }));
+    assert_eq!(app.as_caller(named).get("/orders").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_max_token_age_refuses_longer_lived_tokens_and_tokens_without_iat() {
+    let app = secured_with(vec![("ORDER_AUTH_MAX_TOKEN_AGE", "900".into())]).await;
+    let t = now();
+    let token = |times: Value| hs256(&json!({"sub": "staff-1", "roles": ["staff"]}).merge(times));
+
+    let short = token(json!({"iat": t, "exp": t + 900}));
+    assert_eq!(app.as_caller(short).get("/orders").await.0, 200);
+    for (times, says) in [
+        (
+            json!({"iat": t, "exp": t + 3600}),
+            "the token lives longer (exp - iat) than the 900 s allowed",
+        ),
+        (json!({"exp": t + 60}), "the token has no iat claim"),
+        (
+            json!({"iat": t + 86_400, "exp": t + 86_400 + 600}),
+            "the token is not valid yet",
+        ),
+    ] {
+        let answer = app.as_caller(token(times.clone())).get("/orders").await;
+        assert_unauthenticated(&answer, r#"Bearer error="invalid_token""#);
+        assert!(
+            answer.1["detail"].as_str().unwrap().starts_with(says),
+            "{times}: {}",
+            answer.1
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_max_token_age_stops_the_start_naming_it() {
+    let var = "ORDER_AUTH_MAX_TOKEN_AGE";
+    for value in ["0", "15 minutes", "-1"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-service"))
+            .arg("serve")
+            .env("ORDER_AUTH_JWT_SECRET", SECRET)
+            .env(var, value)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(&format!("invalid {var}=")), "{stderr}");
     }
 }
 

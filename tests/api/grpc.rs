@@ -592,6 +592,45 @@ async fn refusals_are_grpc_codes_with_the_problem_code_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn an_oversize_order_id_or_filter_is_invalid_argument_not_internal() {
+    let app = TestApp::spawn().await;
+    let mut grpc = client(&app).await;
+    // Too long for any URI: the REST twin could not even be asked.
+    let huge = "a".repeat(70_000);
+
+    let e = grpc
+        .get_order(GetOrderRequest { id: huge.clone() })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::InvalidArgument, "validation_failed");
+    let e = grpc
+        .cancel_order(CancelOrderRequest {
+            id: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::InvalidArgument, "validation_failed");
+    let e = grpc
+        .list_orders(ListOrdersRequest {
+            customer_id: Some(huge),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::InvalidArgument, "validation_failed");
+
+    // The server still answers.
+    let e = grpc
+        .get_order(GetOrderRequest {
+            id: Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&e, Code::NotFound, "order_not_found");
+}
+
+#[tokio::test]
 async fn reflection_and_health_are_served() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
@@ -737,4 +776,37 @@ async fn a_token_reaches_over_grpc_what_it_reaches_over_rest() {
         .order
         .unwrap();
     assert_eq!(moved.status(), OrderStatus::Processing);
+}
+
+#[tokio::test]
+async fn the_same_key_from_two_customers_makes_two_orders_over_grpc() {
+    let app = secured().await;
+    let mut grpc = client(&app).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let orders = [alice, bob].map(|who| (who, mug(who, Some("pm_card_visa"))));
+    let create = |who: Uuid| {
+        let token = format!("Bearer {}", customer(who));
+        let order = orders.iter().find(|(w, _)| *w == who).unwrap().1.clone();
+        with(
+            order,
+            &[("authorization", &token), ("idempotency-key", "checkout-1")],
+        )
+    };
+
+    let mut made = Vec::new();
+    for who in [alice, bob, alice] {
+        let order = grpc
+            .create_order(create(who))
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e:?}"))
+            .into_inner()
+            .order
+            .unwrap();
+        assert_eq!(order.customer_id, Some(who.to_string()));
+        assert_eq!(order.status(), OrderStatus::Confirmed);
+        made.push(order.id);
+    }
+    assert_ne!(made[0], made[1], "each customer has its own order");
+    assert_eq!(made[0], made[2], "a repeat is the first order again");
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 2);
 }

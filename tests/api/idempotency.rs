@@ -75,3 +75,78 @@ async fn a_repeated_payment_charges_once() {
     assert_eq!((again.0, &again.1), (first.0, &first.1));
     assert_eq!(app.ledger().captures.len(), 1);
 }
+
+#[tokio::test]
+async fn the_same_key_from_two_callers_names_two_requests() {
+    use crate::authorization::{customer, secured, service, staff};
+    use uuid::Uuid;
+
+    let app = secured().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let order_of = |who: Option<Uuid>| {
+        let mut body = mug_order(Some("pm_card_visa"));
+        body["customer_id"] = json!(who);
+        body
+    };
+
+    // Two customers and a guest order made by staff, all under one key: three
+    // orders, each its caller's own.
+    let key = Some("checkout-1");
+    let (for_alice, for_bob) = (order_of(Some(alice)), order_of(Some(bob)));
+    let a = app
+        .as_caller(customer(alice))
+        .post("/orders", &for_alice, key)
+        .await;
+    let b = app
+        .as_caller(customer(bob))
+        .post("/orders", &for_bob, key)
+        .await;
+    let g = app
+        .as_caller(staff())
+        .post("/orders", &order_of(None), key)
+        .await;
+    for (answer, who) in [(&a, json!(alice)), (&b, json!(bob)), (&g, json!(null))] {
+        assert_eq!(answer.0, 201, "{}", answer.1);
+        assert_eq!(answer.1["customer_id"], who, "{}", answer.1);
+        assert_eq!(answer.1["status"], "confirmed", "{}", answer.1);
+    }
+    assert_ne!(a.1["id"], b.1["id"]);
+    assert_ne!(a.1["id"], g.1["id"]);
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 3);
+    assert_eq!(app.ledger().captures.len(), 3);
+    // Each caller's repeat still gets its own first answer.
+    let again = app
+        .as_caller(customer(bob))
+        .post("/orders", &for_bob, key)
+        .await;
+    assert_eq!((again.0, &again.1["id"]), (201, &b.1["id"]));
+    let again = app
+        .as_caller(customer(alice))
+        .post("/orders", &for_alice, key)
+        .await;
+    assert_eq!((again.0, &again.1["id"]), (201, &a.1["id"]));
+
+    // On one order, staff's key does not answer for a service's request.
+    let path = format!("/orders/{}/status", g.1["id"].as_str().unwrap());
+    let key = Some("move-1");
+    let moved = app
+        .as_caller(staff())
+        .put(&path, &json!({"status": "processing"}), key)
+        .await;
+    assert_eq!(
+        (moved.0, moved.1["status"].as_str()),
+        (200, Some("processing")),
+        "{}",
+        moved.1
+    );
+    let moved = app
+        .as_caller(service())
+        .put(&path, &json!({"status": "shipped"}), key)
+        .await;
+    assert_eq!(
+        (moved.0, moved.1["status"].as_str()),
+        (200, Some("shipped")),
+        "{}",
+        moved.1
+    );
+}

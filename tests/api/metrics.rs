@@ -184,3 +184,56 @@ async fn business_facts_count_once_each_even_when_a_lost_answer_replays_the_saga
     );
     assert_eq!(value(&again, "order_cancellations_total", &[]), 1.0);
 }
+
+#[tokio::test]
+async fn made_up_methods_and_paths_do_not_mint_metric_series() {
+    let app = TestApp::spawn().await;
+    let root = app.api.trim_end_matches("/api/v1").to_owned();
+    let series = |text: &str| samples(text, "http_requests_total").len();
+    let before = scrape(&app).await;
+
+    // Made-up methods on a route, on unknown paths, and on the metrics page itself.
+    for i in 0..3000 {
+        let method = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        let path = match i % 3 {
+            0 => "/api/v1/orders/health".to_owned(),
+            1 => format!("/made/up/{i}"),
+            _ => "/metrics".to_owned(),
+        };
+        let status = app
+            .http
+            .request(method, format!("{root}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_client_error(), "{i}: {status}");
+    }
+
+    let after = scrape(&app).await;
+    let others: Vec<_> = samples(&after, "http_requests_total")
+        .into_iter()
+        .filter(|(labels, _)| labels["method"] == "other")
+        .collect();
+    let counted: f64 = others.iter().map(|(_, n)| n).sum();
+    assert_eq!(counted, 3000.0, "every made-up method is `other`: {after}");
+    assert!(
+        series(&after) <= series(&before) + 6,
+        "{} series before, {} after: {after}",
+        series(&before),
+        series(&after)
+    );
+    assert!(
+        after.len() < before.len() + 16 * 1024,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+    for (labels, _) in samples(&after, "http_requests_total") {
+        let route = &labels["route"];
+        assert!(
+            route == "unmatched" || !route.contains("/made/"),
+            "a raw path as route: {route}"
+        );
+    }
+}
