@@ -319,6 +319,22 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Cancels the invocation of `handler` on order `order_id` through Restate's
+    /// admin API, as an operator would.
+    pub async fn cancel_invocation(&self, order_id: &str, handler: &str) {
+        let invocation = self.invocation_id(order_id, handler).await;
+        let cancel = self
+            .http
+            .patch(format!(
+                "{}/invocations/{invocation}/cancel",
+                self.restate_admin()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(cancel.status().is_success(), "{}", cancel.status());
+    }
+
     pub fn ledger(&self) -> Ledger {
         self.sim.sim.ledger()
     }

@@ -16,6 +16,7 @@ async fn cancel_a_create_in_doubt(
 ) -> serde_json::Value {
     let service = match operation {
         "reserve" => "warehouse",
+        "create" => "fulfillment",
         _ => "payment",
     };
     app.inject(json!({"service": service, "operation": operation, "status": 503}));
@@ -24,17 +25,7 @@ async fn cancel_a_create_in_doubt(
     tokio::spawn(async move { client.post(url).json(&body).send().await });
     let id = wait_for_failed_calls(app, operation).await;
 
-    let invocation = app.invocation_id(&id, "create").await;
-    let cancel = app
-        .http
-        .patch(format!(
-            "{}/invocations/{invocation}/cancel",
-            app.restate_admin()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(cancel.status().is_success(), "{}", cancel.status());
+    app.cancel_invocation(&id, "create").await;
 
     // Once the undo of the step in doubt has run (or tried to), the service
     // recovers: an undo that sends the call again would now make it.
@@ -135,4 +126,35 @@ async fn a_create_cancelled_through_restate_while_every_reserve_fails_reserves_n
         .iter()
         .any(|c| c.service == "warehouse" && c.operation == "lookup");
     assert!(looked_up, "the reservation in doubt was looked up");
+}
+
+#[tokio::test]
+async fn a_create_cancelled_through_restate_while_every_fulfilment_fails_ships_nothing() {
+    let app = TestApp::spawn().await;
+
+    let order = cancel_a_create_in_doubt(&app, "create", "create_fulfillment").await;
+
+    // The charge went through before the fulfilment was asked for: it is refunded
+    // once, the stock released, and no fulfilment was made or cancelled.
+    assert_eq!(order["failure"]["code"], "cancelled");
+    let ledger = app.settled_ledger().await;
+    assert!(
+        ledger.fulfillments.is_empty(),
+        "no fulfilment: {:?}",
+        ledger.fulfillments
+    );
+    assert!(ledger.calls.iter().all(|c| c.operation != "cancel"));
+    assert_eq!(ledger.captures.len(), 1);
+    assert_eq!(ledger.refunds.len(), 1);
+    assert_eq!(ledger.refunds[0].amount, ledger.captures[0].amount);
+    assert_eq!(order["refunded_amount"], order["captured_amount"]);
+    assert_eq!(
+        ledger.reservations[0].status,
+        order_sim::ReservationStatus::Released
+    );
+    let looked_up = ledger
+        .calls
+        .iter()
+        .any(|c| c.service == "fulfillment" && c.operation == "lookup");
+    assert!(looked_up, "the fulfilment in doubt was looked up");
 }

@@ -57,17 +57,7 @@ async fn a_create_cancelled_through_restate_during_a_slow_charge_refunds_it_and_
     tokio::spawn(async move { client.post(url).json(&body).send().await });
     let id = wait_until_charging(&app).await;
 
-    let invocation = app.invocation_id(&id, "create").await;
-    let cancel = app
-        .http
-        .patch(format!(
-            "{}/invocations/{invocation}/cancel",
-            app.restate_admin()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(cancel.status().is_success(), "{}", cancel.status());
+    app.cancel_invocation(&id, "create").await;
 
     let order = app
         .wait_for(&id, Duration::from_secs(30), |o| o["status"] == "failed")

@@ -40,10 +40,13 @@ fn schemathesis() -> PathBuf {
     st
 }
 
+/// The subject of the token schemathesis calls with.
+const SUBJECT: &str = "schemathesis";
+
 /// A token that may do everything: the operator's role.
 fn operator_token() -> String {
     let claims = json!({
-        "sub": "schemathesis",
+        "sub": SUBJECT,
         "roles": ["operator"],
         "exp": chrono::Utc::now().timestamp() + 3600,
     });
@@ -138,6 +141,7 @@ async fn the_service_keeps_to_its_openapi_document() {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("ORDER_CHECK_DATABASE_URL", dsn)
         .env("ORDER_CHECK_SEEDS", seeds.to_string())
+        .env("ORDER_CHECK_SUBJECT", SUBJECT)
         .current_dir(&work)
         .stdin(Stdio::null())
         .kill_on_drop(true);

@@ -18,11 +18,13 @@
   one `idempotency_keys` row, only under the request's own key, holding exactly the
   answer given; anything else is a change.
 
-Environment: `ORDER_CHECK_DATABASE_URL` (the service's database) and
+Environment: `ORDER_CHECK_DATABASE_URL` (the service's database),
 `ORDER_CHECK_SEEDS` (JSON: `{"orders": [id...], "order_numbers": [...],
-"returns": [[order id, return id]...]}`).
+"returns": [[order id, return id]...]}`) and `ORDER_CHECK_SUBJECT` (the `sub` of the
+token the calls carry: keys are kept in its scope).
 """
 
+import hashlib
 import json
 import os
 import re
@@ -239,6 +241,17 @@ def after_call(context, case, response):
         model.unsettled = True
 
 
+def _scoped(key):
+    """The key as the service keeps it: in the scope of the calls' subject (the
+    SHA-256 of the subject's length as 8 big-endian bytes, the subject and the key)."""
+    subject = os.environ.get("ORDER_CHECK_SUBJECT")
+    if subject is None:
+        return key
+    sub = subject.encode()
+    digest = hashlib.sha256(len(sub).to_bytes(8, "big") + sub + key.encode()).hexdigest()
+    return f"sub-{digest}"
+
+
 def _keeps_its_answer(model, case, response, before, after):
     """Whether the change of `idempotency_keys` ([rows, rows answered]) is the one row
     that keeps this answer under the request's key."""
@@ -249,7 +262,8 @@ def _keeps_its_answer(model, case, response, before, after):
         body = response.json()
     except ValueError:
         return False
-    return any(s == response.status_code and b == body for s, b in model.stored_answers(key))
+    answers = model.stored_answers(_scoped(key))
+    return any(s == response.status_code and b == body for s, b in answers)
 
 
 @schemathesis.check
