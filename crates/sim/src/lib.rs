@@ -480,6 +480,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_removed_bus_outage_ends_while_other_faults_stay() {
+        let sim = spawn().await;
+        let outage = Fault::new("pubsub").on("publish").with_status(404);
+        sim.sim.inject(Fault::new("payment").with_status(503));
+        sim.sim.inject(outage.clone());
+        let event = json!({
+            "specversion": "1.0", "id": "e-1", "source": "order-service", "type": "order.created",
+            "time": "2025-01-01T00:00:00Z", "datacontenttype": "application/json", "data": {}
+        });
+        let publish = || {
+            post(
+                &sim,
+                "/v1.0/publish/pubsub/order.created",
+                "e-1",
+                event.clone(),
+            )
+        };
+
+        let refused = publish().await.unwrap().status();
+        sim.sim.remove_fault(&outage);
+        let published = publish().await.unwrap().status();
+        let charged = post(&sim, "/v1/payments", "o-1:charge", charge()).await;
+
+        assert_eq!(refused, reqwest::StatusCode::NOT_FOUND);
+        assert_eq!(published, reqwest::StatusCode::NO_CONTENT);
+        assert_eq!(
+            charged.unwrap().status(),
+            reqwest::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(sim.sim.ledger().events.len(), 1);
+    }
+
+    #[tokio::test]
     async fn cancel_answers_already_shipped_when_marked_shipped() {
         let sim = spawn().await;
         let items = json!([{ "sku": "A", "warehouse_id": "w", "quantity": 1 }]);
