@@ -38,7 +38,7 @@ pub(super) fn push_insert<'q>(
     author: Author<'q>,
     changes: &'q [FieldChange],
 ) {
-    super::projection::push_part(
+    super::part::push_part(
         q,
         "edits",
         "INSERT INTO order_edit_history (order_id, version, seq, field, item_id, return_id,

@@ -5,6 +5,7 @@ mod edit_history;
 mod idempotency;
 mod operators;
 pub mod outbox;
+mod part;
 mod projection;
 mod queries;
 mod returns;

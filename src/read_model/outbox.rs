@@ -59,7 +59,7 @@ pub(super) fn push_enqueue<'q>(
             payload,
         )
     });
-    super::projection::push_part(
+    super::part::push_part(
         q,
         "messages",
         "INSERT INTO outbox (message_id, order_id, version, kind, name, payload, created_at)",

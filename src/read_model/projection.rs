@@ -1,11 +1,11 @@
 //! Writes an order's state into the read model. Every write carries the order
 //! version and only ever moves a row forward, so replaying it is a no-op.
 
+use super::part::push_part;
 use super::{Author, StepRecord};
 use crate::domain::{FieldChange, Order, OrderEvent, OrderNotification};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::query_builder::Separated;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -246,27 +246,4 @@ pub async fn project(
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
     Ok(written == 1)
-}
-
-/// Pushes one part of the order's write, `, {name} AS ({insert} SELECT ... {tail})`:
-/// the `rows`, each bound by `bind`, made only when the order's row was `written`
-/// (a replay of an older version must not put its rows back). Nothing when there
-/// are no rows.
-pub(super) fn push_part<'q, T>(
-    q: &mut QueryBuilder<'q, Postgres>,
-    name: &str,
-    insert: &str,
-    rows: impl IntoIterator<Item = T>,
-    bind: impl FnMut(Separated<'_, 'q, Postgres, &'static str>, T),
-    tail: &str,
-) {
-    let mut rows = rows.into_iter().peekable();
-    if rows.peek().is_none() {
-        return;
-    }
-    q.push(format_args!(", {name} AS ({insert} SELECT * FROM ("));
-    q.push_values(rows, bind);
-    q.push(format_args!(
-        ") AS v WHERE EXISTS (SELECT FROM written) {tail})"
-    ));
 }

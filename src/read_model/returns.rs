@@ -7,7 +7,7 @@ use uuid::Uuid;
 /// Pushes the upsert of the order's returns as a part of its write (see
 /// [`super::project`]); a row only ever moves to a newer version.
 pub(super) fn push_upsert<'q>(q: &mut QueryBuilder<'q, Postgres>, order: &'q Order) {
-    super::projection::push_part(
+    super::part::push_part(
         q,
         "returns",
         "INSERT INTO returns (id, order_id, status, items, requested_at, received_at,
