@@ -274,18 +274,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     /// Now, journaled: the same instant on every replay. Like a commit, it is not
     /// interrupted by a cancellation.
     pub async fn now(&mut self) -> Result<DateTime<Utc>, TerminalError> {
-        let at = loop {
-            match self
-                .ctx
-                .run(|| async { Ok(Json(now())) })
-                .name("clock")
-                .await
-            {
-                Ok(Json(at)) => break at,
-                Err(e) if is_cancellation(&e) => self.cancelled = true,
-                Err(e) => return Err(e),
-            }
-        };
+        let at = self.journal_clock(now).await?;
         self.clock = at;
         Ok(at)
     }
@@ -297,21 +286,33 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     where
         T: Serialize + DeserializeOwned + Clone + Send + 'static,
     {
-        let (at, value) = loop {
-            let value = value.clone();
+        let (at, value) = self.journal_clock(move || (now(), value.clone())).await?;
+        self.clock = at;
+        Ok((at, value))
+    }
+
+    /// Journals what `read` gives as the step `clock`, asked again when a
+    /// cancellation interrupts it (the saga then runs no further forward step).
+    async fn journal_clock<R>(
+        &mut self,
+        read: impl Fn() -> R + Clone + Send + 'static,
+    ) -> Result<R, TerminalError>
+    where
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        loop {
+            let read = read.clone();
             match self
                 .ctx
-                .run(|| async move { Ok(Json((now(), value))) })
+                .run(|| async move { Ok(Json(read())) })
                 .name("clock")
                 .await
             {
-                Ok(Json(read)) => break read,
+                Ok(Json(value)) => return Ok(value),
                 Err(e) if is_cancellation(&e) => self.cancelled = true,
                 Err(e) => return Err(e),
             }
-        };
-        self.clock = at;
-        Ok((at, value))
+        }
     }
 
     /// Runs a compensation `step`, which undoes the step `compensates`. It must
