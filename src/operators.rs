@@ -6,6 +6,7 @@
 use crate::domain::{Attention, OrderStatus};
 use crate::engine::admin::Admin;
 use crate::read_model::{self, outbox, SagaStepRow};
+use crate::workflows;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -162,6 +163,9 @@ impl Operators {
                 add(self.entry_of(&inv, StuckReason::Resting).await?);
             }
         }
+        for killed in self.killed_sagas().await? {
+            add(killed);
+        }
         for parked in read_model::parked_orders(&self.db).await? {
             add(StuckOrder {
                 order_id: parked.order_id,
@@ -305,6 +309,101 @@ impl Operators {
             resumed.push(inv.id);
         }
         Ok(resumed)
+    }
+
+    /// Orders marked by a saga whose invocation has ended (killed through Restate's
+    /// admin API), not yet parked by a later call on the order.
+    async fn killed_sagas(&self) -> anyhow::Result<Vec<StuckOrder>> {
+        let marks = self.saga_marks(None).await?;
+        if marks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = sql_list(marks.values().map(|m| m.invocation_id.as_str()));
+        let rows = self
+            .admin
+            .query(&format!(
+                "SELECT id, status, completion_failure, completed_at FROM sys_invocation
+                 WHERE id IN ({ids})"
+            ))
+            .await?;
+        let ended = |key: &Uuid| {
+            let id = &marks[key].invocation_id;
+            let row = rows.iter().find(|r| r["id"].as_str() == Some(id));
+            // Gone from Restate (purged) or completed: either way not running.
+            row.is_none_or(|r| r["status"].as_str() == Some("completed"))
+        };
+        let candidates: Vec<Uuid> = marks.keys().copied().filter(ended).collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Read again: a saga that finished since the first read has cleared its mark.
+        let still = self.saga_marks(Some(&candidates)).await?;
+        let mut killed = Vec::new();
+        for (order_id, mark) in still {
+            if marks.get(&order_id) != Some(&mark) {
+                continue;
+            }
+            let row = rows
+                .iter()
+                .find(|r| r["id"].as_str() == Some(&mark.invocation_id));
+            let text = |name: &str| row.and_then(|r| r[name].as_str()).map(str::to_owned);
+            let last = read_model::last_step_of_invocation(&self.db, &mark.invocation_id).await?;
+            let failure = text("completion_failure").unwrap_or_else(|| "ended".into());
+            killed.push(StuckOrder {
+                order_id,
+                order_number: None,
+                status: None,
+                saga: Some(mark.saga.clone()),
+                step: last.as_ref().map(|s| s.step.clone()),
+                attempts: 0,
+                last_error: Some(format!(
+                    "the saga {} ended before it finished ({failure}); the next call on the order parks it",
+                    mark.saga
+                )),
+                since: text("completed_at")
+                    .and_then(|t| parse_time(&t))
+                    .unwrap_or_else(Utc::now),
+                invocation_id: Some(mark.invocation_id),
+                invocation_status: text("status"),
+                reason: StuckReason::Invocation,
+            });
+        }
+        Ok(killed)
+    }
+
+    /// The marks of sagas under way (or killed) on orders, by order; only of
+    /// `orders` when given.
+    async fn saga_marks(
+        &self,
+        orders: Option<&[Uuid]>,
+    ) -> anyhow::Result<HashMap<Uuid, workflows::Running>> {
+        let only = match orders {
+            Some(ids) => {
+                let keys = ids.iter().map(Uuid::to_string).collect::<Vec<_>>();
+                format!(
+                    " AND service_key IN ({})",
+                    sql_list(keys.iter().map(String::as_str))
+                )
+            }
+            None => String::new(),
+        };
+        let rows = self
+            .admin
+            .query(&format!(
+                "SELECT service_key, value_utf8 FROM state
+                 WHERE service_name = '{}' AND key = '{}'{only}",
+                workflows::ORDER_OBJECT,
+                workflows::RUNNING_STATE
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let key = r["service_key"].as_str()?.parse().ok()?;
+                let mark = serde_json::from_str(r["value_utf8"].as_str()?).ok()?;
+                Some((key, mark))
+            })
+            .collect())
     }
 
     /// The order object's invocations matching `condition` (SQL over
@@ -466,6 +565,14 @@ impl From<RawInvocation> for Invocation {
             last_failure: raw.last_failure,
         }
     }
+}
+
+/// `values` as a list of SQL string literals.
+fn sql_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values
+        .map(|v| format!("'{}'", v.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Restate writes times as RFC 3339, sometimes without the zone (then UTC).

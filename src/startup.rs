@@ -115,6 +115,7 @@ impl RunningService {
             return_window: config.return_window,
             return_parcel_wait: config.return_parcel_wait,
             caller_key: internal_key.clone(),
+            faults: workflows::Faults::from_env(),
         };
         // What this code serves, asked in process: no request identity needed.
         let served = endpoint::handlers(&workflows::endpoint(deps.clone(), &[])?).await?;

@@ -4,6 +4,8 @@ mod admit;
 mod cancel_order;
 mod create_order;
 mod expire_draft;
+mod faults;
+mod killed;
 mod operator;
 mod order;
 mod pay_order;
@@ -13,6 +15,8 @@ mod set_status;
 mod steps;
 mod undo;
 
+pub use faults::Faults;
+pub use killed::{Running, RUNNING_STATE, SAGA_KILLED};
 pub use order::{
     CommandOutcome, ItemsRequest, OperatorOutcome, OperatorRequest, OrderObject, PayRequest,
     Rested, ReturnCommand, ReturnRequest, StatusRequest, ORDER_OBJECT,
@@ -37,6 +41,8 @@ pub struct Deps {
     pub return_parcel_wait: Duration,
     /// Checks the API's caller assertion on every call.
     pub caller_key: CallerKey,
+    /// Faults the tests inject (none in production).
+    pub faults: Faults,
 }
 
 /// The Restate endpoint serving every handler of this service. With

@@ -6,6 +6,7 @@ use super::admit::{admit_command, admit_read, check_units, Signed};
 use super::cancel_order::{cancel_units, Scope};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
+use super::killed::current;
 use super::operator::{resolve, retry_owed};
 use super::pay_order::{charge_and_confirm, OnDecline};
 use super::returns::{close_return, receive_return, refund_items, request_return, ReturnTerms};
@@ -169,7 +170,7 @@ impl OrderObject {
         let (new, _) = self.admit(&ctx, "create", input)?;
         let span = saga_span(&ctx, "create");
         async move {
-            if let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? {
+            if let (Some(order), _) = current(&ctx, &self.deps).await? {
                 return Ok(Json(Rested::from(&order)));
             }
             let errors = new.validate();
@@ -281,7 +282,7 @@ impl OrderObject {
         ctx: ObjectContext<'_>,
         Json(return_id): Json<Uuid>,
     ) -> HandlerResult<()> {
-        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+        let (Some(order), _) = current(&ctx, &self.deps).await? else {
             return Ok(());
         };
         let waiting = order.find_return(return_id).map(|r| r.status);
@@ -313,7 +314,7 @@ impl OrderObject {
     #[handler(ingress_private)]
     async fn expire_draft(&self, ctx: ObjectContext<'_>) -> HandlerResult<()> {
         // A paid or cancelled order is left alone.
-        let Some(Json(order)) = ctx.get::<Json<Order>>(ORDER_STATE).await? else {
+        let (Some(order), _) = current(&ctx, &self.deps).await? else {
             return Ok(());
         };
         if order.status != OrderStatus::Draft {
@@ -381,7 +382,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: StatusRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         if !order.status.can_be_set_manually(req.status) {
@@ -401,7 +402,7 @@ impl OrderObject {
         req: ItemsRequest,
         scope: Scope,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         match order.status {
@@ -452,7 +453,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: ReturnRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         if order.find_return(req.return_id).is_some() {
@@ -486,7 +487,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: ReturnCommand,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         let Some(ret) = order.find_return(req.return_id) else {
@@ -525,7 +526,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: ReturnCommand,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         let Some(ret) = order.find_return(req.return_id) else {
@@ -547,7 +548,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: ItemsRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         if !matches!(order.status, OrderStatus::Shipped | OrderStatus::Delivered) {
@@ -583,11 +584,19 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: OperatorRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), parked) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
+        // Parking a saga that was killed is what this retry could do.
+        if order.owed.is_empty() && parked {
+            return Ok(CommandOutcome::Done(Rested::from(&order)));
+        }
         if order.owed.is_empty() {
             let message = match &order.attention {
+                Some(a) if a.code == super::killed::SAGA_KILLED => format!(
+                    "a saga was killed on the order after {}: check what it moved, then resolve it",
+                    a.step
+                ),
                 Some(a) => format!(
                     "{} was refused and is not a compensation to run again: resolve it by hand",
                     a.step
@@ -608,7 +617,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: OperatorRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         if order.owed.is_empty() && order.attention.is_none() {
@@ -632,7 +641,7 @@ impl OrderObject {
         ctx: &ObjectContext<'_>,
         req: PayRequest,
     ) -> Result<CommandOutcome, TerminalError> {
-        let Some(order) = current(ctx).await? else {
+        let (Some(order), _) = current(ctx, &self.deps).await? else {
             return Ok(not_found());
         };
         if order.status != OrderStatus::Draft {
@@ -688,11 +697,6 @@ fn refuse_items(ids: &[i32], error: DomainError) -> CommandOutcome {
         }
         other => CommandOutcome::refused(409, "invalid_transition", other.to_string()),
     }
-}
-
-/// The order as its object holds it.
-async fn current(ctx: &ObjectContext<'_>) -> Result<Option<Order>, TerminalError> {
-    Ok(ctx.get::<Json<Order>>(ORDER_STATE).await?.map(|Json(o)| o))
 }
 
 fn not_found() -> CommandOutcome {

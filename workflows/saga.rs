@@ -2,6 +2,7 @@
 //! compensation stack, and commits of the order to the object and the read model.
 //! The undo path is in [`super::undo`].
 
+use super::killed::{Running, RUNNING_STATE};
 use super::Deps;
 use crate::domain::{Compensation, DomainError, NewOrder, Order};
 use crate::downstream::{DownstreamError, Rejection};
@@ -38,6 +39,8 @@ pub struct Saga<'a, 'ctx> {
     /// Who asked for the saga and why, for the histories.
     actor: String,
     reason: Option<String>,
+    /// The order carries this saga's mark ([`RUNNING_STATE`]) until it finishes.
+    marked: bool,
 }
 
 /// What a journaled step returns: its outcome and when it ran.
@@ -74,6 +77,21 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             cancelled: false,
             actor: "system".into(),
             reason: None,
+            marked: false,
+        }
+    }
+
+    /// Marks the order with this saga before its first side effect, so that a kill
+    /// through Restate, which skips everything after it, is found by the next call
+    /// ([`super::killed`]).
+    fn mark(&mut self) {
+        if !self.marked {
+            let running = Running {
+                saga: self.name.clone(),
+                invocation_id: self.ctx.invocation_id().to_owned(),
+            };
+            self.ctx.set(RUNNING_STATE, Json(running));
+            self.marked = true;
         }
     }
 
@@ -178,6 +196,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
+        self.mark();
         self.seq += 1;
         let done = loop {
             let (db, order_id, saga, seq) = (
@@ -332,9 +351,13 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.run(step, key, Some(compensates), true, action).await
     }
 
-    /// Writes the record of the steps not yet written with a commit. It runs outside
-    /// the journal, so a replay writes the same rows again, which changes nothing.
+    /// Clears the saga's mark and writes the record of the steps not yet written
+    /// with a commit. The record runs outside the journal, so a replay writes the
+    /// same rows again, which changes nothing.
     pub async fn finish(&mut self) {
+        if std::mem::take(&mut self.marked) {
+            self.ctx.clear(RUNNING_STATE);
+        }
         let steps = std::mem::take(&mut self.done);
         if let Err(e) = read_model::record_steps(&self.deps.db, &steps).await {
             // The record is for people; losing it must not fail the saga.
@@ -393,6 +416,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             true => self.now().await?,
             false => self.clock,
         };
+        self.mark();
         let mut next = order.clone();
         next.version += 1;
         next.updated_at = at;
@@ -425,6 +449,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             }
         };
         if written {
+            self.deps.faults.after_projection(&self.name).await;
             let compensated: Vec<&str> = steps
                 .iter()
                 .filter(|s| s.compensates.is_some() && s.outcome == "succeeded")
@@ -486,6 +511,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
     pub async fn commit_new(&mut self, new: &NewOrder) -> Result<Order, TerminalError> {
         let (id, ttl) = (self.order_id, self.deps.draft_ttl);
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+        self.mark();
         let steps = self.commit_steps(DateTime::<Utc>::MIN_UTC);
         let db = &self.deps.db;
         let (_, order) = self

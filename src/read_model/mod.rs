@@ -22,8 +22,8 @@ pub use operators::{
 };
 pub use projection::{order_number, project, Numbered};
 pub use queries::{
-    get_order, get_order_by_number, list_orders, status_history, Cursor, ListFilter, OrderPage,
-    StatusHistoryEntry,
+    get_order, get_order_by_number, list_orders, order_state, status_history, Cursor, ListFilter,
+    OrderPage, StatusHistoryEntry,
 };
 pub use returns::{get_return, list_returns};
 pub use saga_steps::{record_steps, StepRecord};

@@ -70,6 +70,10 @@ pub async fn order_number(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> sqlx::
 /// trip and one commit. Returns false when the read model already holds this
 /// version or a newer one; then only the steps are written.
 ///
+/// The row's `document` is the whole order as its object holds it (the view the
+/// API reads, plus what only the sagas need), so that a saga can adopt a version
+/// its object never saw ([`order_state`](super::order_state)).
+///
 /// The order's row is upserted first (`written`, empty when the version is not
 /// newer), then each other part ([`push_part`]). PostgreSQL runs every part of the
 /// statement to the end, on one snapshot.
@@ -116,7 +120,7 @@ pub async fn project(
             .push_bind(&order.payment_id)
             .push_bind(&order.fulfillment_id)
             .push_bind(order.version)
-            .push_bind(sqlx::types::Json(order.view()))
+            .push_bind(sqlx::types::Json(order))
             .push_bind(order.created_at)
             .push_bind(order.updated_at)
             .push_bind(order.expires_at)

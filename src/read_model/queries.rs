@@ -1,6 +1,6 @@
 //! The queries behind the API's read endpoints.
 
-use crate::domain::{OrderStatus, OrderView};
+use crate::domain::{Order, OrderStatus, OrderView};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
@@ -16,6 +16,18 @@ pub async fn get_order(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<OrderView
             .fetch_optional(pool)
             .await?;
     Ok(doc.map(|d| d.0))
+}
+
+/// The version of order `id` in the read model and the order as its object held
+/// it at that version; `None` for the order when its document predates the whole
+/// order being kept in it.
+pub async fn order_state(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<(i64, Option<Order>)>> {
+    let row: Option<(i64, Json<serde_json::Value>)> =
+        sqlx::query_as("SELECT version, document FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(version, Json(doc))| (version, serde_json::from_value(doc).ok())))
 }
 
 /// The order by its number.

@@ -322,17 +322,20 @@ impl TestApp {
     /// Cancels the invocation of `handler` on order `order_id` through Restate's
     /// admin API, as an operator would.
     pub async fn cancel_invocation(&self, order_id: &str, handler: &str) {
+        self.invocation_action(order_id, handler, "cancel").await;
+    }
+
+    /// Kills the invocation of `handler` on order `order_id` through Restate's
+    /// admin API: it ends at once, running nothing more (no compensation).
+    pub async fn kill_invocation(&self, order_id: &str, handler: &str) {
+        self.invocation_action(order_id, handler, "kill").await;
+    }
+
+    async fn invocation_action(&self, order_id: &str, handler: &str, verb: &str) {
         let invocation = self.invocation_id(order_id, handler).await;
-        let cancel = self
-            .http
-            .patch(format!(
-                "{}/invocations/{invocation}/cancel",
-                self.restate_admin()
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert!(cancel.status().is_success(), "{}", cancel.status());
+        let url = format!("{}/invocations/{invocation}/{verb}", self.restate_admin());
+        let answer = self.http.patch(url).send().await.unwrap();
+        assert!(answer.status().is_success(), "{verb}: {}", answer.status());
     }
 
     pub fn ledger(&self) -> Ledger {

@@ -18,6 +18,7 @@ mod idempotency;
 mod in_doubt;
 mod journaled_config;
 mod kill_every_step;
+mod killed_saga;
 mod limits;
 mod metrics;
 mod money_corners;
