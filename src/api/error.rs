@@ -78,7 +78,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &str {
+    /// The problem code.
+    pub fn code(&self) -> &str {
         match self {
             ApiError::Validation(_) => "validation_failed",
             ApiError::MalformedJson(_) => "malformed_json",

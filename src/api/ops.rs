@@ -13,6 +13,7 @@ use crate::auth::Caller;
 use crate::domain::{FieldError, Money, MoneyInput};
 use crate::engine::ingress::IngressError;
 use crate::operators::{StuckFilter, StuckList, Timeline};
+use crate::read_model::outbox;
 use crate::workflows::{CommandOutcome, OperatorOutcome, OperatorRequest, ORDER_OBJECT};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -94,7 +95,8 @@ async fn timeline(
     )
 )]
 /// `POST /ops/orders/{id}/retry`: resumes now what backs off or is paused, else
-/// runs again the compensations a parked order owes; `409 nothing_to_retry`
+/// sends again the messages the bus refused for good and runs again the
+/// compensations a parked order owes; `409 nothing_to_retry`
 /// otherwise. Steps that went through are never repeated: a resumed invocation
 /// replays them from its journal, and a retried compensation keeps its key.
 async fn retry(
@@ -186,7 +188,8 @@ struct ResolveBody {
 )]
 /// `POST /ops/orders/{id}/resolve` `{"reason", "refunded_outside"?}`: an operator
 /// settled by hand what the order owed; it leaves the stuck list, with the reason
-/// in its edit history and a refund made by other means counted.
+/// in its edit history and a refund made by other means counted. Messages the bus
+/// refused for good are dropped with the reason (kept in the outbox, never sent).
 async fn resolve(
     caller: Caller,
     State(state): State<ApiState>,
@@ -207,12 +210,20 @@ async fn resolve(
         reason: Some(body.reason.trim().to_owned()),
         refunded_outside: body.refunded_outside,
     };
+    // Messages the bus refused for good are dropped, kept with the reason.
+    let dropped = outbox::drop_refused(&state.db, id, body.reason.trim())
+        .await
+        .map_err(ApiError::from)?;
     let outcome = call(&state, id, "resolve", &request, key).await?;
-    let invocation_id = settled(outcome)?;
+    let invocation_id = match settled(outcome) {
+        Ok(invocation_id) => Some(invocation_id),
+        Err(refusal) if dropped > 0 && refusal.code() == "nothing_to_resolve" => None,
+        Err(refusal) => return Err(refusal),
+    };
     let order = read_back(&state, id).await?;
-    Ok(Json(
-        json!({ "order_id": id, "resolved_by": invocation_id, "order": order }),
-    ))
+    Ok(Json(json!({
+        "order_id": id, "resolved_by": invocation_id, "dropped_messages": dropped, "order": order
+    })))
 }
 
 /// Retries what is stuck of order `id`: `Ok` with what was retried, or the
@@ -226,12 +237,24 @@ async fn retry_order(
     if !resumed.is_empty() {
         return Ok(Ok(json!({ "order_id": id, "retried": resumed })));
     }
+    // Messages the bus refused for good go out again (and stay listed until sent).
+    let requeued = outbox::requeue_refused(&state.db, id)
+        .await
+        .map_err(ApiError::from)?;
     let request = OperatorRequest {
         reason: None,
         refunded_outside: None,
     };
     let outcome = call(state, id, "retry", &request, key).await?;
-    Ok(settled(outcome).map(|invocation_id| json!({ "order_id": id, "retried": [invocation_id] })))
+    Ok(match settled(outcome) {
+        Ok(invocation_id) => Ok(json!({
+            "order_id": id, "retried": [invocation_id], "requeued_messages": requeued
+        })),
+        Err(refusal) if requeued > 0 && refusal.code() == "nothing_to_retry" => Ok(json!({
+            "order_id": id, "retried": [], "requeued_messages": requeued
+        })),
+        Err(refusal) => Err(refusal),
+    })
 }
 
 /// Calls the operator handler `handler` of the order's object and waits for it.

@@ -179,6 +179,37 @@ pub async fn mark_refused(tx: &mut PgConnection, id: i64, error: &str) -> sqlx::
     Ok(())
 }
 
+/// Puts the messages of order `order_id` that were refused for good back in its
+/// queue, due now: an operator's retry, once the receiving service can read them.
+/// They stay listed until delivered. Returns how many.
+pub async fn requeue_refused(pool: &PgPool, order_id: Uuid) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE outbox SET refused_at = NULL, next_attempt_at = now()
+         WHERE order_id = $1 AND sent_at IS NULL AND refused_at IS NOT NULL
+           AND dropped_at IS NULL",
+    )
+    .bind(order_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Drops the messages of order `order_id` that were refused for good, with the
+/// operator's reason: kept for the record, never sent, no longer undelivered.
+/// Returns how many.
+pub async fn drop_refused(pool: &PgPool, order_id: Uuid, reason: &str) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE outbox SET dropped_at = now(), dropped_reason = $2
+         WHERE order_id = $1 AND sent_at IS NULL AND refused_at IS NOT NULL
+           AND dropped_at IS NULL",
+    )
+    .bind(order_id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Records a failed attempt at `message`, the oldest of its queue: the whole queue
 /// waits `retry_in`, so that the relay does not look at it again before then.
 pub async fn mark_failed(
@@ -221,7 +252,7 @@ pub async fn backlog(pool: &PgPool) -> sqlx::Result<Vec<Backlog>> {
     let rows: Vec<(String, bool, i64, f64)> = sqlx::query_as(
         "SELECT kind, refused_at IS NOT NULL, count(*),
                 EXTRACT(EPOCH FROM now() - min(created_at))::float8
-         FROM outbox WHERE sent_at IS NULL GROUP BY 1, 2",
+         FROM outbox WHERE sent_at IS NULL AND dropped_at IS NULL GROUP BY 1, 2",
     )
     .fetch_all(pool)
     .await?;
@@ -263,7 +294,7 @@ pub async fn undelivered(
         "SELECT DISTINCT ON (order_id) order_id, kind, attempts, last_error,
                 COALESCE(failing_since, refused_at) AS since
          FROM outbox
-         WHERE sent_at IS NULL AND last_error IS NOT NULL
+         WHERE sent_at IS NULL AND dropped_at IS NULL AND last_error IS NOT NULL
            AND (refused_at IS NOT NULL OR failing_since < $1)
          ORDER BY order_id, id",
     )

@@ -225,6 +225,79 @@ async fn event_the_bus_cannot_read_is_refused_for_good_and_shown() {
     assert!(entry(&list, id).is_some(), "still listed: {list}");
 }
 
+#[tokio::test]
+async fn an_operator_sends_a_refused_event_again_or_drops_it_with_a_reason() {
+    // Arrange: two orders, the first event of each refused by the bus for good.
+    let app = &TestApp::spawn().await;
+    let listed = |id: String| async move {
+        let (_, list) = app.get("/ops/orders/stuck").await;
+        entry(&list, &id).is_some()
+    };
+    let mut refused = Vec::new();
+    for _ in 0..2 {
+        app.inject(json!({"service": "pubsub", "operation": "publish", "status": 400, "times": 1}));
+        let (code, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+        assert_eq!(code, 201, "{order}");
+        let id = order["id"].as_str().unwrap().to_owned();
+        // Listed before the next order, so that each refusal falls on its own order.
+        let shown = poll(Duration::from_secs(10), || async {
+            listed(id.clone()).await.then_some(())
+        });
+        assert!(shown.await.is_some(), "{id} listed");
+        let written = written_events(app, &id).await;
+        let (first, rest) = written.split_first().unwrap();
+        assert!(all_published_but(app, &id, rest).await, "later events sent");
+        refused.push((id, first.clone()));
+    }
+    let [(sent_again, event), (dropped, _)] = &refused[..] else {
+        unreachable!()
+    };
+
+    // Act: the bus can read it now; retry the first order, resolve the second.
+    let (retried, retry, _) = app
+        .post(&format!("/ops/orders/{sent_again}/retry"), &json!({}), None)
+        .await;
+    let reason = "the bus schema was wrong; the event is not needed";
+    let (resolved, resolve, _) = app
+        .post(
+            &format!("/ops/orders/{dropped}/resolve"),
+            &json!({ "reason": reason }),
+            None,
+        )
+        .await;
+
+    // Assert: the first event is delivered and its order leaves the list; the
+    // second is kept with the reason, never sent, and its order leaves the list;
+    // no refused message is counted any more.
+    assert_eq!(retried, 202, "{retry}");
+    assert_eq!(retry["requeued_messages"], 1, "{retry}");
+    let delivered = poll(Duration::from_secs(10), || async {
+        published_events(app, sent_again)
+            .contains(event)
+            .then_some(())
+    });
+    assert!(
+        delivered.await.is_some(),
+        "the refused event was sent again"
+    );
+    assert_eq!(resolved, 200, "{resolve}");
+    assert_eq!(resolve["dropped_messages"], 1, "{resolve}");
+    let kept = app
+        .count(&format!(
+            "SELECT count(*) FROM outbox WHERE order_id = '{dropped}'
+             AND dropped_reason = '{reason}' AND sent_at IS NULL"
+        ))
+        .await;
+    assert_eq!(kept, 1, "the dropped message stays on record");
+    for (id, _) in &refused {
+        let gone = poll(Duration::from_secs(10), || async {
+            (!listed(id.clone()).await).then_some(())
+        });
+        assert!(gone.await.is_some(), "{id} left the stuck list");
+    }
+    assert_eq!(undelivered(app, "event", "refused").await.0, 0.0);
+}
+
 /// Waits until the bus received each of `ids` of order `order`.
 async fn all_published_but(app: &TestApp, order: &str, ids: &[String]) -> bool {
     poll(Duration::from_secs(20), || async move {

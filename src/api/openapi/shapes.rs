@@ -44,6 +44,8 @@ pub struct Retried {
     pub order_id: Uuid,
     /// The invocations resumed or started.
     pub retried: Vec<String>,
+    /// Messages the receiving service had refused for good, sent again.
+    pub requeued_messages: Option<u64>,
 }
 
 /// An order of the bulk retry that was not retried, and why.
@@ -66,8 +68,11 @@ pub struct BulkRetried {
 #[derive(Serialize, ToSchema)]
 pub struct Resolved {
     pub order_id: Uuid,
-    /// The invocation that recorded the resolution.
-    pub resolved_by: String,
+    /// The invocation that recorded the resolution; none when only refused
+    /// messages were dropped.
+    pub resolved_by: Option<String>,
+    /// Messages the receiving service had refused for good, dropped with the reason.
+    pub dropped_messages: u64,
     pub order: OrderView,
 }
 
