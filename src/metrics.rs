@@ -27,9 +27,66 @@ pub fn handle() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         // Should another recorder be installed already, this one still renders.
-        metrics::set_global_recorder(recorder).ok();
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
         handle
     })
+}
+
+/// The `# HELP` line of every metric the service exports.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "http_requests_total",
+        "API requests answered, by method, route and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an API request, by method, route and status."
+    );
+    describe_counter!(
+        "order_created_total",
+        "Orders created, by the status their create saga rested in."
+    );
+    describe_histogram!(
+        "order_creation_duration_seconds",
+        Unit::Seconds,
+        "Time from a create request to its answer."
+    );
+    describe_counter!(
+        "order_status_changes_total",
+        "Status changes of orders, by the status left and the status reached."
+    );
+    describe_counter!("order_cancellations_total", "Orders cancelled.");
+    describe_gauge!(
+        "order_total_value_created",
+        "Sum of the totals of the orders placed since the process started, by currency."
+    );
+    describe_counter!(
+        "order_saga_compensations_total",
+        "Compensation steps that went through, by saga and step."
+    );
+    describe_counter!(
+        "order_saga_step_attempts_total",
+        "Attempts at saga steps, by saga, step and result (succeeded, rejected, failed)."
+    );
+    describe_histogram!(
+        "order_saga_step_duration_seconds",
+        Unit::Seconds,
+        "Time of one attempt at a saga step, by saga, step and result."
+    );
+    describe_gauge!(
+        "order_outbox_undelivered",
+        "Events and notifications not delivered yet, by kind and state (pending, refused)."
+    );
+    describe_gauge!(
+        "order_outbox_oldest_undelivered_seconds",
+        Unit::Seconds,
+        "Age of the oldest undelivered message, by kind and state."
+    );
+    describe_gauge!("order_stuck_orders", "Orders in the operators' stuck list.");
 }
 
 /// The kind of a saga, without what makes its name unique per order

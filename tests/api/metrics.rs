@@ -237,3 +237,42 @@ async fn made_up_methods_and_paths_do_not_mint_metric_series() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_metric_says_what_it_is() {
+    // Arrange: an order created and cancelled, so that every family has samples.
+    let app = TestApp::spawn().await;
+    let (status, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().unwrap();
+    let (status, _, _) = app
+        .post(&format!("/orders/{id}/cancel"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200);
+    app.get("/ops/orders/stuck").await;
+
+    // Act
+    let text = scrape(&app).await;
+
+    // Assert: each family has a `# HELP` line, and the business ones are there.
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for name in [
+        "order_created_total",
+        "order_status_changes_total",
+        "order_cancellations_total",
+        "order_saga_step_attempts_total",
+        "http_requests_total",
+    ] {
+        assert!(families.contains(&name), "{name} missing:\n{text}");
+    }
+    let helped = |name: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("# HELP {name} ")) && l.len() > name.len() + 10)
+    };
+    let missing: Vec<&&str> = families.iter().filter(|n| !helped(n)).collect();
+    assert!(missing.is_empty(), "no # HELP for {missing:?}");
+}
