@@ -38,7 +38,7 @@ ENTRYPOINT ["order-service"]
 CMD ["sim"]
 
 # Run (the default target, last): the binary alone. `serve` needs PostgreSQL, Restate
-# and the downstream services from its environment (see compose.yaml and the README).
+# and the downstream services from its environment (see compose.yaml and docs/operations.md).
 FROM runtime
 COPY --from=builder /usr/local/bin/order-service /usr/local/bin/order-service
 USER order

@@ -29,11 +29,11 @@ run:
 cluster:
 	$(CARGO) run --release -- cluster
 
-## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README).
+## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README.md).
 test:
 	$(CARGO) test --release --workspace
 
-## The running service against its OpenAPI document, with schemathesis (see README).
+## The running service against its OpenAPI document, with schemathesis (see docs/guide.md).
 api-check:
 	$(CARGO) test --release --test api schemathesis
 

@@ -1,4 +1,7 @@
-//! Configuration, read once from the environment (see the README for every variable).
+//! Configuration, read once from the environment. Every variable is listed in
+//! [`VARIABLES`] with its default and meaning: the readers below take their defaults
+//! from it, and `docs/configuration.md` is made from it (a unit test keeps the two
+//! in step).
 
 use crate::auth::{Expected, Verifier};
 use crate::caller::CallerKey;
@@ -7,6 +10,102 @@ use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// One environment variable: its name, what applies when it is unset, and what it
+/// means (Markdown, one line of the table in `docs/configuration.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: Fallback,
+    pub meaning: &'static str,
+}
+
+/// What applies when a variable is unset.
+#[derive(Debug, Clone, Copy)]
+pub enum Fallback {
+    /// This value, read exactly as if it had been set.
+    Value(&'static str),
+    /// No value; the text says what happens instead (Markdown).
+    Text(&'static str),
+}
+
+const fn var(name: &'static str, default: Fallback, meaning: &'static str) -> Variable {
+    Variable {
+        name,
+        default,
+        meaning,
+    }
+}
+
+use Fallback::{Text, Value};
+
+/// Every variable the service reads, in the order of the documentation.
+pub const VARIABLES: &[Variable] = &[
+    var("ORDER_DATABASE_DSN", Text("unset"), "PostgreSQL URL of the read model, e.g. `postgres://user:pass@host:5432/orders`. Required by `serve` and `migrate`; unset under `dev` means the private cluster."),
+    var("ORDER_DB_MAX_CONNECTIONS", Value("32"), "Size of the service's connection pool."),
+    var("ORDER_BIND_HOST", Text("`dev`: `127.0.0.1`; `serve`, `sim`: `0.0.0.0`"), "Address the REST API, the Restate endpoint (and `sim`) listen on."),
+    var("ORDER_HTTP_PORT", Value("8004"), "REST API port (HTTP/1.1; the console and `/metrics` too)."),
+    var("ORDER_GRPC_PORT", Value("9004"), "The gRPC API (`order.v1.OrderService`, reflection, health)."),
+    var("ORDER_RESTATE_ENDPOINT_PORT", Value("9080"), "Port of the endpoint Restate calls to run the sagas."),
+    var("ORDER_RESTATE_ENDPOINT_URL", Text("`http://127.0.0.1:<ORDER_RESTATE_ENDPOINT_PORT>`"), "URL under which Restate reaches that endpoint; registered with Restate at start."),
+    var("ORDER_RESTATE_INGRESS_URL", Text("`dev`: its own restate-server; `serve`: `http://127.0.0.1:<ORDER_RESTATE_INGRESS_PORT>`"), "Restate ingress: one URL, or one per node separated by commas (the next is used when one stops answering; see [operations](operations.md#several-restate-nodes))."),
+    var("ORDER_RESTATE_ADMIN_URL", Text("`dev`: its own restate-server; `serve`: `http://127.0.0.1:<ORDER_RESTATE_ADMIN_PORT>`"), "Restate admin API, one URL or a comma-separated list the same way. `dev` and `cluster` use an existing Restate only when both are set."),
+    var("ORDER_RESTATE_INGRESS_PORT", Value("8080"), "Ingress port of the restate-server that `dev` starts."),
+    var("ORDER_RESTATE_ADMIN_PORT", Value("9070"), "Admin port of the restate-server that `dev` starts."),
+    var("ORDER_RESTATE_NODE_PORT", Value("5122"), "Node port of the restate-server that `dev` starts."),
+    var("RESTATE_SERVER_BIN", Text("the pinned npm package, else `restate-server` on the `PATH`"), "restate-server binary for `dev` and the tests."),
+    var("ORDER_RESTATE_FORCE_REGISTER", Text("`dev`: `true`; `serve`: `false`"), "Register the endpoint with `force`, replacing whatever handlers Restate knows at that URL. Leave it off in production (see [operations](operations.md#deploying-a-new-version))."),
+    var("ORDER_DATA_DIR", Value(".data"), "Where `dev` keeps the private PostgreSQL cluster and Restate's data and logs."),
+    var("ORDER_SIM_PORT", Value("9010"), "Port of the simulator (`dev`: on 127.0.0.1; `sim`: on `ORDER_BIND_HOST`)."),
+    var("ORDER_SIM_RESERVATION_TTL_SECS", Value("3600"), "How long the simulator's reservations hold stock unless committed (decimal allowed)."),
+    var("ORDER_RETURN_WINDOW_DAYS", Value("30"), "Days after delivery during which a return is accepted; a decimal such as `0.0001` is allowed."),
+    var("ORDER_RETURN_PARCEL_DAYS", Value("14"), "Days a return waits for its parcel before it expires; decimal allowed."),
+    var("ORDER_AUTO_CANCEL_DRAFT_HOURS", Value("24"), "How long an unpaid draft holds its stock before it is cancelled. A decimal is allowed (`0.001` is 3.6 s). Must be > 0."),
+    var("ORDER_WAREHOUSE_SERVICE_ADDR", Text("unset"), "Base URL of the warehouse service, e.g. `http://warehouse:8080`."),
+    var("ORDER_PAYMENT_SERVICE_ADDR", Text("unset"), "Base URL of the payment service."),
+    var("ORDER_FULFILLMENT_SERVICE_ADDR", Text("unset"), "Base URL of the fulfillment service."),
+    var("ORDER_NOTIFICATION_SERVICE_ADDR", Text("unset"), "Base URL of the notification service."),
+    var("ORDER_PUBSUB_ADDR", Text("unset"), "Base URL of the Dapr sidecar's HTTP API, e.g. `http://127.0.0.1:3500`."),
+    var("ORDER_PUBSUB_NAME", Value("pubsub"), "Dapr pub/sub component the events are published to."),
+    var("ORDER_DOWNSTREAM_TIMEOUT_MS", Value("5000"), "Time limit of one downstream call (connecting: at most 2 s of it). Must be > 0."),
+    var("ORDER_CREATE_WAIT_MS", Value("3000"), "How long a create or a command waits for its saga to rest before answering `202`. Must be > 0."),
+    var("ORDER_STUCK_AFTER_SECS", Value("300"), "When an order resting in a transitional state (a saga under way, a draft whose auto-cancel is overdue) counts as stuck: the default `older_than` of the stuck list. Must be > 0."),
+    var("ORDER_HTTP_HEADER_TIMEOUT_SECS", Value("20"), "How long a REST connection may take to send a request's headers, from when it opens or its last answer was sent; then it is closed. Decimal allowed."),
+    var("ORDER_REQUEST_TIMEOUT_SECS", Value("60"), "Time limit of a whole REST request, body included (`408 request_timeout` after it), and of a gRPC call. Must be longer than `ORDER_CREATE_WAIT_MS`."),
+    var("ORDER_MAX_CONNECTIONS", Value("512"), "Connections the REST server, and the gRPC server, each serve at once; further ones wait to be accepted. Must be > 0."),
+    var("ORDER_RESTATE_IDENTITY_KEYS", Text("`dev`, `cluster`: made in the data folder; `serve`: required"), "Comma-separated public keys (`publickeyv1_...`) of the Restate servers allowed to call the endpoint; requests without a valid signature are refused (`401`), and a start against a Restate that does not sign its requests stops at once, naming this variable."),
+    var("ORDER_RESTATE_ALLOW_UNSIGNED", Value("false"), "`true` lets `serve` start without `ORDER_RESTATE_IDENTITY_KEYS`, serving the endpoint to any caller that reaches its port; it warns at every start."),
+    var("ORDER_INTERNAL_KEY", Text("`dev`, `cluster`: made in the data folder; `serve`: required"), "The secret (at least 32 bytes) of the API's caller assertion, without which the order object refuses every call; the same on every replica."),
+    var("ORDER_AUTH_JWT_SECRET", Text("unset"), "Turns authorization on with HS256 tokens: the secret is the value's UTF-8 bytes, at least 32 of them. Set this or `ORDER_AUTH_JWT_PUBLIC_KEY_FILE`, not both."),
+    var("ORDER_AUTH_JWT_PUBLIC_KEY_FILE", Text("unset"), "Turns authorization on with RS256 or ES256 tokens: path of a PEM public key (`PUBLIC KEY` or `RSA PUBLIC KEY`); an RSA key means RS256, an EC key on P-256 ES256. An unreadable file, a private key, or another kind of key stops the start."),
+    var("ORDER_AUTH_ISSUER", Text("unset"), "When set, a token's `iss` must be exactly this. Needs one of the two variables above."),
+    var("ORDER_AUTH_AUDIENCE", Text("unset"), "When set, a token's `aud` must be or contain this. Needs one of the two variables above."),
+    var("ORDER_AUTH_MAX_TOKEN_AGE", Text("unset"), "Seconds (decimal allowed): when set, a token whose lifetime `exp - iat` is longer, or that has no `iat`, is `401`. Needs one of the two variables above."),
+    var("RUST_LOG", Value("info,restate_sdk=warn,sqlx=warn"), "Log filter (`tracing` env-filter syntax)."),
+    var("OTEL_EXPORTER_OTLP_ENDPOINT", Text("unset"), "OTLP/HTTP collector to export traces to (see [operations](operations.md#traces-opentelemetry)); unset: no traces."),
+];
+
+/// The value `name` takes when unset, from [`VARIABLES`]. Panics when the list
+/// gives it none: a reader with a default must have one there.
+pub fn default_value(name: &str) -> &'static str {
+    match VARIABLES.iter().find(|v| v.name == name).map(|v| v.default) {
+        Some(Value(value)) => value,
+        _ => panic!("config.rs: {name} has no default value in VARIABLES"),
+    }
+}
+
+/// The table of [`VARIABLES`], as `docs/configuration.md` shows it.
+pub fn markdown_table() -> String {
+    let mut table = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for v in VARIABLES {
+        let default = match v.default {
+            Value(value) => format!("`{value}`"),
+            Text(text) => text.to_owned(),
+        };
+        table.push_str(&format!("| `{}` | {default} | {} |\n", v.name, v.meaning));
+    }
+    table
+}
 
 /// Addresses of the services the sagas call; `None` means "start the simulator".
 #[derive(Debug, Clone, Default)]
@@ -139,35 +238,27 @@ impl Config {
     /// Reads configuration through `get`, so tests can supply their own values.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = Env(&get);
-        let create_wait = Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS", 3000)?);
+        let create_wait = Duration::from_millis(env.positive("ORDER_CREATE_WAIT_MS")?);
         Ok(Config {
             database_dsn: env.string("ORDER_DATABASE_DSN"),
             bind_host: env.string("ORDER_BIND_HOST"),
-            http_port: env.parse("ORDER_HTTP_PORT", 8004)?,
-            grpc_port: env.parse("ORDER_GRPC_PORT", 9004)?,
-            restate_endpoint_port: env.parse("ORDER_RESTATE_ENDPOINT_PORT", 9080)?,
+            http_port: env.parse("ORDER_HTTP_PORT")?,
+            grpc_port: env.parse("ORDER_GRPC_PORT")?,
+            restate_endpoint_port: env.parse("ORDER_RESTATE_ENDPOINT_PORT")?,
             restate_endpoint_url: env.url("ORDER_RESTATE_ENDPOINT_URL")?,
             restate_ingress_urls: env.url_list("ORDER_RESTATE_INGRESS_URL")?,
             restate_admin_urls: env.url_list("ORDER_RESTATE_ADMIN_URL")?,
-            restate_ingress_port: env.parse("ORDER_RESTATE_INGRESS_PORT", 8080)?,
-            restate_admin_port: env.parse("ORDER_RESTATE_ADMIN_PORT", 9070)?,
-            restate_node_port: env.parse("ORDER_RESTATE_NODE_PORT", 5122)?,
+            restate_ingress_port: env.parse("ORDER_RESTATE_INGRESS_PORT")?,
+            restate_admin_port: env.parse("ORDER_RESTATE_ADMIN_PORT")?,
+            restate_node_port: env.parse("ORDER_RESTATE_NODE_PORT")?,
             restate_server_bin: env.string("RESTATE_SERVER_BIN").map(PathBuf::from),
             restate_force_register: env.flag("ORDER_RESTATE_FORCE_REGISTER")?,
-            data_dir: env
-                .string("ORDER_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(".data")),
-            sim_port: env.parse("ORDER_SIM_PORT", 9010)?,
-            sim_reservation_ttl: env.seconds("ORDER_SIM_RESERVATION_TTL_SECS", 3600)?,
-            return_window: env.span("ORDER_RETURN_WINDOW_DAYS", 30, DAY, "days")?,
-            return_parcel_wait: env.span("ORDER_RETURN_PARCEL_DAYS", 14, DAY, "days")?,
-            auto_cancel_draft_after: env.span(
-                "ORDER_AUTO_CANCEL_DRAFT_HOURS",
-                24,
-                HOUR,
-                "hours",
-            )?,
+            data_dir: PathBuf::from(env.value("ORDER_DATA_DIR")),
+            sim_port: env.parse("ORDER_SIM_PORT")?,
+            sim_reservation_ttl: env.seconds("ORDER_SIM_RESERVATION_TTL_SECS")?,
+            return_window: env.span("ORDER_RETURN_WINDOW_DAYS", DAY, "days")?,
+            return_parcel_wait: env.span("ORDER_RETURN_PARCEL_DAYS", DAY, "days")?,
+            auto_cancel_draft_after: env.span("ORDER_AUTO_CANCEL_DRAFT_HOURS", HOUR, "hours")?,
             downstream: DownstreamAddrs {
                 warehouse: env.url("ORDER_WAREHOUSE_SERVICE_ADDR")?,
                 payment: env.url("ORDER_PAYMENT_SERVICE_ADDR")?,
@@ -175,20 +266,16 @@ impl Config {
                 notification: env.url("ORDER_NOTIFICATION_SERVICE_ADDR")?,
                 pubsub: env.url("ORDER_PUBSUB_ADDR")?,
             },
-            pubsub_name: env
-                .string("ORDER_PUBSUB_NAME")
-                .unwrap_or_else(|| "pubsub".into()),
-            downstream_timeout: Duration::from_millis(
-                env.positive("ORDER_DOWNSTREAM_TIMEOUT_MS", 5000)?,
-            ),
+            pubsub_name: env.value("ORDER_PUBSUB_NAME"),
+            downstream_timeout: Duration::from_millis(env.positive("ORDER_DOWNSTREAM_TIMEOUT_MS")?),
             create_wait,
-            stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS", 300)?),
-            db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS", 32)?,
-            header_read_timeout: env.seconds("ORDER_HTTP_HEADER_TIMEOUT_SECS", 20)?,
+            stuck_after: Duration::from_secs(env.positive("ORDER_STUCK_AFTER_SECS")?),
+            db_max_connections: env.parse("ORDER_DB_MAX_CONNECTIONS")?,
+            header_read_timeout: env.seconds("ORDER_HTTP_HEADER_TIMEOUT_SECS")?,
             request_timeout: env.request_timeout(create_wait)?,
-            max_connections: env.positive("ORDER_MAX_CONNECTIONS", 512)? as usize,
+            max_connections: env.positive("ORDER_MAX_CONNECTIONS")? as usize,
             restate_identity_keys: env.identity_keys("ORDER_RESTATE_IDENTITY_KEYS")?,
-            restate_allow_unsigned: env.flag("ORDER_RESTATE_ALLOW_UNSIGNED")?.unwrap_or(false),
+            restate_allow_unsigned: env.switch("ORDER_RESTATE_ALLOW_UNSIGNED")?,
             internal_key: env.internal_key("ORDER_INTERNAL_KEY")?,
             auth: env.auth()?,
         })
@@ -247,7 +334,7 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         let text = |var| self.string(var).map(|v| v.trim().to_owned());
         const MAX_AGE: &str = "ORDER_AUTH_MAX_TOKEN_AGE";
         let max_age = match self.string(MAX_AGE) {
-            Some(_) => Some(self.seconds(MAX_AGE, 1)?),
+            Some(_) => Some(self.seconds(MAX_AGE)?),
             None => None,
         };
         let expected = Expected {
@@ -303,22 +390,26 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         (self.0)(var).filter(|v| !v.trim().is_empty())
     }
 
-    fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    /// The variable's value, or its default from [`VARIABLES`].
+    fn value(&self, var: &str) -> String {
+        self.string(var)
+            .unwrap_or_else(|| default_value(var).to_owned())
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
-        match self.string(var) {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError {
-                var,
-                value: v.clone(),
-                reason: e.to_string(),
-            }),
-        }
+        let v = self.value(var);
+        v.trim().parse().map_err(|e: T::Err| ConfigError {
+            var,
+            value: v.clone(),
+            reason: e.to_string(),
+        })
     }
 
-    fn positive(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
-        let v = self.parse(var, default)?;
+    fn positive(&self, var: &'static str) -> Result<u64, ConfigError> {
+        let v = self.parse(var)?;
         if v == 0 {
             return Err(ConfigError {
                 var,
@@ -329,14 +420,21 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         Ok(v)
     }
 
-    /// A yes/no switch: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+    /// A yes/no switch with its default from [`VARIABLES`].
+    fn switch(&self, var: &'static str) -> Result<bool, ConfigError> {
+        Self::yes_no(var, self.value(var))
+    }
+
+    /// A yes/no switch with no default.
     fn flag(&self, var: &'static str) -> Result<Option<bool>, ConfigError> {
-        let Some(v) = self.string(var) else {
-            return Ok(None);
-        };
+        self.string(var).map(|v| Self::yes_no(var, v)).transpose()
+    }
+
+    /// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+    fn yes_no(var: &'static str, v: String) -> Result<bool, ConfigError> {
         match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(Some(true)),
-            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
             _ => Err(ConfigError {
                 var,
                 value: v,
@@ -349,7 +447,7 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     /// `create_wait` for its saga and answer.
     fn request_timeout(&self, create_wait: Duration) -> Result<Duration, ConfigError> {
         const VAR: &str = "ORDER_REQUEST_TIMEOUT_SECS";
-        let limit = self.seconds(VAR, 60)?;
+        let limit = self.seconds(VAR)?;
         match limit > create_wait {
             true => Ok(limit),
             false => Err(ConfigError {
@@ -361,20 +459,14 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
     }
 
     /// A positive number of seconds; decimals such as `0.5` are allowed.
-    fn seconds(&self, var: &'static str, default: u32) -> Result<Duration, ConfigError> {
-        self.span(var, default, 1, "seconds")
+    fn seconds(&self, var: &'static str) -> Result<Duration, ConfigError> {
+        self.span(var, 1, "seconds")
     }
 
     /// A positive number of `unit`s of `unit_secs` seconds each; decimals such as
     /// `0.001` are allowed, so that tests can wait seconds for what takes days.
-    fn span(
-        &self,
-        var: &'static str,
-        default: u32,
-        unit_secs: u32,
-        unit: &str,
-    ) -> Result<Duration, ConfigError> {
-        let n: Decimal = self.parse(var, Decimal::from(default))?;
+    fn span(&self, var: &'static str, unit_secs: u32, unit: &str) -> Result<Duration, ConfigError> {
+        let n: Decimal = self.parse(var)?;
         n.checked_mul(Decimal::from(unit_secs))
             .and_then(|secs| secs.to_f64())
             .filter(|s| *s > 0.0 && s.is_finite())
@@ -428,6 +520,55 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    /// Every variable `from_lookup` reads is in [`VARIABLES`], and every listed one
+    /// is read (but those read elsewhere: the log filter and the trace exporter).
+    #[test]
+    fn every_variable_read_is_listed() {
+        let asked = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|k| {
+            asked.lock().unwrap().insert(k.to_owned());
+            None
+        })
+        .unwrap();
+        let asked = asked.into_inner().unwrap();
+        let listed: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+        let unlisted: Vec<_> = asked.difference(&listed).collect();
+        assert!(
+            unlisted.is_empty(),
+            "read but not in VARIABLES: {unlisted:?}"
+        );
+        let elsewhere = ["RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT"];
+        let unread: Vec<_> = listed
+            .difference(&asked)
+            .filter(|name| !elsewhere.contains(&name.as_str()))
+            .collect();
+        assert!(unread.is_empty(), "in VARIABLES but never read: {unread:?}");
+    }
+
+    /// `docs/configuration.md` shows [`markdown_table`] between its two markers.
+    /// `UPDATE_DOCS=1 cargo test --release --lib config::` writes it.
+    #[test]
+    fn docs_configuration_md_is_current() {
+        const BEGIN: &str = "<!-- BEGIN generated from src/config.rs -->\n";
+        const END: &str = "<!-- END generated -->";
+        let path = format!("{}/docs/configuration.md", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find(BEGIN).expect("the BEGIN marker") + BEGIN.len();
+        let end = text.find(END).expect("the END marker");
+        let table = markdown_table();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            let updated = format!("{}{table}{}", &text[..start], &text[end..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        assert!(
+            text[start..end] == table,
+            "docs/configuration.md is not the table of src/config.rs VARIABLES; \
+             regenerate it with `UPDATE_DOCS=1 cargo test --release --lib config::`"
+        );
     }
 
     #[test]

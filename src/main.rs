@@ -21,7 +21,7 @@ Load figures: `make bench` (`cargo run --release -p order-bench`).";
 fn main() -> ExitCode {
     // Before the runtime: the trace exporter's blocking HTTP client must not be
     // made or dropped inside it.
-    telemetry::init("info,restate_sdk=warn,sqlx=warn");
+    telemetry::init(order_service::config::default_value("RUST_LOG"));
     let code = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run()),
         Err(e) => {

@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod create_order;
 mod dev_mode;
+mod docs;
 mod drafts;
 mod grpc;
 mod helpers;

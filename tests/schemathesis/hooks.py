@@ -12,7 +12,7 @@
   call and right after its answer; after an answer that may have started work in the
   background (anything but a `4xx` to a mutating call, or a change seen between two
   calls), the next call first waits for the read model to come to rest. The one
-  thing a refusal may add is what the idempotency contract asks for (README,
+  thing a refusal may add is what the idempotency contract asks for (docs/guide.md,
   "Conventions"): a refusal the order's saga decided is kept under the request's
   `Idempotency-Key`, so that the same key and body get it again. So a `4xx` may add
   one `idempotency_keys` row, only under the request's own key, holding exactly the
