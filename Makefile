@@ -12,10 +12,13 @@ ORDERS ?= 400
 MINUTES ?= 10
 CLUSTER ?=
 
-## Install the pinned restate-server (npm, with its lockfile), schemathesis (PyPI,
-## pinned, into .venv) and build every crate of the workspace once (service,
+## Install what is missing from the system (Debian/Ubuntu: Node.js, PostgreSQL's
+## server binaries, Python's venv, Chromium and its driver; elsewhere it prints the
+## command), the pinned restate-server (npm, with its lockfile), schemathesis (PyPI,
+## pinned, into .venv), and build every crate of the workspace once (service,
 ## simulator, bench, tests).
 setup:
+	scripts/system-packages
 	npm ci --no-audit --no-fund
 	$(PYTHON) -m venv .venv
 	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
@@ -29,9 +32,10 @@ run:
 cluster:
 	$(CARGO) run --release -- cluster
 
-## Every test; needs a PostgreSQL at TEST_DATABASE_URL (see README.md).
+## Every test, on the PostgreSQL at TEST_DATABASE_URL, else the local one on 5432,
+## else a private one made for the run (scripts/with-postgres).
 test:
-	$(CARGO) test --release --workspace
+	scripts/with-postgres $(CARGO) test --release --workspace
 
 ## The running service against its OpenAPI document, with schemathesis (see docs/guide.md).
 api-check:
@@ -52,11 +56,11 @@ bench-analytics:
 
 ## Every flow under downstream faults while the service and restate-server are
 ## killed and restarted, then every invariant checked order by order; non-zero on
-## any violation. Needs a PostgreSQL at CHAOS_DATABASE_URL or TEST_DATABASE_URL
-## (default postgres://postgres@127.0.0.1:5432/postgres).
+## any violation. On the PostgreSQL at CHAOS_DATABASE_URL or TEST_DATABASE_URL, else
+## the local one on 5432, else a private one made for the run.
 chaos:
 	$(CARGO) build --release -p order-service -p order-chaos --bins
-	$${CARGO_TARGET_DIR:-target}/release/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES) $(if $(CLUSTER),--cluster)
+	scripts/with-postgres $${CARGO_TARGET_DIR:-target}/release/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES) $(if $(CLUSTER),--cluster)
 
 lint:
 	$(CARGO) fmt --all -- --check
