@@ -150,6 +150,13 @@ async fn an_operator_sees_the_stuck_payment_in_the_console_and_retries_it_with_o
     let row = format!("#stuck-table tr[data-order-id='{id}']");
     let shown = browser.wait_for_text(&row, "charge_payment").await;
     assert!(shown.contains(&number), "{shown}");
+    let link = browser
+        .client
+        .find(Locator::Css(&format!("{row} a")))
+        .await
+        .unwrap();
+    let href = link.attr("href").await.unwrap().unwrap_or_default();
+    assert!(href.ends_with(&format!("#{number}")), "{href}");
     assert!(
         shown.contains("503"),
         "the downstream's answer is shown: {shown}"
@@ -176,6 +183,8 @@ async fn an_operator_sees_the_stuck_payment_in_the_console_and_retries_it_with_o
         timeline.contains("failed"),
         "the failing attempt: {timeline}"
     );
+    let retry = browser.client.find(Locator::Id("tl-retry")).await.unwrap();
+    assert!(retry.is_displayed().await.unwrap(), "a retry is offered");
     browser.screenshot("console-stuck.png").await;
 
     // The payment service is back: one click.
@@ -209,6 +218,45 @@ async fn an_operator_sees_the_stuck_payment_in_the_console_and_retries_it_with_o
     );
     let (_, list) = app.get("/ops/orders/stuck").await;
     assert!(entry(&list, &id).is_none(), "{list}");
+    browser.client.clone().close().await.ok();
+}
+
+#[tokio::test]
+async fn the_console_says_when_nothing_is_stuck_and_opens_an_order_from_a_link_with_its_number() {
+    // Arrange: a confirmed order, nothing stuck.
+    let app = TestApp::spawn().await;
+    let (status, order) = app
+        .create(&crate::helpers::mug_order(Some("pm_card_visa")))
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let number = order["order_number"].as_str().unwrap();
+
+    // Act: open the console at the order's number.
+    let browser = Browser::start().await;
+    let root = app.api.trim_end_matches("/api/v1");
+    browser
+        .client
+        .goto(&format!("{root}/ops#{number}"))
+        .await
+        .unwrap();
+
+    // Assert: the empty list says so; the timeline shows the order with its money
+    // and its times in UTC, and offers neither a retry nor a resolution.
+    browser
+        .wait_for_text("#stuck-table", "Nothing is stuck")
+        .await;
+    let timeline = browser.wait_for_text("#timeline", number).await;
+    let money = browser.wait_for_text("#tl-money", "Total 103.10 USD").await;
+    assert!(money.contains("captured 103.10 USD"), "{money}");
+    assert!(
+        timeline.contains(" UTC"),
+        "times with their zone: {timeline}"
+    );
+    for id in ["tl-retry", "tl-resolve"] {
+        let button = browser.client.find(Locator::Id(id)).await.unwrap();
+        assert!(!button.is_displayed().await.unwrap(), "{id} is offered");
+    }
+    browser.screenshot("console-nothing-stuck.png").await;
     browser.client.clone().close().await.ok();
 }
 
