@@ -748,3 +748,38 @@ fn saga_span(ctx: &ObjectContext<'_>, name: &str) -> tracing::Span {
     let parent = ctx.headers().get(crate::telemetry::TRACEPARENT);
     crate::telemetry::span("saga", name, parent.map(String::as_str))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_outcome_kept_by_the_previous_version_is_answered_the_same() {
+        // A repeat of a request gets the outcome the object kept for it, maybe
+        // before refusals were typed: `status` beside the code, and a message.
+        let kept = json!({"outcome": "refused", "status": 409, "code": "not_cancellable", "message": "a shipped order can no longer be cancelled"});
+        let outcome: CommandOutcome = serde_json::from_value(kept).unwrap();
+        let message = "a shipped order can no longer be cancelled".to_owned();
+        assert!(matches!(
+            outcome,
+            CommandOutcome::Refused(Refusal::NotCancellable { message: m }) if m == message
+        ));
+        let kept = json!({"outcome": "refused", "status": 422, "code": "validation_failed", "message": "must be at most the refunds the order owes (0.00)", "field": "refunded_outside"});
+        let outcome: CommandOutcome = serde_json::from_value(kept).unwrap();
+        let expected = Refusal::invalid(
+            "refunded_outside",
+            "must be at most the refunds the order owes (0.00)",
+        );
+        assert!(matches!(outcome, CommandOutcome::Refused(r) if r == expected));
+
+        let done = json!({"outcome": "done", "status": "confirmed", "version": 3});
+        let outcome: CommandOutcome = serde_json::from_value(done.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&outcome).unwrap(), done);
+        let refused = CommandOutcome::from(Refusal::PaymentDeclined);
+        assert_eq!(
+            serde_json::to_value(&refused).unwrap(),
+            json!({"outcome": "refused", "code": "payment_declined"})
+        );
+    }
+}
