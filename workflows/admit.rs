@@ -8,6 +8,38 @@ use restate_sdk::context::HeaderMap;
 use restate_sdk::prelude::*;
 use restate_sdk::serde::PayloadMetadata;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+/// The code of the terminal error of a call whose input (or key) cannot be a
+/// command: the API reads it from the failed call (a create's invalid order).
+pub const BAD_INPUT: u16 = 400;
+
+/// Why the object turns a call away before it reads or changes anything. The call
+/// fails for good, with the code the caller reads from the terminal error.
+#[derive(Debug)]
+pub enum Unadmitted {
+    /// The API's caller assertion does not verify (why, for the log and the error).
+    Unauthenticated(Refusal),
+    /// The input or the object's key breaks the object's own rules ([`BAD_INPUT`]).
+    BadInput(String),
+}
+
+impl From<Unadmitted> for TerminalError {
+    fn from(unadmitted: Unadmitted) -> Self {
+        match unadmitted {
+            Unadmitted::Unauthenticated(refusal) => {
+                TerminalError::new_with_code(401, refusal.to_string())
+            }
+            Unadmitted::BadInput(message) => TerminalError::new_with_code(BAD_INPUT, message),
+        }
+    }
+}
+
+/// The order's id: the object's `key`, which must be a UUID.
+pub fn order_id(key: &str) -> Result<Uuid, TerminalError> {
+    key.parse()
+        .map_err(|_| Unadmitted::BadInput("the order key must be a UUID".into()).into())
+}
 
 /// A handler's JSON input, with the digest of its bytes as they arrived.
 pub struct Signed<T> {
@@ -54,7 +86,7 @@ pub fn admit_command<T>(
     let request = verify(key, headers, object_key, handler, &signed.digest, false)?;
     let input = signed
         .input
-        .map_err(|e| TerminalError::new_with_code(400, format!("unreadable input: {e}")))?;
+        .map_err(|e| Unadmitted::BadInput(format!("unreadable input: {e}")))?;
     Ok((input, request))
 }
 
@@ -102,7 +134,7 @@ fn verify(
 
 fn refused(refusal: Refusal) -> TerminalError {
     tracing::warn!(%refusal, "a call to the order object was refused");
-    TerminalError::new_with_code(401, refusal.to_string())
+    Unadmitted::Unauthenticated(refusal).into()
 }
 
 /// Checks a list of units named by a command: 1 to [`MAX_ITEMS`] lines, each of 1
@@ -112,12 +144,12 @@ pub fn check_units(quantities: impl ExactSizeIterator<Item = i64>) -> Result<(),
     let lines = quantities.len();
     if lines == 0 || lines > MAX_ITEMS {
         let message = format!("items must hold 1 to {MAX_ITEMS} lines, not {lines}");
-        return Err(TerminalError::new_with_code(400, message));
+        return Err(Unadmitted::BadInput(message).into());
     }
     for quantity in quantities {
         if !(1..=MAX_QUANTITY).contains(&quantity) {
             let message = format!("each quantity must be 1 to {MAX_QUANTITY}, not {quantity}");
-            return Err(TerminalError::new_with_code(400, message));
+            return Err(Unadmitted::BadInput(message).into());
         }
     }
     Ok(())

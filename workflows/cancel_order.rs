@@ -15,10 +15,9 @@
 //! money the payment service confirmed. Every step must finish, so a cancellation
 //! through Restate never leaves a cancel half done.
 
-use super::saga::Saga;
+use super::saga::{Saga, Step};
 use super::undo::{apply, compensate};
 use crate::domain::{Compensation, GiveBack, Money, Order, OrderStatus, SkuQuantity};
-use crate::downstream::Rejection;
 use restate_sdk::prelude::*;
 
 /// Whether the whole order or some of its units are cancelled.
@@ -35,7 +34,7 @@ pub async fn cancel_units(
     order: Order,
     plan: GiveBack,
     scope: Scope,
-) -> Result<Result<Order, Rejection>, TerminalError> {
+) -> Step<Order> {
     // The downstream services take "no items" to mean "everything left".
     let skus = match scope {
         Scope::Whole => Vec::new(),
@@ -95,7 +94,7 @@ async fn cancel_fulfillment(
     saga: &mut Saga<'_, '_>,
     fulfillment_id: String,
     items: Vec<SkuQuantity>,
-) -> Result<Result<(), Rejection>, TerminalError> {
+) -> Step<()> {
     let fulfillment = saga.deps.downstream.fulfillment.clone();
     saga.compensation_step(
         "cancel_fulfillment",

@@ -17,26 +17,16 @@
 //! Until such a call comes, the stuck list shows the mark itself (see
 //! `operators::Operators::stuck`).
 
-use super::saga::{Saga, ORDER_STATE};
+use super::admit::order_id;
+use super::saga::{Running, Saga, ORDER_STATE, RUNNING_STATE};
 use super::Deps;
 use crate::domain::Order;
 use crate::read_model;
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-/// State key of the mark of a saga under way.
-pub const RUNNING_STATE: &str = "saga";
 
 /// The code of the attention of an order whose saga was killed.
 pub const SAGA_KILLED: &str = "saga_killed";
-
-/// The mark of a saga under way on its order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Running {
-    pub saga: String,
-    pub invocation_id: String,
-}
 
 /// What the read model holds of an order, for the adoption.
 #[derive(Serialize, Deserialize)]
@@ -69,10 +59,7 @@ async fn park_killed(
     order: Option<Order>,
     killed: Running,
 ) -> Result<Option<Order>, TerminalError> {
-    let id: Uuid = ctx
-        .key()
-        .parse()
-        .map_err(|_| TerminalError::new_with_code(400, "the order key must be a UUID"))?;
+    let id = order_id(ctx.key())?;
     let (db, invocation) = (deps.db.clone(), killed.invocation_id.clone());
     let Json(written) = ctx
         .run(|| async move {

@@ -15,12 +15,14 @@ mod set_status;
 mod steps;
 mod undo;
 
+pub use admit::BAD_INPUT;
 pub use faults::Faults;
-pub use killed::{Running, RUNNING_STATE, SAGA_KILLED};
+pub use killed::SAGA_KILLED;
 pub use order::{
     CommandOutcome, ItemsRequest, OperatorOutcome, OperatorRequest, OrderObject, PayRequest,
     Rested, ReturnCommand, ReturnRequest, StatusRequest, ORDER_OBJECT,
 };
+pub use saga::{Running, RUNNING_STATE};
 
 use crate::caller::CallerKey;
 use crate::downstream::Downstream;

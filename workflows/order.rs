@@ -2,7 +2,7 @@
 //! authoritative state and serializes every change to its order; each exclusive
 //! handler runs one saga.
 
-use super::admit::{admit_command, admit_read, check_units, Signed};
+use super::admit::{admit_command, admit_read, check_units, order_id, Signed, Unadmitted};
 use super::cancel_order::{cancel_units, Scope};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
@@ -16,8 +16,9 @@ use super::undo::{settle, Ending};
 use super::Deps;
 use crate::domain::{
     Compensation, DomainError, ItemQuantity, Money, NewOrder, Order, OrderStatus, OrderView,
-    PaymentStatus, ReturnItem, ReturnStatus,
+    PaymentStatus, Refusal, ReturnItem, ReturnStatus,
 };
+use crate::downstream::Rejection;
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -120,40 +121,20 @@ impl From<&Order> for Rested {
     }
 }
 
-/// How a command on an existing order ended.
+/// How a command on an existing order ended: `{"outcome": "done", "status",
+/// "version"}` or `{"outcome": "refused", "code", "message", ...}` (see [`Refusal`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CommandOutcome {
     /// Done; where the order now rests.
     Done(Rested),
-    /// Refused, with the HTTP status and problem code the API answers with.
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-        /// The request field at fault, for `validation_failed`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        field: Option<String>,
-    },
+    /// Refused; the API decides how to answer it.
+    Refused(Refusal),
 }
 
-impl CommandOutcome {
-    fn refused(status: u16, code: &str, message: impl Into<String>) -> Self {
-        CommandOutcome::Refused {
-            status,
-            code: code.to_owned(),
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    fn invalid(field: String, message: impl Into<String>) -> Self {
-        CommandOutcome::Refused {
-            status: 422,
-            code: "validation_failed".into(),
-            message: message.into(),
-            field: Some(field),
-        }
+impl From<Refusal> for CommandOutcome {
+    fn from(refusal: Refusal) -> Self {
+        CommandOutcome::Refused(refusal)
     }
 }
 
@@ -176,9 +157,10 @@ impl OrderObject {
             let errors = new.validate();
             if !errors.is_empty() {
                 let detail = serde_json::to_string(&errors).unwrap_or_default();
-                return Err(TerminalError::new_with_code(400, detail).into());
+                return Err(TerminalError::from(Unadmitted::BadInput(detail)).into());
             }
-            let mut saga = Saga::new(&ctx, &self.deps, order_id(&ctx)?, "create_order".into());
+            let id = order_id(ctx.key())?;
+            let mut saga = Saga::new(&ctx, &self.deps, id, "create_order".into());
             let result = create_order(&mut saga, new).await;
             let order = settle(&mut saga, result, Ending::Fail).await;
             saga.finish().await;
@@ -383,11 +365,11 @@ impl OrderObject {
         req: StatusRequest,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         if !order.status.can_be_set_manually(req.status) {
             let message = format!("an order cannot go from {} to {}", order.status, req.status);
-            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            return Ok(Refusal::InvalidTransition { message }.into());
         }
         let saga_name = format!("set_status#{}", order.version + 1);
         let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name);
@@ -403,17 +385,17 @@ impl OrderObject {
         scope: Scope,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         match order.status {
             OrderStatus::Draft | OrderStatus::Confirmed | OrderStatus::Processing => {}
             OrderStatus::Shipped | OrderStatus::Delivered | OrderStatus::Refunded => {
                 let message = format!("a {} order can no longer be cancelled", order.status);
-                return Ok(CommandOutcome::refused(409, "not_cancellable", message));
+                return Ok(Refusal::NotCancellable { message }.into());
             }
             OrderStatus::Cancelled | OrderStatus::Failed => {
                 let message = format!("the order is already {}", order.status);
-                return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+                return Ok(Refusal::InvalidTransition { message }.into());
             }
         }
         let plan = match scope {
@@ -424,7 +406,7 @@ impl OrderObject {
             Ok(plan) => plan,
             Err(e) => {
                 let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-                return Ok(refuse_items(&ids, e));
+                return Ok(refuse_items(&ids, e).into());
             }
         };
 
@@ -442,9 +424,9 @@ impl OrderObject {
             Ok(order) => CommandOutcome::Done(Rested::from(&order)),
             Err(refused) if refused.is_business() => {
                 let message = format!("the fulfillment service refused: {}", refused.code);
-                CommandOutcome::refused(409, "already_shipped", message)
+                Refusal::AlreadyShipped { message }.into()
             }
-            Err(refused) => CommandOutcome::refused(502, "step_refused", refused.to_string()),
+            Err(refused) => step_refused(refused),
         })
     }
 
@@ -454,7 +436,7 @@ impl OrderObject {
         req: ReturnRequest,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         if order.find_return(req.return_id).is_some() {
             return Ok(CommandOutcome::Done(Rested::from(&order)));
@@ -464,14 +446,14 @@ impl OrderObject {
                 "only a delivered order can be returned; this one is {}",
                 order.status
             );
-            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            return Ok(Refusal::InvalidTransition { message }.into());
         }
         let name = format!("request_return@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
         let (at, terms) = saga.now_with(ReturnTerms::of(&self.deps)).await?;
         if let Err(e) = order.check_return(&req.items, at, terms.window()) {
             let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-            return Ok(refuse_items(&ids, e));
+            return Ok(refuse_items(&ids, e).into());
         }
         let result = request_return(&mut saga, order, req.return_id, req.items, (at, terms)).await;
         saga.finish().await;
@@ -488,10 +470,10 @@ impl OrderObject {
         req: ReturnCommand,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         let Some(ret) = order.find_return(req.return_id) else {
-            return Ok(return_not_found());
+            return Ok(Refusal::ReturnNotFound.into());
         };
         match ret.status {
             ReturnStatus::Requested => {}
@@ -501,17 +483,14 @@ impl OrderObject {
             }
             status @ (ReturnStatus::Rejected | ReturnStatus::Expired) => {
                 let message = format!("the return is {}", status.as_str());
-                return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+                return Ok(Refusal::InvalidTransition { message }.into());
             }
         }
         let plan = match order.plan_return(req.return_id) {
             Ok(plan) => plan,
             Err(e) => {
-                return Ok(CommandOutcome::refused(
-                    409,
-                    "invalid_transition",
-                    e.to_string(),
-                ))
+                let message = e.to_string();
+                return Ok(Refusal::InvalidTransition { message }.into());
             }
         };
         let name = format!("receive_return@{}", ctx.invocation_id());
@@ -527,14 +506,14 @@ impl OrderObject {
         req: ReturnCommand,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         let Some(ret) = order.find_return(req.return_id) else {
-            return Ok(return_not_found());
+            return Ok(Refusal::ReturnNotFound.into());
         };
         if !ret.status.is_open() {
             let message = format!("the return is {}", ret.status.as_str());
-            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            return Ok(Refusal::InvalidTransition { message }.into());
         }
         let name = format!("reject_return@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
@@ -549,20 +528,20 @@ impl OrderObject {
         req: ItemsRequest,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         if !matches!(order.status, OrderStatus::Shipped | OrderStatus::Delivered) {
             let message = format!(
                 "only a shipped or delivered order is refunded by items; this one is {}",
                 order.status
             );
-            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            return Ok(Refusal::InvalidTransition { message }.into());
         }
         let plan = match order.plan_refund(&req.items) {
             Ok(plan) => plan,
             Err(e) => {
                 let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-                return Ok(refuse_items(&ids, e));
+                return Ok(refuse_items(&ids, e).into());
             }
         };
         let name = format!("refund_items@{}", ctx.invocation_id());
@@ -573,9 +552,9 @@ impl OrderObject {
             Ok(order) => CommandOutcome::Done(Rested::from(&order)),
             Err(refused) if refused.is_business() => {
                 let message = format!("the payment service refused the refund: {}", refused.code);
-                CommandOutcome::refused(409, "refund_refused", message)
+                Refusal::RefundRefused { message }.into()
             }
-            Err(refused) => CommandOutcome::refused(502, "step_refused", refused.to_string()),
+            Err(refused) => step_refused(refused),
         })
     }
 
@@ -585,7 +564,7 @@ impl OrderObject {
         req: OperatorRequest,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), parked) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         // Parking a saga that was killed is what this retry could do.
         if order.owed.is_empty() && parked {
@@ -603,7 +582,7 @@ impl OrderObject {
                 ),
                 None => "nothing of the order is stuck".to_owned(),
             };
-            return Ok(CommandOutcome::refused(409, "nothing_to_retry", message));
+            return Ok(Refusal::NothingToRetry { message }.into());
         }
         let name = format!("retry@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
@@ -618,16 +597,16 @@ impl OrderObject {
         req: OperatorRequest,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         if order.owed.is_empty() && order.attention.is_none() {
-            let message = "the order does not wait for an operator";
-            return Ok(CommandOutcome::refused(409, "nothing_to_resolve", message));
+            let message = "the order does not wait for an operator".to_owned();
+            return Ok(Refusal::NothingToResolve { message }.into());
         }
         let owed = order.owed_refunds().unwrap_or(Money::ZERO);
         if req.refunded_outside.is_some_and(|outside| outside > owed) {
             let message = format!("must be at most the refunds the order owes ({owed})");
-            return Ok(CommandOutcome::invalid("refunded_outside".into(), message));
+            return Ok(Refusal::invalid("refunded_outside", message).into());
         }
         let name = format!("resolve@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
@@ -642,15 +621,17 @@ impl OrderObject {
         req: PayRequest,
     ) -> Result<CommandOutcome, TerminalError> {
         let (Some(order), _) = current(ctx, &self.deps).await? else {
-            return Ok(not_found());
+            return Ok(Refusal::OrderNotFound.into());
         };
         if order.status != OrderStatus::Draft {
             let message = format!("only a draft can be paid; this order is {}", order.status);
-            return Ok(CommandOutcome::refused(409, "invalid_transition", message));
+            return Ok(Refusal::InvalidTransition { message }.into());
         }
         if req.amount.is_some_and(|a| a != order.amount_due()) {
+            // The API checks it first; this is the object's own check, worded as a whole.
             let message = format!("amount must equal the amount due {}", order.amount_due());
-            return Ok(CommandOutcome::refused(422, "validation_failed", message));
+            let field = None;
+            return Ok(Refusal::ValidationFailed { field, message }.into());
         }
 
         let saga_name = format!("pay_order#{}", order.next_payment_attempt());
@@ -668,9 +649,7 @@ impl OrderObject {
         let order = order?;
 
         Ok(match (order.status, order.payment_status) {
-            (OrderStatus::Draft, PaymentStatus::Failed) => {
-                CommandOutcome::refused(402, "payment_declined", "the payment was declined")
-            }
+            (OrderStatus::Draft, PaymentStatus::Failed) => Refusal::PaymentDeclined.into(),
             _ => CommandOutcome::Done(Rested::from(&order)),
         })
     }
@@ -678,33 +657,26 @@ impl OrderObject {
 
 /// The refusal of a command on the items `ids` (in the order the request named
 /// them) that the order's rules do not allow.
-fn refuse_items(ids: &[i32], error: DomainError) -> CommandOutcome {
+fn refuse_items(ids: &[i32], error: DomainError) -> Refusal {
     let field = |at: Option<usize>| format!("items[{}].item_id", at.unwrap_or(0));
+    let message = error.to_string();
     match error {
         DomainError::UnknownItem(id) => {
-            let at = ids.iter().position(|i| *i == id);
-            CommandOutcome::invalid(field(at), error.to_string())
+            Refusal::invalid(field(ids.iter().position(|i| *i == id)), message)
         }
         DomainError::ItemNamedTwice(id) => {
-            let at = ids.iter().rposition(|i| *i == id);
-            CommandOutcome::invalid(field(at), error.to_string())
+            Refusal::invalid(field(ids.iter().rposition(|i| *i == id)), message)
         }
-        DomainError::QuantityExceeded { .. } => {
-            CommandOutcome::refused(422, "quantity_exceeded", error.to_string())
-        }
-        DomainError::ReturnWindowClosed => {
-            CommandOutcome::refused(422, "return_window_closed", error.to_string())
-        }
-        other => CommandOutcome::refused(409, "invalid_transition", other.to_string()),
+        DomainError::QuantityExceeded { .. } => Refusal::QuantityExceeded { message },
+        DomainError::ReturnWindowClosed => Refusal::ReturnWindowClosed { message },
+        _ => Refusal::InvalidTransition { message },
     }
 }
 
-fn not_found() -> CommandOutcome {
-    CommandOutcome::refused(404, "order_not_found", "no such order")
-}
-
-fn return_not_found() -> CommandOutcome {
-    CommandOutcome::refused(404, "return_not_found", "the order has no such return")
+/// A step a downstream service refused for another reason than a business one.
+fn step_refused(refused: Rejection) -> CommandOutcome {
+    let message = refused.to_string();
+    Refusal::StepRefused { message }.into()
 }
 
 /// Schedules the expiry of this draft at its `expires_at` (the earlier of its
@@ -739,7 +711,8 @@ async fn once(
         Ok(outcome) => outcome,
         Err(e) => {
             // Failed for good: a repeat must not run the saga again.
-            let failed = CommandOutcome::refused(500, "saga_failed", e.message());
+            let message = e.message().to_owned();
+            let failed = CommandOutcome::from(Refusal::SagaFailed { message });
             ctx.set(&state_key, Json(failed));
             return Err(e.into());
         }
@@ -776,8 +749,37 @@ fn saga_span(ctx: &ObjectContext<'_>, name: &str) -> tracing::Span {
     crate::telemetry::span("saga", name, parent.map(String::as_str))
 }
 
-fn order_id(ctx: &ObjectContext<'_>) -> Result<Uuid, TerminalError> {
-    ctx.key()
-        .parse()
-        .map_err(|_| TerminalError::new_with_code(400, "the order key must be a UUID"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_outcome_kept_by_the_previous_version_is_answered_the_same() {
+        // A repeat of a request gets the outcome the object kept for it, maybe
+        // before refusals were typed: `status` beside the code, and a message.
+        let kept = json!({"outcome": "refused", "status": 409, "code": "not_cancellable", "message": "a shipped order can no longer be cancelled"});
+        let outcome: CommandOutcome = serde_json::from_value(kept).unwrap();
+        let message = "a shipped order can no longer be cancelled".to_owned();
+        assert!(matches!(
+            outcome,
+            CommandOutcome::Refused(Refusal::NotCancellable { message: m }) if m == message
+        ));
+        let kept = json!({"outcome": "refused", "status": 422, "code": "validation_failed", "message": "must be at most the refunds the order owes (0.00)", "field": "refunded_outside"});
+        let outcome: CommandOutcome = serde_json::from_value(kept).unwrap();
+        let expected = Refusal::invalid(
+            "refunded_outside",
+            "must be at most the refunds the order owes (0.00)",
+        );
+        assert!(matches!(outcome, CommandOutcome::Refused(r) if r == expected));
+
+        let done = json!({"outcome": "done", "status": "confirmed", "version": 3});
+        let outcome: CommandOutcome = serde_json::from_value(done.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&outcome).unwrap(), done);
+        let refused = CommandOutcome::from(Refusal::PaymentDeclined);
+        assert_eq!(
+            serde_json::to_value(&refused).unwrap(),
+            json!({"outcome": "refused", "code": "payment_declined"})
+        );
+    }
 }

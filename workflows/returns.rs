@@ -22,7 +22,7 @@
 //! refuses leaves a received return `received`, with the refund owed and the order
 //! parked for an operator.
 
-use super::saga::Saga;
+use super::saga::{Saga, Step};
 use super::Deps;
 use crate::domain::{Compensation, GiveBack, Money, Order, Return, ReturnItem, ReturnStatus};
 use crate::downstream::{Rejection, RestockLine};
@@ -158,11 +158,7 @@ pub async fn close_return(
 
 /// Refunds the units of `plan` without a return. A refund the payment service
 /// refuses changes nothing and comes back as `Ok(Err(..))`.
-pub async fn refund_items(
-    saga: &mut Saga<'_, '_>,
-    order: Order,
-    plan: GiveBack,
-) -> Result<Result<Order, Rejection>, TerminalError> {
+pub async fn refund_items(saga: &mut Saga<'_, '_>, order: Order, plan: GiveBack) -> Step<Order> {
     let amount = order
         .refund_for(&plan)
         .map_err(|e| TerminalError::new(e.to_string()))?;
@@ -184,11 +180,7 @@ pub async fn refund_items(
 /// `restock`: puts the units of return `return_id` back on sale. A refusal is for
 /// the order to carry; the refund is due either way. An operator's retry asks
 /// again the same way.
-pub async fn restock(
-    saga: &mut Saga<'_, '_>,
-    order: &Order,
-    return_id: Uuid,
-) -> Result<Result<String, Rejection>, TerminalError> {
+pub async fn restock(saga: &mut Saga<'_, '_>, order: &Order, return_id: Uuid) -> Step<String> {
     let warehouse = saga.deps.downstream.warehouse.clone();
     let units = order.find_return(return_id).map(|r| r.items.as_slice());
     let lines: Vec<RestockLine> = units
@@ -212,11 +204,7 @@ pub async fn restock(
 
 /// `refund_payment` of `amount`, as the payment service confirmed it. Nothing is
 /// called for nothing.
-async fn refund(
-    saga: &mut Saga<'_, '_>,
-    order: &Order,
-    amount: Money,
-) -> Result<Result<Money, Rejection>, TerminalError> {
+async fn refund(saga: &mut Saga<'_, '_>, order: &Order, amount: Money) -> Step<Money> {
     let Some(payment_id) = order.payment_id.clone().filter(|_| amount > Money::ZERO) else {
         return Ok(Ok(Money::ZERO));
     };

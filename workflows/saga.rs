@@ -2,7 +2,6 @@
 //! compensation stack, and commits of the order to the object and the read model.
 //! The undo path is in [`super::undo`].
 
-use super::killed::{Running, RUNNING_STATE};
 use super::Deps;
 use crate::domain::{Compensation, DomainError, NewOrder, Order};
 use crate::downstream::{DownstreamError, Rejection};
@@ -18,6 +17,24 @@ use uuid::Uuid;
 
 /// State key of the order in its virtual object.
 pub const ORDER_STATE: &str = "order";
+
+/// State key of the mark of a saga under way, which outlives a saga killed through
+/// Restate ([`super::killed`]).
+pub const RUNNING_STATE: &str = "saga";
+
+/// The mark of a saga under way on its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub saga: String,
+    pub invocation_id: String,
+}
+
+/// What a step gives: its outcome, or the downstream's final refusal; the error
+/// ends the saga (or, when not terminal, the attempt, which Restate retries).
+pub type Step<T> = Result<Result<T, Rejection>, TerminalError>;
+
+/// The error Restate delivers when an invocation is cancelled through it.
+const CANCELLED: (u16, &str) = (409, "cancelled");
 
 /// One run of a saga over one order.
 pub struct Saga<'a, 'ctx> {
@@ -58,7 +75,7 @@ pub fn now() -> DateTime<Utc> {
 
 /// True for the error Restate delivers when the invocation is cancelled.
 pub fn is_cancellation(e: &TerminalError) -> bool {
-    e.code() == 409 && e.message() == "cancelled"
+    (e.code(), e.message()) == CANCELLED
 }
 
 impl<'a, 'ctx> Saga<'a, 'ctx> {
@@ -138,7 +155,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         in_doubt: impl FnOnce(String) -> Option<Compensation>,
         undo: impl FnOnce(&T) -> Option<Compensation>,
         action: F,
-    ) -> Result<Result<T, Rejection>, TerminalError>
+    ) -> Step<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
@@ -157,14 +174,15 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         in_doubt: impl FnOnce(String) -> Option<Compensation>,
         undo: impl FnOnce(&T) -> Option<Compensation>,
         action: F,
-    ) -> Result<Result<T, Rejection>, TerminalError>
+    ) -> Step<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, DownstreamError>> + Send + 'static,
     {
         if self.cancelled {
-            return Err(TerminalError::new_with_code(409, "cancelled"));
+            let (code, message) = CANCELLED;
+            return Err(TerminalError::new_with_code(code, message));
         }
         let pending = in_doubt(key.clone());
         let registered = pending.is_some();
@@ -190,7 +208,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         compensates: Option<&'static str>,
         must_finish: bool,
         action: F,
-    ) -> Result<Result<T, Rejection>, TerminalError>
+    ) -> Step<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
@@ -276,11 +294,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
 
     /// Runs `step`, which must finish once started (a cancellation through Restate
     /// does not interrupt it), like a compensation.
-    pub async fn step<T, F, Fut>(
-        &mut self,
-        step: &'static str,
-        action: F,
-    ) -> Result<Result<T, Rejection>, TerminalError>
+    pub async fn step<T, F, Fut>(&mut self, step: &'static str, action: F) -> Step<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
@@ -341,7 +355,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         step: &'static str,
         compensates: &'static str,
         action: F,
-    ) -> Result<Result<T, Rejection>, TerminalError>
+    ) -> Step<T>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce(String) -> Fut + Clone + Send + 'static,
@@ -498,10 +512,9 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             tracing::error!(order.id = %self.order_id, error = %e.message(), "the read model refused the parked order too");
         }
         self.hold(&parked);
-        TerminalError::new_with_code(
-            500,
-            format!("the order could not record the outcome of its saga ({reason}); it is parked for an operator"),
-        )
+        TerminalError::new(format!(
+            "the order could not record the outcome of its saga ({reason}); it is parked for an operator"
+        ))
     }
 
     /// Writes a new order at version 1 with its number, the first step of the create

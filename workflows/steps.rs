@@ -1,14 +1,9 @@
 //! The forward downstream steps the sagas share. Each call carries the idempotency
 //! key of its step occurrence; each step says what undoes it (see [`super::undo`]).
 
-use super::saga::Saga;
+use super::saga::{Saga, Step};
 use crate::domain::{Compensation, Order};
-use crate::downstream::{
-    Capture, DownstreamError, FulfillmentLine, Rejection, ReservationLine, Reserved,
-};
-use restate_sdk::prelude::*;
-
-type Step<T> = Result<Result<T, Rejection>, TerminalError>;
+use crate::downstream::{Capture, DownstreamError, FulfillmentLine, ReservationLine, Reserved};
 
 fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
     order

@@ -2,14 +2,12 @@
 //! back, and how a saga that was refused, cancelled through Restate or met an error
 //! no retry can pass ends the order.
 
-use super::saga::{is_cancellation, Saga};
+use super::saga::{is_cancellation, Saga, Step};
 use crate::domain::{Compensation, DomainError, Order, OrderStatus};
 use crate::downstream::Rejection;
 use chrono::{DateTime, Utc};
 use restate_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
-
-type Step<T> = Result<Result<T, Rejection>, TerminalError>;
 
 /// What an undo gave back, for the commit that follows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

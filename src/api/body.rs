@@ -43,18 +43,37 @@ impl JsonBody {
     }
 }
 
-/// Reads the body as `T` and checks it with `rules`. Returns the JSON as sent (for
-/// the idempotency hash) and the typed request.
-pub fn read_request<T: DeserializeOwned>(
-    JsonBody(json): JsonBody,
-    rules: impl FnOnce(&T) -> Vec<FieldError>,
-) -> Result<(Value, T), ApiError> {
-    let request: T = from_value(json.clone())?;
-    let errors = rules(&request);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+/// The rules a request body must keep beyond its shape, each broken one a field at
+/// fault.
+pub trait Rules {
+    fn rules(&self) -> Vec<FieldError>;
+}
+
+/// A JSON body read as `T` and checked by its [`Rules`]: `422` naming the fields
+/// at fault otherwise. The JSON as sent is kept for the idempotency hash.
+pub struct Valid<T> {
+    pub body: T,
+    pub json: Value,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Rules> FromRequest<S> for Valid<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Valid::check(JsonBody::from_request(req, state).await?)
     }
-    Ok((json, request))
+}
+
+impl<T: DeserializeOwned + Rules> Valid<T> {
+    /// `body` read as `T` and checked by its rules.
+    pub fn check(JsonBody(json): JsonBody) -> Result<Self, ApiError> {
+        let body: T = from_value(json.clone())?;
+        let errors = body.rules();
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(Valid { body, json })
+    }
 }
 
 /// `application/json` or `application/<something>+json`, with any parameters.
@@ -70,7 +89,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Turns a body-reading rejection (too large, unreadable) into a problem.
-fn body_rejection(rejection: BytesRejection) -> ApiError {
+pub(super) fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(MAX_BODY_BYTES)
     } else {

@@ -1,9 +1,9 @@
 //! Cancelling an order before it ships: whole, or some of its units.
 
-use super::body::{read_request, JsonBody};
-use super::commands::{command, existing, reason_rules, Answer};
+use super::body::{Rules, Valid};
+use super::commands::{order_command, reason_rules};
 use super::error::Problem;
-use super::idempotency::{self, Reply};
+use super::idempotency::{IdemKey, Reply};
 use super::openapi::shapes::IdempotencyKey;
 use super::params::OrderId;
 use super::{ApiError, ApiState};
@@ -11,12 +11,10 @@ use crate::auth::Caller;
 use crate::domain::{FieldError, ItemQuantity, OrderView, MAX_ITEMS, MAX_QUANTITY};
 use crate::workflows::ItemsRequest;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// The cancel routes.
 pub fn router() -> Router<ApiState> {
@@ -60,26 +58,20 @@ async fn cancel_order(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body, json }: Valid<CancelBody>,
 ) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, |b: &CancelBody| reason_rules(&b.reason))?;
     let cancel = ItemsRequest {
         items: Vec::new(),
         reason: body.reason,
     };
-    existing(&state, &caller, id).await?;
-    let key = idempotency::request_key(&caller, &headers)?;
-    command(
-        &state,
-        id,
-        "cancel",
-        key,
-        &request,
-        |_| cancel,
-        Answer::Order,
-    )
-    .await
+    order_command(&state, &caller, id, key, "cancel", &json, cancel).await
+}
+
+impl Rules for CancelBody {
+    fn rules(&self) -> Vec<FieldError> {
+        reason_rules(&self.reason)
+    }
 }
 
 /// The body of `POST /orders/{id}/cancel-items` and `.../refund-items`.
@@ -97,10 +89,10 @@ pub(super) struct ItemsBody {
     pub reason: Option<String>,
 }
 
-impl ItemsBody {
-    /// The shape of the request; which items the order has and how many units
-    /// are left is for the order to say.
-    pub fn validate(&self) -> Vec<FieldError> {
+/// The shape of the request; which items the order has and how many units are
+/// left is for the order to say.
+impl Rules for ItemsBody {
+    fn rules(&self) -> Vec<FieldError> {
         let mut errors = reason_rules(&self.reason);
         let units = self.items.iter().map(|i| (i.item_id, i.quantity));
         errors.extend(units_rules(units));
@@ -130,29 +122,21 @@ async fn cancel_items(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body, json }: Valid<ItemsBody>,
 ) -> Result<Reply, ApiError> {
-    items_command(&state, &caller, id, &headers, body, "cancel_items").await
+    let units = body.into_request();
+    order_command(&state, &caller, id, key, "cancel_items", &json, units).await
 }
 
-/// Runs `handler` on the units an [`ItemsBody`] names.
-pub(super) async fn items_command(
-    state: &ApiState,
-    caller: &Caller,
-    id: Uuid,
-    headers: &HeaderMap,
-    body: JsonBody,
-    handler: &str,
-) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, ItemsBody::validate)?;
-    let units = ItemsRequest {
-        items: body.items,
-        reason: body.reason,
-    };
-    existing(state, caller, id).await?;
-    let key = idempotency::request_key(caller, headers)?;
-    command(state, id, handler, key, &request, |_| units, Answer::Order).await
+impl ItemsBody {
+    /// The units, as the order's object takes them.
+    pub fn into_request(self) -> ItemsRequest {
+        ItemsRequest {
+            items: self.items,
+            reason: self.reason,
+        }
+    }
 }
 
 /// The shape of the units a request names, `(item_id, quantity)` each; whether

@@ -3,10 +3,10 @@
 //! with the order, the refusal, or `202`.
 
 use super::auth::visible;
-use super::idempotency::{self, Begin, Reply};
+use super::idempotency::{self, IdemKey, Reply};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
-use crate::domain::{FieldError, OrderView};
+use crate::domain::{FieldError, OrderView, Refusal};
 use crate::engine::ingress::IngressError;
 use crate::read_model;
 use crate::workflows::{CommandOutcome, ORDER_OBJECT};
@@ -44,6 +44,23 @@ pub(super) enum Answer {
     NewReturn,
 }
 
+/// Runs `handler` of order `id` with `payload` once per `Idempotency-Key` and
+/// answers with the order: the order must exist and `caller` must see it (`404`),
+/// and the key must be usable (`422`), in that order.
+pub(super) async fn order_command<Req: Serialize>(
+    state: &ApiState,
+    caller: &Caller,
+    id: Uuid,
+    key: IdemKey,
+    handler: &str,
+    request: &Value,
+    payload: Req,
+) -> Result<Reply, ApiError> {
+    existing(state, caller, id).await?;
+    let key = key.checked()?;
+    command(state, id, handler, key, request, |_| payload, Answer::Order).await
+}
+
 /// Runs `handler` of the order's object once per `Idempotency-Key` and answers as
 /// `answer` says, with the refusal, or `202` if it takes longer. `payload` builds
 /// the handler's request from the id bound to the key (a fresh one the first time),
@@ -57,70 +74,42 @@ pub(super) async fn command<Req: Serialize>(
     payload: impl FnOnce(Uuid) -> Req,
     answer: Answer,
 ) -> Result<Reply, ApiError> {
-    let scope = format!("{handler}:{id}");
-    let bound = match idempotency::begin(&state.db, &scope, key.as_deref(), request, Uuid::new_v4())
-        .await?
-    {
-        Begin::Replay(reply) => return Ok(reply),
-        Begin::Proceed(bound) => bound,
-    };
-    let wait = state.settings.create_wait;
-    // Without a caller's key, every request is a command of its own.
-    let restate_key = format!(
-        "{scope}:{}",
-        key.clone().unwrap_or_else(|| Uuid::new_v4().to_string())
-    );
-    let outcome = state
-        .ingress
-        .submit::<_, CommandOutcome>(
-            ORDER_OBJECT,
-            &id.to_string(),
-            handler,
-            &payload(bound),
-            &restate_key,
-            wait,
-        )
-        .await;
-    let reply = match outcome {
-        Ok(CommandOutcome::Done(rested)) if answer == Answer::NewReturn => Reply {
-            status: StatusCode::CREATED,
-            produced: Some(rested.version),
-            body: json!(read_model::get_return(&state.db, id, bound)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!(
-                    "return {bound} was made but is not in the read model"
-                ))?),
-        },
-        Ok(CommandOutcome::Done(rested)) => Reply {
-            status: StatusCode::OK,
-            body: json!(read_back(state, id).await?),
-            produced: Some(rested.version),
-        },
-        Ok(CommandOutcome::Refused {
-            status,
-            code,
-            message,
-            field,
-        }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
-            let error = match field {
-                Some(field) => ApiError::Validation(vec![FieldError::new(field, message)]),
-                None => ApiError::Refused {
-                    status,
-                    code,
-                    message,
-                },
-            };
-            Reply {
-                status,
-                body: error.body(),
-                produced: None,
-            }
-        }
-        Err(e) => accepted_or_unavailable(state, id, e).await?,
-    };
-    idempotency::finish(&state.db, &scope, key.as_deref(), &reply).await?;
-    Ok(reply)
+    let (scope, key) = (&format!("{handler}:{id}"), key.as_deref());
+    idempotency::once(&state.db, scope, key, request, |bound| async move {
+        // Without a caller's key, every request is a command of its own.
+        let fresh = || Uuid::new_v4().to_string();
+        let restate_key = format!("{scope}:{}", key.map_or_else(fresh, str::to_owned));
+        let outcome = state
+            .ingress
+            .submit::<_, CommandOutcome>(
+                ORDER_OBJECT,
+                &id.to_string(),
+                handler,
+                &payload(bound),
+                &restate_key,
+                state.settings.create_wait,
+            )
+            .await;
+        Ok(match outcome {
+            Ok(CommandOutcome::Done(rested)) if answer == Answer::NewReturn => Reply {
+                status: StatusCode::CREATED,
+                produced: Some(rested.version),
+                body: json!(read_model::get_return(&state.db, id, bound)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!(
+                        "return {bound} was made but is not in the read model"
+                    ))?),
+            },
+            Ok(CommandOutcome::Done(rested)) => Reply {
+                status: StatusCode::OK,
+                body: json!(read_back(state, id).await?),
+                produced: Some(rested.version),
+            },
+            Ok(CommandOutcome::Refused(refusal)) => ApiError::from(refusal).into(),
+            Err(e) => accepted_or_unavailable(state, id, e).await?,
+        })
+    })
+    .await
 }
 
 /// The order from the read model, which the saga wrote before it rested.
@@ -151,19 +140,11 @@ pub(super) async fn accepted_or_unavailable(
         }
         IngressError::Failed { status, message } => {
             tracing::error!(order.id = %id, status, message, "order handler failed");
-            let failed = ApiError::Refused {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: "saga_failed".into(),
-                message: format!(
-                    "the order's saga failed: {message}. The order is listed for operators \
-                     (GET /api/v1/ops/orders/stuck)"
-                ),
-            };
-            return Ok(Reply {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                body: failed.body(),
-                produced: None,
-            });
+            let message = format!(
+                "the order's saga failed: {message}. The order is listed for operators \
+                 (GET /api/v1/ops/orders/stuck)"
+            );
+            return Ok(ApiError::from(Refusal::SagaFailed { message }).into());
         }
         IngressError::StillRunning(_) => {}
     }

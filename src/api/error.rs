@@ -1,7 +1,7 @@
 //! API errors as RFC 9457 `application/problem+json`.
 
 use crate::auth::Unauthenticated;
-use crate::domain::FieldError;
+use crate::domain::{FieldError, Refusal};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -37,13 +37,15 @@ pub enum ApiError {
     /// The caller's roles do not allow the call (403).
     #[error("{0}")]
     Forbidden(&'static str),
-    /// A refusal decided by the order's saga, with its status and code.
-    #[error("{message}")]
-    Refused {
-        status: StatusCode,
-        code: String,
-        message: String,
-    },
+    /// A command the order's object refused (see [`refusal_answer`]).
+    #[error("{0}")]
+    Refused(Refusal),
+    /// An operator's command is still under way after the wait (409).
+    #[error("{0}")]
+    StillRunning(String),
+    /// The request took longer than its limit (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The engine or the database cannot be reached now (503).
     #[error("{0}")]
     Unavailable(String),
@@ -57,8 +59,46 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A refusal with a field at fault is a validation problem like any other.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::ValidationFailed {
+                field: Some(field),
+                message,
+            } => ApiError::Validation(vec![FieldError::new(field, message)]),
+            refusal => ApiError::Refused(refusal),
+        }
+    }
+}
+
+/// The HTTP status and problem code of each refusal of the order's object: the one
+/// place they are decided (`api.md` is the contract). The gRPC code follows from
+/// the status (`grpc::transcode`).
+fn refusal_answer(refusal: &Refusal) -> (StatusCode, &'static str) {
+    match refusal {
+        Refusal::OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
+        Refusal::ReturnNotFound => (StatusCode::NOT_FOUND, "return_not_found"),
+        Refusal::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
+        Refusal::NotCancellable { .. } => (StatusCode::CONFLICT, "not_cancellable"),
+        Refusal::AlreadyShipped { .. } => (StatusCode::CONFLICT, "already_shipped"),
+        Refusal::RefundRefused { .. } => (StatusCode::CONFLICT, "refund_refused"),
+        Refusal::StepRefused { .. } => (StatusCode::BAD_GATEWAY, "step_refused"),
+        Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "payment_declined"),
+        Refusal::QuantityExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "quantity_exceeded"),
+        Refusal::ReturnWindowClosed { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "return_window_closed")
+        }
+        Refusal::ValidationFailed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        Refusal::NothingToRetry { .. } => (StatusCode::CONFLICT, "nothing_to_retry"),
+        Refusal::NothingToResolve { .. } => (StatusCode::CONFLICT, "nothing_to_resolve"),
+        Refusal::SagaFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "saga_failed"),
+    }
+}
+
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -72,7 +112,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Refused { status, .. } => *status,
+            ApiError::Refused(refusal) => refusal_answer(refusal).0,
+            ApiError::StillRunning(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,7 +134,9 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::Refused { code, .. } => code,
+            ApiError::Refused(refusal) => refusal_answer(refusal).1,
+            ApiError::StillRunning(_) => "still_running",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -185,4 +229,72 @@ pub fn problem_response(status: StatusCode, body: Value) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_answered_with_the_code_it_is_named_by() {
+        let message = || "m".to_owned();
+        let refusals = [
+            Refusal::OrderNotFound,
+            Refusal::ReturnNotFound,
+            Refusal::InvalidTransition { message: message() },
+            Refusal::NotCancellable { message: message() },
+            Refusal::AlreadyShipped { message: message() },
+            Refusal::RefundRefused { message: message() },
+            Refusal::StepRefused { message: message() },
+            Refusal::PaymentDeclined,
+            Refusal::QuantityExceeded { message: message() },
+            Refusal::ReturnWindowClosed { message: message() },
+            Refusal::ValidationFailed {
+                field: None,
+                message: message(),
+            },
+            Refusal::NothingToRetry { message: message() },
+            Refusal::NothingToResolve { message: message() },
+            Refusal::SagaFailed { message: message() },
+        ];
+        for refusal in refusals {
+            let wire = serde_json::to_value(&refusal).unwrap();
+            let body = ApiError::from(refusal).body();
+            assert_eq!(body["code"], wire["code"], "{body}");
+        }
+    }
+
+    #[test]
+    fn refusals_keep_the_status_and_detail_of_the_contract() {
+        let answer = |refusal: Refusal| {
+            let body = ApiError::from(refusal).body();
+            (body["status"].as_u64().unwrap(), body["detail"].clone())
+        };
+        assert_eq!(
+            answer(Refusal::OrderNotFound),
+            (404, json!("no such order"))
+        );
+        assert_eq!(
+            answer(Refusal::PaymentDeclined),
+            (402, json!("the payment was declined"))
+        );
+        let message = "the fulfillment service refused: shipped".to_owned();
+        assert_eq!(
+            answer(Refusal::AlreadyShipped {
+                message: message.clone()
+            }),
+            (409, json!(message))
+        );
+        let invalid = ApiError::from(Refusal::invalid("refunded_outside", "too much")).body();
+        assert_eq!(invalid["status"], 422);
+        assert_eq!(invalid["detail"], "refunded_outside: too much");
+        assert_eq!(invalid["errors"][0]["field"], "refunded_outside");
+        let whole = ApiError::from(Refusal::ValidationFailed {
+            field: None,
+            message: "amount must equal the amount due 5.00".into(),
+        })
+        .body();
+        assert_eq!(whole["code"], "validation_failed");
+        assert!(whole.get("errors").is_none(), "{whole}");
+    }
 }

@@ -5,11 +5,14 @@ use super::ApiError;
 use crate::auth::Caller;
 use crate::domain::FieldError;
 use crate::read_model::{self, Claim};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use std::future::Future;
 use uuid::Uuid;
 
 /// An answer (success or refusal), in a form that can be stored and given again.
@@ -26,6 +29,17 @@ pub struct Reply {
 /// the answer may already be a later one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced(pub i64);
+
+/// A refusal, as an answer to keep for the repeats.
+impl From<ApiError> for Reply {
+    fn from(error: ApiError) -> Self {
+        Reply {
+            status: error.status(),
+            body: error.body(),
+            produced: None,
+        }
+    }
+}
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
@@ -46,6 +60,27 @@ impl IntoResponse for Reply {
             response.headers_mut().insert(header::LOCATION, location);
         }
         response
+    }
+}
+
+/// The request's `Idempotency-Key`, scoped to its caller ([`request_key`]). A key
+/// that is not usable is refused (`422`) only where the command checks it, after
+/// its body and its order: a worse problem of the request is answered first.
+pub struct IdemKey(Result<Option<String>, ApiError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(IdemKey(request_key(&caller, &parts.headers)))
+    }
+}
+
+impl IdemKey {
+    /// The key, if one was sent; `422` if it is not usable.
+    pub fn checked(self) -> Result<Option<String>, ApiError> {
+        self.0
     }
 }
 
@@ -115,8 +150,32 @@ pub fn request_hash(value: &Value) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
+/// Answers a request once per `key` in `scope`: a repeat gets the first answer
+/// again (the same key with another `request` is refused); otherwise `run` answers
+/// with the id bound to the key (a fresh one the first time), and a final answer
+/// is kept for the repeats.
+pub async fn once<Run, Answered>(
+    db: &PgPool,
+    scope: &str,
+    key: Option<&str>,
+    request: &Value,
+    run: Run,
+) -> Result<Reply, ApiError>
+where
+    Run: FnOnce(Uuid) -> Answered,
+    Answered: Future<Output = Result<Reply, ApiError>>,
+{
+    let bound = match begin(db, scope, key, request, Uuid::new_v4()).await? {
+        Begin::Replay(reply) => return Ok(reply),
+        Begin::Proceed(bound) => bound,
+    };
+    let reply = run(bound).await?;
+    finish(db, scope, key, &reply).await?;
+    Ok(reply)
+}
+
 /// Whether to do the work, and for which order.
-pub enum Begin {
+enum Begin {
     /// Go on; `order_id` is the one the key is bound to (or the fresh one).
     Proceed(Uuid),
     /// Give this stored answer again.
@@ -124,7 +183,7 @@ pub enum Begin {
 }
 
 /// Claims `key` for the request, or finds what it already says.
-pub async fn begin(
+async fn begin(
     db: &PgPool,
     scope: &str,
     key: Option<&str>,
@@ -146,7 +205,7 @@ pub async fn begin(
 }
 
 /// Stores a final answer under `key`. A `202` is not final: a repeat waits again.
-pub async fn finish(
+async fn finish(
     db: &PgPool,
     scope: &str,
     key: Option<&str>,

@@ -2,21 +2,21 @@
 //! (one order or every order of a filter) and resolving a parked order by hand.
 
 use super::auth::operators_only;
-use super::body::{read_request, JsonBody};
+use super::body::{Rules, Valid};
 use super::commands::{existing, read_back};
 use super::error::Problem;
-use super::idempotency;
+use super::idempotency::IdemKey;
 use super::openapi::shapes::{BulkRetried, IdempotencyKey, Resolved, Retried, StuckQuery};
 use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
-use crate::domain::{FieldError, Money, MoneyInput};
+use crate::domain::{FieldError, Money, MoneyInput, Refusal};
 use crate::engine::ingress::IngressError;
 use crate::operators::{StuckFilter, StuckList, Timeline};
 use crate::read_model::outbox;
 use crate::workflows::{CommandOutcome, OperatorOutcome, OperatorRequest, ORDER_OBJECT};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -103,14 +103,11 @@ async fn retry(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
+    key: IdemKey,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     existing(&state, &caller, id).await?;
-    let key = idempotency::request_key(&caller, &headers)?;
-    match retry_order(&state, id, key).await? {
-        Ok(answer) => Ok((StatusCode::ACCEPTED, Json(answer))),
-        Err(refusal) => Err(refusal),
-    }
+    let answer = retry_order(&state, id, key.checked()?).await??;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 #[utoipa::path(
@@ -171,6 +168,17 @@ struct ResolveBody {
     refunded_outside: Option<Money>,
 }
 
+/// The reason is what the operator did: it must say something.
+impl Rules for ResolveBody {
+    fn rules(&self) -> Vec<FieldError> {
+        let blank = self.reason.trim().is_empty();
+        match !blank && self.reason.chars().count() <= 500 {
+            true => vec![],
+            false => vec![FieldError::new("reason", "must be 1 to 500 characters")],
+        }
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/ops/orders/{id}/resolve",
@@ -194,18 +202,11 @@ async fn resolve(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body, .. }: Valid<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, body) = read_request(body, |b: &ResolveBody| {
-        let blank = b.reason.trim().is_empty();
-        match !blank && b.reason.chars().count() <= 500 {
-            true => vec![],
-            false => vec![FieldError::new("reason", "must be 1 to 500 characters")],
-        }
-    })?;
     existing(&state, &caller, id).await?;
-    let key = idempotency::request_key(&caller, &headers)?;
+    let key = key.checked()?;
     let request = OperatorRequest {
         reason: Some(body.reason.trim().to_owned()),
         refunded_outside: body.refunded_outside,
@@ -217,8 +218,8 @@ async fn resolve(
     let outcome = call(&state, id, "resolve", &request, key).await?;
     let invocation_id = match settled(outcome) {
         Ok(invocation_id) => Some(invocation_id),
-        Err(refusal) if dropped > 0 && refusal.code() == "nothing_to_resolve" => None,
-        Err(refusal) => return Err(refusal),
+        Err(Refusal::NothingToResolve { .. }) if dropped > 0 => None,
+        Err(refusal) => return Err(refusal.into()),
     };
     let order = read_back(&state, id).await?;
     Ok(Json(json!({
@@ -250,10 +251,10 @@ async fn retry_order(
         Ok(invocation_id) => Ok(json!({
             "order_id": id, "retried": [invocation_id], "requeued_messages": requeued
         })),
-        Err(refusal) if requeued > 0 && refusal.code() == "nothing_to_retry" => Ok(json!({
+        Err(Refusal::NothingToRetry { .. }) if requeued > 0 => Ok(json!({
             "order_id": id, "retried": [], "requeued_messages": requeued
         })),
-        Err(refusal) => Err(refusal),
+        Err(refusal) => Err(refusal.into()),
     })
 }
 
@@ -278,34 +279,18 @@ async fn call(
         )
         .await;
     outcome.map_err(|e| match e {
-        IngressError::StillRunning(_) => ApiError::Refused {
-            status: StatusCode::CONFLICT,
-            code: "still_running".into(),
-            message: format!("the order's {handler} is still under way; look at its timeline"),
-        },
+        IngressError::StillRunning(_) => ApiError::StillRunning(format!(
+            "the order's {handler} is still under way; look at its timeline"
+        )),
         other => ApiError::Unavailable(format!("the order engine did not run it: {other}")),
     })
 }
 
 /// The invocation of a command that went through, or its refusal.
-fn settled(outcome: OperatorOutcome) -> Result<String, ApiError> {
+fn settled(outcome: OperatorOutcome) -> Result<String, Refusal> {
     match outcome.outcome {
         CommandOutcome::Done(_) => Ok(outcome.invocation_id),
-        CommandOutcome::Refused {
-            field: Some(field),
-            message,
-            ..
-        } => Err(ApiError::Validation(vec![FieldError::new(field, message)])),
-        CommandOutcome::Refused {
-            status,
-            code,
-            message,
-            ..
-        } => Err(ApiError::Refused {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT),
-            code,
-            message,
-        }),
+        CommandOutcome::Refused(refusal) => Err(refusal),
     }
 }
 

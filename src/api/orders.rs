@@ -2,12 +2,12 @@
 //! edit histories.
 
 use super::auth::{visible, Staff};
-use super::body::{read_request, JsonBody};
+use super::body::{Rules, Valid};
 use super::commands::{
-    accepted_or_unavailable, command, existing, read_back, reason_rules, Answer,
+    accepted_or_unavailable, command, existing, order_command, read_back, reason_rules, Answer,
 };
 use super::error::Problem;
-use super::idempotency::{self, Begin, Reply};
+use super::idempotency::{self, IdemKey, Reply};
 use super::openapi::shapes::{AcceptedOrder, IdempotencyKey, ListQuery};
 use super::params::{OrderId, OrderNumber, QueryParams};
 use super::{ApiError, ApiState};
@@ -15,9 +15,9 @@ use crate::auth::{Caller, Reach};
 use crate::domain::{FieldError, Money, NewOrder, NewPayment, OrderStatus, OrderView};
 use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, EditEntry, ListFilter, OrderPage, StatusHistoryEntry};
-use crate::workflows::{PayRequest, Rested, StatusRequest, ORDER_OBJECT};
+use crate::workflows::{PayRequest, Rested, StatusRequest, BAD_INPUT, ORDER_OBJECT};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -58,57 +58,44 @@ pub fn router() -> Router<ApiState> {
 async fn create_order(
     caller: Caller,
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body: new, json }: Valid<NewOrder>,
 ) -> Result<Reply, ApiError> {
     let started = std::time::Instant::now();
-    let (request, new) = read_request(body, NewOrder::validate)?;
     if !caller.may_access(new.customer_id) {
         return Err(ApiError::Forbidden(
             "a customer may create orders only for itself: customer_id must be the token's sub",
         ));
     }
-    let key = idempotency::request_key(&caller, &headers)?;
-    let scope = "create_order";
-    let id = match idempotency::begin(&state.db, scope, key.as_deref(), &request, Uuid::new_v4())
-        .await?
-    {
-        Begin::Replay(reply) => return Ok(reply),
-        Begin::Proceed(id) => id,
-    };
-    tracing::Span::current().record("order.id", tracing::field::display(id));
-
-    let outcome = state
-        .ingress
-        .submit::<_, Rested>(
-            ORDER_OBJECT,
-            &id.to_string(),
-            "create",
-            &new,
-            &format!("{scope}:{}", key.as_deref().unwrap_or(&id.to_string())),
-            state.settings.create_wait,
-        )
-        .await;
-    let reply = match outcome {
-        Ok(_) => {
-            let seconds = started.elapsed().as_secs_f64();
-            metrics::histogram!("order_creation_duration_seconds").record(seconds);
-            Reply {
-                status: StatusCode::CREATED,
-                body: json!(read_back(&state, id).await?),
-                produced: None,
+    let key = key.checked()?;
+    let (state, scope, key) = (&state, "create_order", key.as_deref());
+    idempotency::once(&state.db, scope, key, &json, |id| async move {
+        tracing::Span::current().record("order.id", tracing::field::display(id));
+        let restate_key = format!("{scope}:{}", key.unwrap_or(&id.to_string()));
+        let wait = state.settings.create_wait;
+        let id_text = id.to_string();
+        let outcome = state
+            .ingress
+            .submit::<_, Rested>(ORDER_OBJECT, &id_text, "create", &new, &restate_key, wait)
+            .await;
+        match outcome {
+            Ok(_) => {
+                let seconds = started.elapsed().as_secs_f64();
+                metrics::histogram!("order_creation_duration_seconds").record(seconds);
+                Ok(Reply {
+                    status: StatusCode::CREATED,
+                    body: json!(read_back(state, id).await?),
+                    produced: None,
+                })
             }
+            // The object's own check of the order (the API's already passed).
+            Err(IngressError::Failed { status, message }) if status == BAD_INPUT => {
+                Err(ApiError::Validation(vec![FieldError::new("body", message)]))
+            }
+            Err(e) => accepted_or_unavailable(state, id, e).await,
         }
-        Err(IngressError::Failed {
-            status: 400,
-            message,
-        }) => {
-            return Err(ApiError::Validation(vec![FieldError::new("body", message)]));
-        }
-        Err(e) => accepted_or_unavailable(&state, id, e).await?,
-    };
-    idempotency::finish(&state.db, scope, key.as_deref(), &reply).await?;
-    Ok(reply)
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -133,10 +120,12 @@ async fn pay_order(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid {
+        body: payment,
+        json,
+    }: Valid<NewPayment>,
 ) -> Result<Reply, ApiError> {
-    let (request, payment) = read_request(body, |p: &NewPayment| p.validate(""))?;
     let order = existing(&state, &caller, id).await?;
     // A draft whose every unit left is free: the payment service charges no zero.
     if order.status == OrderStatus::Draft && order.amount_due() == Money::ZERO {
@@ -155,8 +144,20 @@ async fn pay_order(
         method: payment.method.trim().to_owned(),
         amount: payment.amount,
     };
-    let key = idempotency::request_key(&caller, &headers)?;
-    command(&state, id, "pay", key, &request, |_| pay, Answer::Order).await
+    let key = key.checked()?;
+    command(&state, id, "pay", key, &json, |_| pay, Answer::Order).await
+}
+
+impl Rules for NewOrder {
+    fn rules(&self) -> Vec<FieldError> {
+        self.validate()
+    }
+}
+
+impl Rules for NewPayment {
+    fn rules(&self) -> Vec<FieldError> {
+        self.validate("")
+    }
 }
 
 /// The body of `PUT /orders/{id}/status`.
@@ -195,26 +196,20 @@ async fn set_status(
     Staff(caller): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body, json }: Valid<StatusBody>,
 ) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, |b: &StatusBody| reason_rules(&b.reason))?;
-    existing(&state, &caller, id).await?;
     let change = StatusRequest {
         status: body.status,
         reason: body.reason,
     };
-    let key = idempotency::request_key(&caller, &headers)?;
-    command(
-        &state,
-        id,
-        "set_status",
-        key,
-        &request,
-        |_| change,
-        Answer::Order,
-    )
-    .await
+    order_command(&state, &caller, id, key, "set_status", &json, change).await
+}
+
+impl Rules for StatusBody {
+    fn rules(&self) -> Vec<FieldError> {
+        reason_rules(&self.reason)
+    }
 }
 
 #[utoipa::path(

@@ -1,11 +1,11 @@
 //! Returns of a delivered order and refunds without a return.
 
 use super::auth::Staff;
-use super::body::{read_request, JsonBody};
-use super::cancel::{items_command, units_rules, ItemsBody};
-use super::commands::{command, existing, reason_rules, Answer};
+use super::body::{body_rejection, JsonBody, Rules, Valid};
+use super::cancel::{units_rules, ItemsBody};
+use super::commands::{command, existing, order_command, reason_rules, Answer};
 use super::error::Problem;
-use super::idempotency::{self, Reply};
+use super::idempotency::{IdemKey, Reply};
 use super::openapi::shapes::{IdempotencyKey, ReturnList};
 use super::params::{OrderId, ReturnId};
 use super::{ApiError, ApiState};
@@ -14,13 +14,13 @@ use crate::domain::{FieldError, OrderView, Return, ReturnItem};
 use crate::read_model;
 use crate::workflows::{ReturnCommand, ReturnRequest};
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Request, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// The return and refund routes.
 pub fn router() -> Router<ApiState> {
@@ -55,8 +55,8 @@ struct ReturnBody {
     reason: Option<String>,
 }
 
-impl ReturnBody {
-    fn validate(&self) -> Vec<FieldError> {
+impl Rules for ReturnBody {
+    fn rules(&self) -> Vec<FieldError> {
         let mut errors = reason_rules(&self.reason);
         errors.extend(units_rules(
             self.items.iter().map(|i| (i.item_id, i.quantity)),
@@ -96,11 +96,10 @@ async fn request_return(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body, json }: Valid<ReturnBody>,
 ) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, ReturnBody::validate)?;
-    let key = idempotency::request_key(&caller, &headers)?;
+    let key = key.checked()?;
     existing(&state, &caller, id).await?;
     let payload = |return_id| ReturnRequest {
         return_id,
@@ -108,16 +107,7 @@ async fn request_return(
         reason: body.reason,
     };
     let handler = "request_return";
-    command(
-        &state,
-        id,
-        handler,
-        key,
-        &request,
-        payload,
-        Answer::NewReturn,
-    )
-    .await
+    command(&state, id, handler, key, &json, payload, Answer::NewReturn).await
 }
 
 /// The body of `.../receive` and `.../reject`; receiving needs none.
@@ -152,32 +142,38 @@ struct ReturnCommandBody {
 /// `POST /orders/{id}/returns/{return_id}/receive`: the parcel arrived.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn receive_return(
-    Staff(caller): Staff,
+    Staff(_): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
-    headers: HeaderMap,
-    bytes: Bytes,
+    key: IdemKey,
+    Receipt(body): Receipt,
 ) -> Result<Reply, ApiError> {
-    // A receipt carries nothing (no body, or `null`); a body, when sent, must still
-    // be a valid one.
-    let body = match bytes.is_empty() {
-        true => JsonBody(json!({})),
-        false => match JsonBody::from_bytes(&headers, &bytes)? {
-            JsonBody(Value::Null) => JsonBody(json!({})),
-            body => body,
-        },
-    };
-    return_command(
-        state,
-        &caller,
-        id,
-        return_id,
-        headers,
-        body,
-        "receive_return",
-    )
-    .await
+    let handler = "receive_return";
+    return_command(&state, (id, return_id), key, body, handler).await
+}
+
+/// The body of a receipt, which carries nothing (no body, or `null`); one that is
+/// sent must still be a valid one.
+struct Receipt(Valid<ReturnCommandBody>);
+
+impl<S: Send + Sync> FromRequest<S> for Receipt {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        let body = match bytes.is_empty() {
+            true => JsonBody(json!({})),
+            false => match JsonBody::from_bytes(&headers, &bytes)? {
+                JsonBody(Value::Null) => JsonBody(json!({})),
+                body => body,
+            },
+        };
+        Valid::check(body).map(Receipt)
+    }
 }
 
 #[utoipa::path(
@@ -199,58 +195,45 @@ async fn receive_return(
 /// `POST /orders/{id}/returns/{return_id}/reject`: the return is refused.
 #[tracing::instrument(skip_all, fields(order.id = %id, return.id = %return_id))]
 async fn reject_return(
-    Staff(caller): Staff,
+    Staff(_): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    body: Valid<ReturnCommandBody>,
 ) -> Result<Reply, ApiError> {
-    return_command(
-        state,
-        &caller,
-        id,
-        return_id,
-        headers,
-        body,
-        "reject_return",
-    )
-    .await
+    let handler = "reject_return";
+    return_command(&state, (id, return_id), key, body, handler).await
 }
 
+impl Rules for ReturnCommandBody {
+    fn rules(&self) -> Vec<FieldError> {
+        reason_rules(&self.reason)
+    }
+}
+
+/// Runs `handler` on return `return_id` of order `id`, which must have it.
 async fn return_command(
-    state: ApiState,
-    caller: &Caller,
-    id: uuid::Uuid,
-    return_id: uuid::Uuid,
-    headers: HeaderMap,
-    body: JsonBody,
+    state: &ApiState,
+    (id, return_id): (Uuid, Uuid),
+    key: IdemKey,
+    Valid { body, json }: Valid<ReturnCommandBody>,
     handler: &str,
 ) -> Result<Reply, ApiError> {
-    let (request, body) = read_request(body, |b: &ReturnCommandBody| reason_rules(&b.reason))?;
-    let change = ReturnCommand {
-        return_id,
-        reason: body.reason,
-    };
-    let key = idempotency::request_key(caller, &headers)?;
+    let key = key.checked()?;
     if read_model::get_return(&state.db, id, return_id)
         .await?
         .is_none()
     {
         return Err(ApiError::ReturnNotFound);
     }
+    let change = ReturnCommand {
+        return_id,
+        reason: body.reason,
+    };
     // The key's scope is the order; the return is part of the request.
-    let request = json!({ "return_id": return_id, "body": request });
-    command(
-        &state,
-        id,
-        handler,
-        key,
-        &request,
-        |_| change,
-        Answer::Order,
-    )
-    .await
+    let request = json!({ "return_id": return_id, "body": json });
+    command(state, id, handler, key, &request, |_| change, Answer::Order).await
 }
 
 #[utoipa::path(
@@ -299,8 +282,9 @@ async fn refund_items(
     Staff(caller): Staff,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    headers: HeaderMap,
-    body: JsonBody,
+    key: IdemKey,
+    Valid { body, json }: Valid<ItemsBody>,
 ) -> Result<Reply, ApiError> {
-    items_command(&state, &caller, id, &headers, body, "refund_items").await
+    let units = body.into_request();
+    order_command(&state, &caller, id, key, "refund_items", &json, units).await
 }

@@ -5,7 +5,6 @@
 
 use super::{ApiError, ApiState};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -14,14 +13,10 @@ pub(super) async fn limit(State(state): State<ApiState>, request: Request, next:
     let limit = state.settings.request_timeout;
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Refused {
-            status: StatusCode::REQUEST_TIMEOUT,
-            code: "request_timeout".into(),
-            message: format!(
-                "the request took longer than {} s; send it again (with the same Idempotency-Key)",
-                limit.as_secs_f64()
-            ),
-        }
+        Err(_) => ApiError::RequestTimeout(format!(
+            "the request took longer than {} s; send it again (with the same Idempotency-Key)",
+            limit.as_secs_f64()
+        ))
         .into_response(),
     }
 }

@@ -7,6 +7,7 @@ mod give_back;
 mod money;
 mod order;
 pub mod proration;
+mod refusal;
 mod returns;
 mod schema;
 mod status;
@@ -21,5 +22,6 @@ pub use order::{
     OrderEvent, OrderItem, OrderNotification, OrderView, OutsideRefund, PaymentAttempt,
     StatusChange, MAX_ITEMS, MAX_QUANTITY,
 };
+pub use refusal::Refusal;
 pub use returns::{Return, ReturnItem, ReturnStatus};
 pub use status::{OrderStatus, PaymentStatus};

@@ -173,28 +173,20 @@ pub fn refusal(http_status: u16, problem: &Value) -> Status {
     status
 }
 
-/// The gRPC code of a REST refusal: by its problem code where the proto names it,
-/// else by its HTTP status.
+/// The gRPC code of a REST refusal, from the HTTP status the API gave it (decided
+/// once, in `api::error`), as the proto's table says; `order_busy`, a conflict
+/// worth retrying, is the one the table sets apart.
 fn grpc_code(code: &str, http_status: u16) -> Code {
-    match code {
-        "validation_failed"
-        | "malformed_json"
-        | "idempotency_key_reused"
-        | "quantity_exceeded"
-        | "return_window_closed" => Code::InvalidArgument,
-        "order_not_found" | "return_not_found" => Code::NotFound,
-        "order_busy" => Code::Aborted,
-        "unavailable" | "step_refused" => Code::Unavailable,
-        _ => match http_status {
-            400 | 413 | 415 | 422 => Code::InvalidArgument,
-            401 => Code::Unauthenticated,
-            403 => Code::PermissionDenied,
-            404 => Code::NotFound,
-            402 | 409 => Code::FailedPrecondition,
-            429 => Code::ResourceExhausted,
-            502..=504 => Code::Unavailable,
-            _ => Code::Internal,
-        },
+    match (code, http_status) {
+        ("order_busy", _) => Code::Aborted,
+        (_, 400 | 413 | 415 | 422) => Code::InvalidArgument,
+        (_, 401) => Code::Unauthenticated,
+        (_, 403) => Code::PermissionDenied,
+        (_, 404) => Code::NotFound,
+        (_, 402 | 409) => Code::FailedPrecondition,
+        (_, 429) => Code::ResourceExhausted,
+        (_, 502..=504) => Code::Unavailable,
+        _ => Code::Internal,
     }
 }
 
@@ -315,5 +307,31 @@ mod tests {
         assert_eq!(grpc_code("payment_declined", 402), Code::FailedPrecondition);
         assert_eq!(grpc_code("forbidden", 403), Code::PermissionDenied);
         assert_eq!(grpc_code("step_refused", 502), Code::Unavailable);
+    }
+
+    #[test]
+    fn every_code_of_the_protos_table_follows_from_its_rest_status() {
+        let table = [
+            ("validation_failed", 422, Code::InvalidArgument),
+            ("malformed_json", 400, Code::InvalidArgument),
+            ("idempotency_key_reused", 422, Code::InvalidArgument),
+            ("quantity_exceeded", 422, Code::InvalidArgument),
+            ("return_window_closed", 422, Code::InvalidArgument),
+            ("order_not_found", 404, Code::NotFound),
+            ("return_not_found", 404, Code::NotFound),
+            ("invalid_transition", 409, Code::FailedPrecondition),
+            ("not_cancellable", 409, Code::FailedPrecondition),
+            ("already_shipped", 409, Code::FailedPrecondition),
+            ("payment_declined", 402, Code::FailedPrecondition),
+            ("refund_refused", 409, Code::FailedPrecondition),
+            ("order_busy", 409, Code::Aborted),
+            ("unavailable", 503, Code::Unavailable),
+            ("step_refused", 502, Code::Unavailable),
+            ("unauthenticated", 401, Code::Unauthenticated),
+            ("forbidden", 403, Code::PermissionDenied),
+        ];
+        for (code, status, grpc) in table {
+            assert_eq!(grpc_code(code, status), grpc, "{code}");
+        }
     }
 }
