@@ -58,7 +58,7 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = Instant::now();
-    app.cluster().nodes[0].crash().await;
+    app.cluster()[0].crash().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     running.store(false, Ordering::Relaxed);
     let mut answers = Vec::new();
@@ -112,7 +112,7 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
     );
 
     // The node rejoins: a service that knows only its ingress creates through it.
-    let node = &mut app.cluster().nodes[0];
+    let node = &mut app.cluster()[0];
     node.restart().await.expect("the killed node starts again");
     let ingress = node.ingress_url.clone();
     app.kill_service().await;
@@ -126,7 +126,7 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
     );
 }
 
-/// `order-service cluster`: three nodes and two replicas come up, each replica
+/// `order-stack cluster`: three nodes and two replicas come up, each replica
 /// creates orders, and SIGTERM stops all of it.
 #[tokio::test]
 async fn the_cluster_command_serves_two_replicas_and_stops_on_sigterm() {
@@ -147,7 +147,7 @@ async fn the_cluster_command_serves_two_replicas_and_stops_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("order-cluster-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(dir.join("cluster.log")).unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-service"));
+    let mut cmd = tokio::process::Command::new(crate::helpers::order_stack_bin());
     cmd.arg("cluster")
         .env("ORDER_DATA_DIR", &dir)
         .env("ORDER_DATABASE_DSN", &dsn);
