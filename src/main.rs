@@ -34,9 +34,10 @@ async fn run() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
     if matches!(command.as_str(), "dev" | "cluster" | "sim") {
         eprintln!(
-            "order-service: `{command}` is no command of the service: PostgreSQL, \
-             restate-server and the simulator beside it are `order-stack {command}` \
-             (`make run`, `make cluster`); the service alone is `serve`"
+            "order-service: no `{command}` here: it is `order-stack {command}`, which runs \
+             PostgreSQL, restate-server and the simulator beside the service (`make run`, \
+             `make cluster`); this binary is the service alone (`serve`, `migrate`, \
+             `secrets`)"
         );
         return ExitCode::from(2);
     }
