@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 
-# Build: the release binary, without the `dev` feature: no embedded default and no
-# simulator (so no fault-injection API) in the production image. The cache mounts
-# keep the crate registry and the target folder between builds (BuildKit).
+# Build: the service's release binary alone (`order-service`), without the default
+# `faults` feature: no fault hooks in the sagas, and no simulator nor code that
+# starts PostgreSQL or restate-server (those are the `order-stack` crate's) in the
+# production image. The cache mounts keep the crate registry and the target folder
+# between builds (BuildKit).
 FROM rust:1.90-bookworm AS builder
 WORKDIR /src
 COPY . .
@@ -12,16 +14,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p order-service --no-default-features \
     && cp target/release/order-service /usr/local/bin/order-service
 
-# The simulator for compose.yaml (`docker build --target simulator`): the same binary
-# with the `dev` feature, run as `order-service sim`. Never the production image.
+# The simulator for compose.yaml (`docker build --target simulator`): the
+# `order-stack` binary, run as `order-stack sim`. Never the production image.
 FROM rust:1.90-bookworm AS simulator-builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p order-service \
-    && cp target/release/order-service /usr/local/bin/order-service
+    cargo build --release --locked -p order-stack \
+    && cp target/release/order-stack /usr/local/bin/order-stack
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -31,10 +33,10 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin orde
     && mkdir /secrets && chown order /secrets
 
 FROM runtime AS simulator
-COPY --from=simulator-builder /usr/local/bin/order-service /usr/local/bin/order-service
+COPY --from=simulator-builder /usr/local/bin/order-stack /usr/local/bin/order-stack
 USER order
 EXPOSE 9010
-ENTRYPOINT ["order-service"]
+ENTRYPOINT ["order-stack"]
 CMD ["sim"]
 
 # Run (the default target, last): the binary alone. `serve` needs PostgreSQL, Restate

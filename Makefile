@@ -15,25 +15,30 @@ CLUSTER ?=
 ## Install what is missing from the system (Debian/Ubuntu: Node.js, PostgreSQL's
 ## server binaries, Python's venv, Chromium and its driver; elsewhere it prints the
 ## command), the pinned restate-server (npm, with its lockfile), schemathesis (PyPI,
-## pinned, into .venv), and build every crate of the workspace once (service,
-## simulator, bench, tests).
+## pinned, into .venv), and build exactly what `make run` and `make test` run: the
+## `order-stack` binary, and every crate of the workspace with its tests.
 setup:
 	scripts/system-packages
 	npm ci --no-audit --no-fund
 	$(PYTHON) -m venv .venv
 	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
-	$(CARGO) build --release --workspace --all-targets
+	$(CARGO) build --release -p order-stack
+	$(CARGO) test --release --workspace --no-run
 
-## The embedded default: private PostgreSQL, restate-server, simulator, service.
+## The embedded default (`order-stack dev`): private PostgreSQL, restate-server,
+## simulator, and the service in the same process.
 run:
-	$(CARGO) run --release -- dev
+	$(CARGO) run --release -p order-stack -- dev
 
-## The same with a 3-node Restate cluster and two service replicas behind it.
+## The same with a 3-node Restate cluster and two service replicas behind it
+## (`order-stack cluster`).
 cluster:
-	$(CARGO) run --release -- cluster
+	$(CARGO) run --release -p order-stack -- cluster
 
 ## Every test, on the PostgreSQL at TEST_DATABASE_URL, else the local one on 5432,
-## else a private one made for the run (scripts/with-postgres).
+## else a private one made for the run (scripts/with-postgres). The end-to-end tests
+## stand on crates/stack; those of `dev` and `cluster` run the `order-stack` binary
+## that this builds beside the service's.
 test:
 	scripts/with-postgres $(CARGO) test --release --workspace
 

@@ -7,21 +7,14 @@ pub mod api;
 pub mod auth;
 /// The API's caller assertion, which the order object requires of every call.
 pub mod caller;
-/// `order-service cluster`: a 3-node Restate cluster and two service replicas on
-/// this machine.
-#[cfg(feature = "dev")]
-pub mod cluster;
 /// Configuration from the environment.
 pub mod config;
-/// The embedded default (`order-service dev`): private PostgreSQL, restate-server
-/// and the simulator beside the service, watched while it runs.
-#[cfg(feature = "dev")]
-pub mod dev;
 /// Pure order types and rules.
 pub mod domain;
 /// HTTP clients of warehouse, payment, fulfillment, notification and pub/sub.
 pub mod downstream;
-/// Restate ingress and admin clients, the endpoint server, and local processes.
+/// Restate ingress and admin clients, the endpoint server, and the secrets shared
+/// with the engine.
 pub mod engine;
 /// gRPC (`order.v1.OrderService`), transcoded to the REST routes in process.
 pub mod grpc;

@@ -1,4 +1,4 @@
-//! `order-service dev | cluster | serve | migrate | sim`.
+//! `order-service serve | migrate | secrets`.
 
 use order_service::config::Config;
 use order_service::{read_model, startup, telemetry};
@@ -6,16 +6,13 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: order-service <command>
 
-  dev      the embedded default: private PostgreSQL (unless ORDER_DATABASE_DSN),
-           restate-server, the downstream simulator and the service
-  cluster  like dev, with a 3-node Restate cluster and two service replicas behind it
   serve    the service alone, against the configured PostgreSQL, Restate and services
   migrate  apply the read-model migrations to ORDER_DATABASE_DSN and exit
   secrets  <dir>: make the secrets a deployment shares, once (Restate's request
            identity key pair, ORDER_INTERNAL_KEY, a token secret), and exit
-  sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)
 
-`dev`, `cluster` and `sim` need the `dev` feature (on by default, off in the Docker image).
+Everything on this machine (private PostgreSQL, restate-server, the downstream
+simulator and the service): `make run`, or `order-stack dev | cluster | sim`.
 Load figures: `make bench` (`cargo run --release -p order-bench`).";
 
 fn main() -> ExitCode {
@@ -35,6 +32,15 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
+    if matches!(command.as_str(), "dev" | "cluster" | "sim") {
+        eprintln!(
+            "order-service: no `{command}` here: it is `order-stack {command}`, which runs \
+             PostgreSQL, restate-server and the simulator beside the service (`make run`, \
+             `make cluster`); this binary is the service alone (`serve`, `migrate`, \
+             `secrets`)"
+        );
+        return ExitCode::from(2);
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -43,21 +49,6 @@ async fn run() -> ExitCode {
         }
     };
     let outcome = match command.as_str() {
-        #[cfg(feature = "dev")]
-        "dev" => order_service::dev::run(config).await,
-        #[cfg(feature = "dev")]
-        "cluster" => order_service::cluster::run(config).await,
-        #[cfg(feature = "dev")]
-        "sim" => run_sim(config).await,
-        #[cfg(not(feature = "dev"))]
-        "dev" | "cluster" | "sim" => {
-            eprintln!(
-                "order-service: this build has no embedded default (built without the `dev` \
-                 feature), so no `{command}`: run `serve` against your PostgreSQL, Restate \
-                 and services"
-            );
-            return ExitCode::from(2);
-        }
         "serve" => startup::serve(config).await,
         "migrate" => migrate(config).await,
         "secrets" => secrets(),
@@ -92,18 +83,5 @@ fn secrets() -> anyhow::Result<()> {
     let secrets = order_service::engine::secrets::LocalSecrets::in_dir(dir)?;
     secrets.write_deployment_files(dir)?;
     println!("secrets in {}", dir.display());
-    Ok(())
-}
-
-/// `sim`: the downstream simulator alone, until Ctrl-C or SIGTERM.
-#[cfg(feature = "dev")]
-async fn run_sim(config: Config) -> anyhow::Result<()> {
-    use order_sim::{SimConfig, Simulator};
-    let host: std::net::IpAddr = config.bind_host_or("0.0.0.0").parse()?;
-    let sim_config = SimConfig::default().with_reservation_ttl(config.sim_reservation_ttl);
-    let handle = Simulator::spawn_with((host, config.sim_port).into(), sim_config).await?;
-    println!("ready http://127.0.0.1:{}", handle.addr.port());
-    startup::stop_signal().await;
-    handle.shutdown();
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! A fault the tests inject into the sagas themselves, compiled only with the
-//! `dev` feature (the production build has none):
+//! `faults` feature (the production build has none):
 //! `ORDER_FAULT_PAUSE_AFTER_PROJECTION=<saga name prefix>` holds the first commit
 //! of such a saga for [`PAUSE`] between its read-model write and its state write,
 //! the window that a kill through Restate's admin API must hit to leave the read
@@ -19,9 +19,9 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// The faults the environment asks for (none without the `dev` feature).
+    /// The faults the environment asks for (none without the `faults` feature).
     pub fn from_env() -> Faults {
-        #[cfg(feature = "dev")]
+        #[cfg(feature = "faults")]
         if let Ok(prefix) = std::env::var("ORDER_FAULT_PAUSE_AFTER_PROJECTION") {
             tracing::warn!(%prefix, "fault injection: a commit will be held after its read-model write");
             return Faults {

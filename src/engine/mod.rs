@@ -1,16 +1,9 @@
-//! Everything that talks to or runs the Restate engine and the local processes of
-//! the embedded default (those with the `dev` feature).
+//! Everything that talks to the Restate engine: its admin API and ingress, the
+//! service's endpoint, the list of nodes, and the secrets shared with it. Starting
+//! the engine (and PostgreSQL) on this machine is `order-stack`'s.
 
 pub mod admin;
-#[cfg(feature = "dev")]
-pub mod balancer;
 pub mod endpoint;
 pub mod ingress;
 pub mod nodes;
-#[cfg(feature = "dev")]
-pub mod postgres;
-#[cfg(feature = "dev")]
-pub mod process;
-#[cfg(feature = "dev")]
-pub mod restate_server;
 pub mod secrets;

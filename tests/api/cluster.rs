@@ -2,7 +2,8 @@
 //! orders are created; the service moves to the next node, no create fails, none is
 //! lost or charged twice, and the node comes back.
 
-use crate::helpers::{mug_order, Options, TestApp};
+use crate::helpers::{admin_dsn, mug_order, Options, TestApp};
+use order_stack::postgres::ServerDatabase;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,7 +59,7 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = Instant::now();
-    app.cluster().nodes[0].crash().await;
+    app.cluster()[0].crash().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     running.store(false, Ordering::Relaxed);
     let mut answers = Vec::new();
@@ -112,7 +113,7 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
     );
 
     // The node rejoins: a service that knows only its ingress creates through it.
-    let node = &mut app.cluster().nodes[0];
+    let node = &mut app.cluster()[0];
     node.restart().await.expect("the killed node starts again");
     let ingress = node.ingress_url.clone();
     app.kill_service().await;
@@ -126,31 +127,23 @@ async fn creates_go_on_when_the_node_in_use_is_killed_and_it_rejoins() {
     );
 }
 
-/// `order-service cluster`: three nodes and two replicas come up, each replica
+/// `order-stack cluster`: three nodes and two replicas come up, each replica
 /// creates orders, and SIGTERM stops all of it.
 #[tokio::test]
 async fn the_cluster_command_serves_two_replicas_and_stops_on_sigterm() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let server = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("order_cluster_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&server).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db_name}"))
-        .execute(&admin)
+    let database = ServerDatabase::create(&admin_dsn(), &db_name)
         .await
         .unwrap();
-    let dsn = match server.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db_name}"),
-        None => unreachable!("a DSN with a database"),
-    };
     let dir = std::env::temp_dir().join(format!("order-cluster-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(dir.join("cluster.log")).unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-service"));
+    let mut cmd = tokio::process::Command::new(crate::helpers::order_stack_bin());
     cmd.arg("cluster")
         .env("ORDER_DATA_DIR", &dir)
-        .env("ORDER_DATABASE_DSN", &dsn);
+        .env("ORDER_DATABASE_DSN", &database.dsn);
     for var in [
         "ORDER_HTTP_PORT",
         "ORDER_GRPC_PORT",
@@ -239,9 +232,7 @@ async fn the_cluster_command_serves_two_replicas_and_stops_on_sigterm() {
     }
 
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    let _ = database.drop_database().await;
 }
 
 /// `text` without the terminal colour sequences of the log.

@@ -5,7 +5,7 @@
 use crate::helpers::{OrderLedger, TestApp};
 use crate::operators::{entry, order_stuck_on_payment, wait_for_stuck};
 use fantoccini::{Client, ClientBuilder, Locator};
-use order_service::engine::process::free_port;
+use order_stack::process::free_port;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Stdio;

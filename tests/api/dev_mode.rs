@@ -1,9 +1,9 @@
-//! The embedded default: `order-service dev` with nothing configured, and the
+//! The embedded default: `order-stack dev` with nothing configured, and the
 //! checks that keep two copies from taking over each other's engine.
 
 use crate::helpers::mug_order;
-use order_service::engine::process::{free_port, listening_pids};
-use order_service::engine::restate_server::{RestateServer, RestateSettings};
+use order_stack::process::{free_port, listening_pids};
+use order_stack::restate_server::{RestateServer, RestateSettings};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ fn temp_dir(prefix: &str) -> PathBuf {
 }
 
 fn dev_command(data_dir: &Path, ports: &DevPorts, log: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-service"));
+    let mut cmd = Command::new(crate::helpers::order_stack_bin());
     cmd.arg("dev")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -1,5 +1,5 @@
 //! The documentation, run: the README's quick start and every example of
-//! `docs/guide.md`, each against a fresh `order-service dev`, with every answer
+//! `docs/guide.md`, each against a fresh `order-stack dev`, with every answer
 //! checked against the answer the page shows, so the examples cannot drift.
 //!
 //! The pages follow one convention. A ```` ```sh ```` block that calls the service
@@ -185,7 +185,7 @@ fn contains(expected: &Value, actual: &Value, at: &str) -> Result<(), String> {
     }
 }
 
-/// `order-service dev` on free ports with a data folder of its own.
+/// `order-stack dev` on free ports with a data folder of its own.
 struct Dev {
     child: Child,
     dir: PathBuf,
@@ -194,16 +194,12 @@ struct Dev {
 
 impl Dev {
     async fn start() -> Dev {
-        let port = || {
-            order_service::engine::process::free_port()
-                .unwrap()
-                .to_string()
-        };
+        let port = || order_stack::process::free_port().unwrap().to_string();
         let dir =
             std::env::temp_dir().join(format!("order-docs-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let http = port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-service"));
+        let mut cmd = Command::new(crate::helpers::order_stack_bin());
         cmd.arg("dev")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

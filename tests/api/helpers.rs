@@ -1,43 +1,46 @@
-//! Test harness: each `TestApp` gets its own database, restate-server, simulator and
-//! service process, all on free ports, so tests run in parallel.
+//! Test harness: each `TestApp` stands on an `order-stack` [`Stack`] of its own (a
+//! database, restate-server, the simulator and the service process, all on free
+//! ports), so tests run in parallel.
 
-use order_service::engine::postgres::with_database;
-use order_service::engine::process::{free_port, wait_ready};
-use order_service::engine::restate_server::{
-    find_binary, RestateCluster, RestateServer, RestateSettings,
-};
-use order_service::engine::secrets::{LocalSecrets, RequestIdentity};
+use order_service::engine::secrets::RequestIdentity;
 use order_sim::{
     Call, Capture, Event, Fault, Fulfillment, Ledger, Notification, Refund, Release, Reservation,
-    SimConfig, SimHandle, Simulator,
+    SimConfig,
 };
+use order_stack::restate_server::{RestateServer, RestateSettings};
+use order_stack::{Stack, StackOptions, Topology};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 /// The server that test databases are created on.
-fn admin_dsn() -> String {
+pub fn admin_dsn() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A restate-server on free loopback ports with its data under `dir/restate`.
+/// A restate-server on free loopback ports with its data under `dir/restate`,
+/// signing with the request identity kept in `dir`.
 pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
-    let configured = std::env::var_os("RESTATE_SERVER_BIN").map(PathBuf::from);
-    RestateSettings {
-        bin: find_binary(configured.as_deref()).unwrap(),
-        base_dir: dir.join("restate"),
-        ingress_port: free_port().unwrap(),
-        admin_port: free_port().unwrap(),
-        node_port: free_port().unwrap(),
-        cluster: None,
-        identity_key: Some(RequestIdentity::in_dir(dir).unwrap().private_key_file),
-    }
+    let identity = RequestIdentity::in_dir(dir).unwrap().private_key_file;
+    RestateSettings::on_free_ports(&dir.join("restate"), Some(identity)).unwrap()
+}
+
+/// The `order-stack` binary (`dev`, `cluster`), beside the service's: cargo builds
+/// it with every binary of the workspace (`make test`: `cargo test --workspace`), not
+/// for this package's tests alone.
+pub fn order_stack_bin() -> PathBuf {
+    let bin =
+        std::path::Path::new(env!("CARGO_BIN_EXE_order-service")).with_file_name("order-stack");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first with `cargo build --release -p order-stack` \
+         (`make test` builds it)",
+        bin.display()
+    );
+    bin
 }
 
 /// Extra environment for the service process, and the simulator's settings.
@@ -50,23 +53,23 @@ pub struct Options {
     pub cluster: bool,
 }
 
+/// A [`Stack`] of one service process (its simulator `sim`, its database `db`...),
+/// with the calls the tests make.
 pub struct TestApp {
     pub http: reqwest::Client,
     /// `http://127.0.0.1:PORT/api/v1`
     pub api: String,
     /// `http://127.0.0.1:PORT`, the gRPC server.
     pub grpc: String,
-    pub sim: SimHandle,
-    pub db: PgPool,
-    db_name: String,
-    dir: PathBuf,
-    restate: Option<RestateServer>,
-    /// The single node's settings, or node 1's in a cluster.
-    restate_settings: RestateSettings,
-    cluster: Option<RestateCluster>,
-    service: Option<Child>,
-    service_env: Vec<(String, String)>,
-    secrets: LocalSecrets,
+    stack: Stack,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
 }
 
 impl TestApp {
@@ -75,225 +78,115 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
-        let dir = std::env::temp_dir().join(format!("order-test-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-
-        let db_name = format!("order_test_{}", Uuid::new_v4().simple());
-        let admin = PgPool::connect(&admin_dsn())
-            .await
-            .expect("test PostgreSQL (TEST_DATABASE_URL) reachable");
-        sqlx::query(&format!("CREATE DATABASE {db_name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let dsn = with_database(&admin_dsn(), &db_name);
-
-        // The request identity restate-server signs with, and the API's caller key.
-        let secrets = LocalSecrets::in_dir(&dir).unwrap();
-        let sim = Simulator::spawn_with("127.0.0.1:0".parse().unwrap(), options.sim.clone())
-            .await
-            .unwrap();
-
-        let (restate, cluster, restate_settings, ingress_urls, admin_urls) = if options.cluster {
-            let single = restate_settings(&dir);
-            let ports: Vec<(u16, u16, u16)> = (0..3)
-                .map(|_| {
-                    let port = || free_port().unwrap();
-                    (port(), port(), port())
-                })
-                .collect();
-            let mut settings =
-                RestateCluster::settings(&single.bin, &single.base_dir, "order-test", &ports, 2);
-            for node in &mut settings {
-                node.identity_key = single.identity_key.clone();
-            }
-            let cluster = RestateCluster::start(&settings)
-                .await
-                .expect("the restate cluster starts");
-            let urls = (cluster.ingress_urls(), cluster.admin_urls());
-            (None, Some(cluster), settings[0].clone(), urls.0, urls.1)
-        } else {
-            // A free port can be taken by a parallel test before the server binds
-            // it: such a start is tried again on other ports.
-            let mut attempt = 1;
-            let (settings, restate) = loop {
-                // Each try on data of its own: the failed one may have left some.
-                let base = match attempt {
-                    1 => dir.clone(),
-                    n => dir.join(format!("try-{n}")),
-                };
-                let settings = RestateSettings {
-                    identity_key: Some(secrets.identity.private_key_file.clone()),
-                    ..restate_settings(&base)
-                };
-                match RestateServer::start(&settings).await {
-                    Ok(restate) => break (settings, restate),
-                    Err(e) if attempt < 3 && e.to_string().contains("exited during start") => {
-                        attempt += 1;
-                    }
-                    Err(e) => panic!("restate-server starts: {e:#}"),
-                }
-            };
-            let urls = (
-                vec![restate.ingress_url.clone()],
-                vec![restate.admin_url.clone()],
-            );
-            (Some(restate), None, settings, urls.0, urls.1)
+        let topology = match options.cluster {
+            true => Topology::Cluster,
+            false => Topology::Single,
         };
-
-        let http_port = free_port().unwrap();
-        let grpc_port = free_port().unwrap();
-        let mut service_env: Vec<(String, String)> = vec![
-            ("ORDER_DATABASE_DSN", dsn.clone()),
-            ("ORDER_BIND_HOST", "127.0.0.1".into()),
-            ("ORDER_HTTP_PORT", http_port.to_string()),
-            ("ORDER_GRPC_PORT", grpc_port.to_string()),
-            (
-                "ORDER_RESTATE_ENDPOINT_PORT",
-                free_port().unwrap().to_string(),
-            ),
-            ("ORDER_RESTATE_INGRESS_URL", ingress_urls.join(",")),
-            ("ORDER_RESTATE_ADMIN_URL", admin_urls.join(",")),
-            ("ORDER_WAREHOUSE_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_PAYMENT_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_FULFILLMENT_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_NOTIFICATION_SERVICE_ADDR", sim.base_url()),
-            ("ORDER_PUBSUB_ADDR", sim.base_url()),
-            ("ORDER_DOWNSTREAM_TIMEOUT_MS", "3000".into()),
-            ("ORDER_DB_MAX_CONNECTIONS", "8".into()),
+        let service_env = [
+            ("ORDER_DOWNSTREAM_TIMEOUT_MS", "3000".to_owned()),
+            ("ORDER_DB_MAX_CONNECTIONS", "8".to_owned()),
         ]
         .into_iter()
+        .chain(options.env)
         .map(|(k, v)| (k.to_owned(), v))
-        .chain(secrets.service_env())
         .collect();
-        for (k, v) in options.env {
-            service_env.retain(|(key, _)| key != k);
-            service_env.push((k.to_owned(), v));
-        }
-
-        let mut app = TestApp {
+        let stack_options = StackOptions {
+            // One service, also on a cluster.
+            replicas: 1,
+            service_env,
+            sim: options.sim,
+            service_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_order-service"))),
+            service_log_filter: std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "info,restate_sdk=warn".into()),
+            service_stderr_inherit: std::env::var_os("TEST_LOG").is_some(),
+            keep_dir: std::env::var_os("TEST_KEEP").is_some(),
+            ..StackOptions::new("test", topology)
+        };
+        let stack = match Stack::start(&admin_dsn(), &stack_options).await {
+            Ok(stack) => stack,
+            Err(e) => panic!("the test stack starts: {e:#}"),
+        };
+        TestApp {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
-            api: format!("http://127.0.0.1:{http_port}/api/v1"),
-            grpc: format!("http://127.0.0.1:{grpc_port}"),
-            sim,
-            db: PgPool::connect(&dsn).await.unwrap(),
-            db_name,
-            dir,
-            restate,
-            restate_settings,
-            cluster,
-            service: None,
-            service_env,
-            secrets,
-        };
-        app.start_service().await;
-        app
+            api: stack.apis[0].clone(),
+            grpc: stack.grpcs[0].clone(),
+            stack,
+        }
     }
 
     /// Starts the service process and waits for its `ready` line.
     pub async fn start_service(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("service.log"))
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_order-service"));
-        cmd.arg("serve")
-            .envs(
-                self.service_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,restate_sdk=warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::from(log)
-            })
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("service binary starts");
-        assert!(
-            wait_ready(&mut child, Duration::from_secs(60)).await,
-            "service did not print its ready line; see {}",
-            self.dir.join("service.log").display()
-        );
-        self.service = Some(child);
+        if let Err(e) = self.stack.start_service(0).await {
+            panic!("{e:#}");
+        }
     }
 
     /// What the service process has logged so far (unless `TEST_LOG` shows it).
     pub fn service_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default()
+        std::fs::read_to_string(self.stack.service(0).log_path()).unwrap_or_default()
     }
 
     /// The environment the service process is started with.
     pub fn service_env(&self) -> Vec<(String, String)> {
-        self.service_env.clone()
+        self.stack.service(0).env().to_vec()
     }
 
     /// Kills the service process at once, as a crash would.
     pub async fn kill_service(&mut self) {
-        if let Some(mut child) = self.service.take() {
-            child.kill().await.unwrap();
-        }
+        self.stack.kill_service(0).await;
     }
 
     /// Kills restate-server at once, as a crash would.
     pub async fn kill_restate(&mut self) {
-        if let Some(restate) = self.restate.take() {
-            restate.kill().await;
-        }
+        self.stack.nodes[0].crash().await;
     }
 
     /// Starts restate-server again on the same data and ports.
     pub async fn restart_restate(&mut self) {
-        self.restate = Some(
-            RestateServer::start(&self.restate_settings)
-                .await
-                .expect("restate-server restarts"),
-        );
+        self.stack.nodes[0]
+            .restart()
+            .await
+            .expect("restate-server restarts");
     }
 
-    /// The nodes of the Restate cluster (with [`Options::cluster`]).
-    pub fn cluster(&mut self) -> &mut RestateCluster {
-        self.cluster
-            .as_mut()
-            .expect("a TestApp spawned with a cluster")
+    /// The nodes of the Restate cluster (with [`Options::cluster`]), node 1 first.
+    pub fn cluster(&mut self) -> &mut [RestateServer] {
+        assert_eq!(
+            self.stack.nodes.len(),
+            3,
+            "a TestApp spawned with a cluster"
+        );
+        &mut self.stack.nodes
     }
 
     /// Sets `var` in the environment the service process is next started with.
     pub fn set_service_env(&mut self, var: &str, value: String) {
-        self.service_env.retain(|(k, _)| k != var);
-        self.service_env.push((var.to_owned(), value));
+        self.stack.service_mut(0).set_env(var, value);
     }
 
     /// The API's caller key (`ORDER_INTERNAL_KEY`).
     pub fn secrets_internal_key(&self) -> order_service::caller::CallerKey {
-        self.secrets.internal_key.clone()
+        self.stack.secrets.internal_key.clone()
     }
 
     /// A client of Restate's ingress that signs its calls as the API does.
     pub fn ingress(&self) -> order_service::engine::ingress::Ingress {
         let url = format!("http://127.0.0.1:{}", self.restate_ingress_port());
-        order_service::engine::ingress::Ingress::new(&[url], self.secrets.internal_key.clone())
-            .unwrap()
+        let key = self.stack.secrets.internal_key.clone();
+        order_service::engine::ingress::Ingress::new(&[url], key).unwrap()
     }
 
-    /// Restate's admin API.
+    /// Restate's admin API (node 1's).
     pub fn restate_admin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.restate_settings.admin_port)
+        self.stack.nodes[0].admin_url.clone()
     }
 
-    /// Restate's ingress port.
+    /// Restate's ingress port (node 1's).
     pub fn restate_ingress_port(&self) -> u16 {
-        self.restate_settings.ingress_port
+        self.stack.nodes[0].settings().ingress_port
     }
 
     /// The id of the invocation of `handler` on the order object `order_id`.
@@ -497,37 +390,6 @@ impl TestApp {
 
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(child) = self.service.as_mut() {
-            let _ = child.start_kill();
-        }
-        // Dropping the server kills it (kill_on_drop); waiting for it from another
-        // runtime would never see it exit, so it is not awaited.
-        drop(self.restate.take());
-        drop(self.cluster.take());
-        let (db_name, dir) = (self.db_name.clone(), self.dir.clone());
-        // Clean up on a thread of its own: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(admin) = PgPool::connect(&admin_dsn()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
-                }
-            });
-            if std::env::var_os("TEST_KEEP").is_none() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        })
-        .join();
     }
 }
 

@@ -6,8 +6,8 @@
 
 use order_service::engine::admin::{served_handlers, Admin};
 use order_service::engine::endpoint;
-use order_service::engine::process::free_port;
-use order_service::engine::restate_server::RestateServer;
+use order_stack::process::free_port;
+use order_stack::restate_server::RestateServer;
 use restate_sdk::prelude::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

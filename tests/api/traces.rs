@@ -5,7 +5,7 @@ use crate::helpers::{mug_order, Options, TestApp};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-use order_service::engine::process::free_port;
+use order_stack::process::free_port;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -199,8 +199,7 @@ async fn serve_with(app: &TestApp, without: &str, with: &[(&str, &str)]) -> (Str
         .spawn()
         .unwrap();
     let ready =
-        order_service::engine::process::wait_ready(&mut child, std::time::Duration::from_secs(30))
-            .await;
+        order_stack::process::wait_ready(&mut child, std::time::Duration::from_secs(30)).await;
     let _ = child.start_kill();
     let out = child.wait_with_output().await.unwrap();
     (String::from_utf8_lossy(&out.stderr).into_owned(), ready)

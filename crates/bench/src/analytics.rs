@@ -12,13 +12,11 @@ use order_service::config::Config;
 use order_service::downstream::Downstream;
 use order_service::engine::admin::Admin;
 use order_service::engine::ingress::Ingress;
-use order_service::engine::postgres::with_database;
 use order_service::read_model;
+use order_stack::postgres::{quiet_connection, ServerDatabase};
 use serde_json::{json, Value};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgPool, Row};
 use std::future::IntoFuture;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -78,22 +76,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("order_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = quiet_connection(&server).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let outcome = measure(&config, &with_database(&server, &name)).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
+    let database = ServerDatabase::create(&server, &name).await?;
+    let outcome = measure(&config, &database.dsn).await;
+    database.drop_database().await?;
     outcome
-}
-
-/// A connection that does not log its statements, however long they take.
-async fn quiet_connection(dsn: &str) -> anyhow::Result<PgConnection> {
-    let options = PgConnectOptions::from_str(dsn)?.disable_statement_logging();
-    Ok(PgConnection::connect_with(&options).await?)
 }
 
 async fn measure(config: &Config, dsn: &str) -> anyhow::Result<()> {

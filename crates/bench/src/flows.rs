@@ -24,11 +24,7 @@ const RATE: u32 = 100;
 
 /// Starts the stack, runs every scenario, prints the figures and stops it.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let options = StackOptions {
-        topology: settings.topology,
-        name: "bench",
-        service_env: Vec::new(),
-    };
+    let options = StackOptions::new("bench", settings.topology);
     let stack = Stack::start(&settings.database_url, &options).await?;
     let outcome = Bench::new(&stack, &settings).await;
     let outcome = match outcome {

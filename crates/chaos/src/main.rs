@@ -111,8 +111,6 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         args.seed, args.orders, args.minutes, args.topology
     );
     let options = StackOptions {
-        topology: args.topology,
-        name: "chaos",
         service_env: [
             (
                 "ORDER_DOWNSTREAM_TIMEOUT_MS",
@@ -125,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect(),
+        ..StackOptions::new("chaos", args.topology)
     };
     let stack = Stack::start(&admin_dsn, &options).await?;
     inject_faults(&stack);

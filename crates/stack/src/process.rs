@@ -1,6 +1,7 @@
-//! Child processes of the embedded default: started in a process group of their own
-//! and so that they die with us, stopped gracefully, and checked to be the ones that
-//! listen on their ports; and the check that a port is free before anything starts.
+//! Child processes of the stack (PostgreSQL, restate-server, the service): started
+//! in a process group of their own and so that they die with us, stopped gracefully,
+//! and checked to be the ones that listen on their ports; the check that a port is
+//! free before anything starts; the service's `ready` line.
 
 use std::io::ErrorKind;
 use std::path::Path;

@@ -1,9 +1,14 @@
-//! A private PostgreSQL cluster for the embedded default, made with `initdb` and kept
-//! under the data directory between runs.
+//! The read model's PostgreSQL: a database of its own made on a given server (the
+//! tests, the chaos run, the benchmark), or a private cluster for `dev`, made with
+//! `initdb` and kept under the data directory between runs.
 
-use super::process::{isolate, stop, wait_listening, PortUse};
+use crate::process::{isolate, stop, wait_listening, PortUse};
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -18,6 +23,65 @@ pub fn with_database(dsn: &str, db: &str) -> String {
         Some(q) => format!("{server}/{db}?{q}"),
         None => format!("{server}/{db}"),
     }
+}
+
+/// A database made for one run on an existing server, dropped after it.
+#[derive(Debug, Clone)]
+pub struct ServerDatabase {
+    /// DSN of the server's maintenance database, where it is made and dropped.
+    admin_dsn: String,
+    pub name: String,
+    /// DSN of the database itself.
+    pub dsn: String,
+}
+
+impl ServerDatabase {
+    /// Makes the empty database `name` on the server at `admin_dsn`.
+    pub async fn create(admin_dsn: &str, name: &str) -> anyhow::Result<ServerDatabase> {
+        let mut admin = quiet_connection(admin_dsn)
+            .await
+            .with_context(|| format!("PostgreSQL reachable at {admin_dsn}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        let _ = admin.close().await;
+        Ok(ServerDatabase {
+            admin_dsn: admin_dsn.to_owned(),
+            name: name.to_owned(),
+            dsn: with_database(admin_dsn, name),
+        })
+    }
+
+    /// Drops the database, with whatever connections are still open to it.
+    pub async fn drop_database(&self) -> anyhow::Result<()> {
+        let mut admin = quiet_connection(&self.admin_dsn).await?;
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::query(&drop).execute(&mut admin).await?;
+        let _ = admin.close().await;
+        Ok(())
+    }
+
+    /// [`drop_database`](ServerDatabase::drop_database) where nothing can be
+    /// awaited (in `Drop`): on a thread and a runtime of its own, waited for.
+    pub fn drop_database_blocking(&self) {
+        let database = self.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                let _ = runtime.block_on(database.drop_database());
+            }
+        })
+        .join();
+    }
+}
+
+/// A connection that does not log its statements, however long they take (dropping
+/// a database of a million orders does).
+pub async fn quiet_connection(dsn: &str) -> anyhow::Result<PgConnection> {
+    let options = PgConnectOptions::from_str(dsn)?.disable_statement_logging();
+    Ok(PgConnection::connect_with(&options).await?)
 }
 
 /// A running private cluster.
@@ -190,7 +254,7 @@ impl PrivateCluster {
                     self.log_path.display()
                 );
             }
-            match crate::read_model::connect(&admin_dsn, 1).await {
+            match order_service::read_model::connect(&admin_dsn, 1).await {
                 Ok(pool) => break pool,
                 Err(e) if start.elapsed() > Duration::from_secs(30) => {
                     anyhow::bail!(

@@ -1,12 +1,41 @@
-//! A TCP balancer for the `cluster` command: one address for the Restate
-//! deployment, in front of the endpoints of several service replicas, as a load
-//! balancer or a Kubernetes service is in production.
+//! A TCP balancer for several service replicas (`cluster`, and the stack of the
+//! chaos run and the benchmark): one address for the Restate deployment, in front of
+//! the replicas' endpoints, as a load balancer or a Kubernetes service is in
+//! production.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A balancer running in this process until [`Balancer::stop`].
+pub struct Balancer {
+    /// The deployment URL: `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Balancer {
+    /// Balances the connections accepted on `listener` over `backends`.
+    pub fn start(listener: TcpListener, backends: Vec<SocketAddr>) -> std::io::Result<Balancer> {
+        let url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(balance(listener, backends, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Ok(Balancer { url, stop, task })
+    }
+
+    /// Stops accepting connections (those under way go on until they close).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
 
 /// Hands each connection accepted on `listener` to the next of `backends` (in turn)
 /// that takes it, until `shutdown` completes.

@@ -1,19 +1,20 @@
-//! The embedded default (`order-service dev`): a private PostgreSQL, restate-server
-//! and the downstream simulator on this machine beside the service, each started only
-//! when the configuration does not name one, and watched while the service runs.
+//! The embedded default (`order-stack dev`): a private PostgreSQL, restate-server
+//! and the downstream simulator on this machine beside the service (in this
+//! process), each started only when the configuration does not name one, and
+//! watched while the service runs.
 //!
 //! Start-up cannot hijack another copy: every port is checked free before anything
 //! starts, and each child must be the process that listens on its ports (a second
 //! copy's restate-server that could not listen would otherwise leave this copy
 //! registering itself on the first copy's engine).
 
-use crate::config::Config;
-use crate::engine::admin::Admin;
-use crate::engine::postgres::PrivateCluster;
-use crate::engine::process::{check_ports_free, free_port, PortUse};
-use crate::engine::restate_server::{self, RestateServer, RestateSettings};
-use crate::engine::secrets::{LocalSecrets, RequestIdentity};
-use crate::startup::{announce_ready, stop_signal, Backends, RunningService};
+use crate::postgres::PrivateCluster;
+use crate::process::{check_ports_free, free_port, PortUse};
+use crate::restate_server::{self, RestateServer, RestateSettings};
+use order_service::config::Config;
+use order_service::engine::admin::Admin;
+use order_service::engine::secrets::{LocalSecrets, RequestIdentity};
+use order_service::startup::{announce_ready, stop_signal, Backends, RunningService};
 use order_sim::{SimConfig, SimHandle, Simulator};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -277,15 +278,16 @@ fn plan(config: &Config) -> anyhow::Result<Plan> {
     };
     let restate = match (&config.restate_ingress_urls, &config.restate_admin_urls) {
         (Some(_), Some(_)) => None,
-        _ => Some(RestateSettings {
-            bin: restate_server::find_binary(config.restate_server_bin.as_deref())?,
-            base_dir: std::path::absolute(config.data_dir.join("restate"))?,
-            ingress_port: config.restate_ingress_port,
-            admin_port: config.restate_admin_port,
-            node_port: config.restate_node_port,
-            cluster: None,
-            identity_key: Some(RequestIdentity::in_dir(&config.data_dir)?.private_key_file),
-        }),
+        _ => Some(RestateSettings::single(
+            &restate_server::find_binary(config.restate_server_bin.as_deref())?,
+            &std::path::absolute(config.data_dir.join("restate"))?,
+            (
+                config.restate_ingress_port,
+                config.restate_admin_port,
+                config.restate_node_port,
+            ),
+            Some(RequestIdentity::in_dir(&config.data_dir)?.private_key_file),
+        )),
     };
     Ok(Plan {
         postgres,

@@ -1,15 +1,22 @@
-//! Runs a local `restate-server` (the pinned npm package) for the embedded default
-//! and the tests: a single node, or the nodes of a cluster on this machine
-//! ([`RestateCluster`]).
+//! Runs a local `restate-server` (the pinned npm package) for `dev`, `cluster`, the
+//! tests, the chaos run and the benchmark: a single node, or the nodes of a cluster
+//! on this machine ([`RestateCluster`]).
 
-use super::process::{isolate, stop, wait_listening, PortUse};
+use crate::process::{free_port, isolate, stop, wait_listening, PortUse};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// The project's `restate.toml`, written next to the server's data at start.
-const CONFIG: &str = include_str!("../../restate.toml");
+/// The project's `restate.toml` (at the root of the workspace), written next to the
+/// server's data at start.
+const CONFIG: &str = include_str!("../../../restate.toml");
+
+/// Restate nodes in a cluster on this machine (`cluster`, and the stack of the chaos
+/// run and the benchmark).
+pub const NODES: usize = 3;
+/// On how many of them each log record and partition is kept.
+pub const REPLICATION: u8 = 2;
 
 /// Where and how to run the server.
 #[derive(Debug, Clone)]
@@ -42,6 +49,39 @@ pub struct ClusterMember {
 }
 
 impl RestateSettings {
+    /// A single node with the project's `restate.toml`, its data under `base_dir`,
+    /// listening on `(ingress, admin, node)` ports of the loopback.
+    pub fn single(
+        bin: &Path,
+        base_dir: &Path,
+        (ingress_port, admin_port, node_port): (u16, u16, u16),
+        identity_key: Option<PathBuf>,
+    ) -> RestateSettings {
+        RestateSettings {
+            bin: bin.to_owned(),
+            base_dir: base_dir.to_owned(),
+            ingress_port,
+            admin_port,
+            node_port,
+            cluster: None,
+            identity_key,
+        }
+    }
+
+    /// A single node on free ports of the loopback, its data under `base_dir`, with
+    /// the binary that `RESTATE_SERVER_BIN` names or [`find_binary`] finds.
+    pub fn on_free_ports(
+        base_dir: &Path,
+        identity_key: Option<PathBuf>,
+    ) -> anyhow::Result<RestateSettings> {
+        Ok(RestateSettings::single(
+            &configured_binary()?,
+            base_dir,
+            free_ports()?,
+            identity_key,
+        ))
+    }
+
     /// The three ports the server listens on, with the variables that set them.
     pub fn ports(&self) -> [PortUse; 3] {
         let on = |var, port| PortUse::set_by(var, "127.0.0.1", port);
@@ -141,6 +181,18 @@ pub struct RestateServer {
     pub admin_url: String,
 }
 
+/// Three free ports of the loopback: ingress, admin and node.
+pub fn free_ports() -> std::io::Result<(u16, u16, u16)> {
+    Ok((free_port()?, free_port()?, free_port()?))
+}
+
+/// The restate-server binary that `RESTATE_SERVER_BIN` names, else the one
+/// [`find_binary`] finds.
+pub fn configured_binary() -> anyhow::Result<PathBuf> {
+    let configured = std::env::var_os("RESTATE_SERVER_BIN").map(PathBuf::from);
+    find_binary(configured.as_deref())
+}
+
 /// Finds the restate-server binary: `configured` (`RESTATE_SERVER_BIN`), else the one
 /// `make setup` installed under `node_modules/`, else `restate-server` on the PATH.
 pub fn find_binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -159,9 +211,10 @@ pub fn find_binary(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     };
     let relative =
         format!("node_modules/@restatedev/restate-server-linux-{arch}/bin/restate-server");
+    // The workspace root, two folders above this crate.
     let roots = [
         std::env::current_dir().ok(),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")),
     ];
     if let Some(found) = roots
         .into_iter()
@@ -249,14 +302,16 @@ pub struct RestateCluster {
 
 impl RestateCluster {
     /// Settings for a cluster `name` of one node per `(ingress, admin, node)` ports
-    /// triple, each with its data under `base_dir/n<i>` (i from 1); node 1
-    /// provisions it, and everything is kept on `replication` nodes.
+    /// triple, each with its data under `base_dir/n<i>` (i from 1) and signing with
+    /// `identity_key`; node 1 provisions it, and everything is kept on
+    /// `replication` nodes.
     pub fn settings(
         bin: &Path,
         base_dir: &Path,
         name: &str,
         ports: &[(u16, u16, u16)],
         replication: u8,
+        identity_key: Option<&Path>,
     ) -> Vec<RestateSettings> {
         let members: Vec<u16> = ports.iter().map(|(_, _, node)| *node).collect();
         ports
@@ -269,7 +324,7 @@ impl RestateCluster {
                     ingress_port,
                     admin_port,
                     node_port,
-                    identity_key: None,
+                    identity_key: identity_key.map(Path::to_owned),
                     cluster: Some(ClusterMember {
                         cluster_name: name.to_owned(),
                         node_name: format!("n{}", i + 1),
@@ -400,7 +455,7 @@ async fn spawn(settings: &RestateSettings, append_log: bool) -> anyhow::Result<C
     let ready = async {
         // The admin API may answer from another copy's server on that port: the
         // check of who listens tells.
-        let admin = super::admin::Admin::new(&[&admin_url]);
+        let admin = order_service::engine::admin::Admin::new(&[&admin_url]);
         let start = std::time::Instant::now();
         while !admin.healthy().await {
             if let Some(status) = child.try_wait()? {

@@ -1,29 +1,22 @@
-//! `order-service cluster`: the topology of production on one machine. Three
+//! `order-stack cluster`: the topology of production on one machine. Three
 //! restate-server nodes form one cluster (replicated log and Raft metadata on every
 //! node, each partition and log record on two), and two replicas of the service
 //! stand behind it: each lists all three ingress and admin URLs, in a different
 //! order, and both serve one registered deployment through a TCP balancer. A private
 //! PostgreSQL and the simulator come from `dev` ([`DevStack`]).
 
-use crate::config::Config;
+use crate::balancer::Balancer;
 use crate::dev::{describe, restart, with_local_secrets, DevStack, Watched};
-use crate::engine::balancer;
-use crate::engine::process::{check_ports_free, free_port, PortUse};
-use crate::engine::restate_server::{self, RestateCluster, RestateServer};
-use crate::engine::secrets::RequestIdentity;
-use crate::startup::{listen, stop_signal, Backends, RunningService};
+use crate::process::{check_ports_free, free_port, PortUse};
+use crate::restate_server::{self, RestateCluster, RestateServer, NODES, REPLICATION};
+use crate::service::{replica_backends, REPLICAS};
+use order_service::config::Config;
+use order_service::engine::secrets::RequestIdentity;
+use order_service::startup::{listen, stop_signal, RunningService};
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::task::Poll;
-use tokio::sync::watch;
-
-/// Restate nodes in the cluster.
-pub const NODES: usize = 3;
-/// Service replicas behind it.
-pub const REPLICAS: usize = 2;
-/// On how many nodes each log record and partition is kept.
-pub const REPLICATION: u8 = 2;
 
 /// Where the parts of the cluster listen.
 struct Plan {
@@ -109,7 +102,7 @@ struct Parts {
     nodes: Vec<Watched<RestateServer>>,
     stack: DevStack,
     replicas: Vec<RunningService>,
-    balancer: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    balancer: Option<Balancer>,
 }
 
 impl Parts {
@@ -153,17 +146,15 @@ impl Parts {
             let bin = restate_server::find_binary(config.restate_server_bin.as_deref())?;
             std::fs::create_dir_all(&config.data_dir)?;
             let base_dir = std::path::absolute(&config.data_dir)?;
-            let mut settings = RestateCluster::settings(
+            let identity = RequestIdentity::in_dir(&config.data_dir)?;
+            let settings = RestateCluster::settings(
                 &bin,
                 &base_dir,
                 "order-service",
                 &plan.nodes,
                 REPLICATION,
+                Some(&identity.private_key_file),
             );
-            let identity = RequestIdentity::in_dir(&config.data_dir)?;
-            for node in &mut settings {
-                node.identity_key = Some(identity.private_key_file.clone());
-            }
             tracing::info!(nodes = NODES, "starting the restate cluster");
             let cluster = RestateCluster::start(&settings).await?;
             let urls = (cluster.ingress_urls(), cluster.admin_urls());
@@ -201,18 +192,14 @@ impl Parts {
             .await?;
 
         let deployment = listen(host, plan.deployment_port).await?;
-        let deployment_url = format!("http://127.0.0.1:{}", deployment.local_addr()?.port());
         let endpoints = plan
             .replicas
             .iter()
             .map(|&(_, _, endpoint)| std::net::SocketAddr::from(([127, 0, 0, 1], endpoint)))
             .collect();
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(balancer::balance(deployment, endpoints, async move {
-            let mut stopped = stopped;
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
-        self.balancer = Some((stop, task));
+        let balancer = Balancer::start(deployment, endpoints)?;
+        let deployment_url = balancer.url.clone();
+        self.balancer = Some(balancer);
 
         for (i, &(http_port, grpc_port, endpoint_port)) in plan.replicas.iter().enumerate() {
             let replica_config = Config {
@@ -222,19 +209,15 @@ impl Parts {
                 restate_endpoint_url: Some(deployment_url.clone()),
                 ..config.clone()
             };
-            let replica_backends = Backends {
-                ingress_urls: rotated(&ingress_urls, i),
-                admin_urls: rotated(&admin_urls, i),
-                ..backends.clone()
-            };
-            let replica = RunningService::start(&replica_config, &replica_backends).await?;
+            let listed = replica_backends(&backends, i);
+            let replica = RunningService::start(&replica_config, &listed).await?;
             tracing::info!(
                 replica = i + 1,
                 api = %replica.local_url(),
                 grpc = %replica.grpc_addr,
                 endpoint = %replica.endpoint_addr,
                 deployment = %deployment_url,
-                ingress = %replica_backends.ingress_urls.join(","),
+                ingress = %listed.ingress_urls.join(","),
                 "service replica serving"
             );
             self.replicas.push(replica);
@@ -263,9 +246,8 @@ impl Parts {
         for replica in self.replicas.drain(..) {
             replica.stop().await;
         }
-        if let Some((stop, task)) = self.balancer.take() {
-            let _ = stop.send(true);
-            let _ = task.await;
+        if let Some(balancer) = self.balancer.take() {
+            balancer.stop().await;
         }
         let nodes = std::mem::take(&mut self.nodes)
             .into_iter()
@@ -274,16 +256,6 @@ impl Parts {
         RestateCluster { nodes }.stop().await;
         self.stack.stop().await;
     }
-}
-
-/// `urls` starting at entry `by`: each replica starts on another node.
-fn rotated(urls: &[String], by: usize) -> Vec<String> {
-    let mut urls = urls.to_vec();
-    if !urls.is_empty() {
-        let by = by % urls.len();
-        urls.rotate_left(by);
-    }
-    urls
 }
 
 /// The first node to exit, and how; never, when there is none. Cancel safe.
@@ -312,14 +284,6 @@ async fn next_death(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_replica_starts_on_another_node() {
-        let urls: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        assert_eq!(rotated(&urls, 0), ["a", "b", "c"]);
-        assert_eq!(rotated(&urls, 1), ["b", "c", "a"]);
-        assert_eq!(rotated(&urls, 4), ["b", "c", "a"]);
-    }
 
     #[test]
     fn ports_follow_the_configured_ones() {
