@@ -1,9 +1,8 @@
 # syntax=docker/dockerfile:1
 
-# Build: the service's release binary alone (`order-service`), without the default
-# `faults` feature: no fault hooks in the sagas, and no simulator nor code that
-# starts PostgreSQL or restate-server (those are the `order-stack` crate's) in the
-# production image. The cache mounts keep the crate registry and the target folder
+# Build: the service's release binary alone (`order-service`): no simulator, no
+# fault hook and no code that starts PostgreSQL or restate-server (those are the
+# `order-stack` crate's) in the production image. The cache mounts keep the crate registry and the target folder
 # between builds (BuildKit).
 FROM rust:1.90-bookworm AS builder
 WORKDIR /src
@@ -11,7 +10,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p order-service --no-default-features \
+    cargo build --release --locked -p order-service \
     && cp target/release/order-service /usr/local/bin/order-service
 
 # The simulator for compose.yaml (`docker build --target simulator`): the

@@ -1,5 +1,9 @@
-# One release profile for everything: the tests start the same binary `make run` uses.
+# One release profile and one build for everything: every target below builds the
+# whole workspace the same way (same features, so nothing is built twice) and runs
+# its binary from the target folder; the tests start the binaries `make run` uses.
 CARGO ?= cargo
+BUILD = $(CARGO) build --release --workspace --all-targets
+BIN = $${CARGO_TARGET_DIR:-target}/release
 
 PYTHON ?= python3
 
@@ -15,25 +19,26 @@ CLUSTER ?=
 ## Install what is missing from the system (Debian/Ubuntu: Node.js, PostgreSQL's
 ## server binaries, Python's venv, Chromium and its driver; elsewhere it prints the
 ## command), the pinned restate-server (npm, with its lockfile), schemathesis (PyPI,
-## pinned, into .venv), and build exactly what `make run` and `make test` run: the
-## `order-stack` binary, and every crate of the workspace with its tests.
+## pinned, into .venv), and build the workspace once: what `make run`, `make test`,
+## `make chaos` and `make bench` run.
 setup:
 	scripts/system-packages
 	npm ci --no-audit --no-fund
 	$(PYTHON) -m venv .venv
 	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/schemathesis/requirements.txt
-	$(CARGO) build --release -p order-stack
-	$(CARGO) test --release --workspace --no-run
+	$(BUILD)
 
 ## The embedded default (`order-stack dev`): private PostgreSQL, restate-server,
 ## simulator, and the service in the same process.
 run:
-	$(CARGO) run --release -p order-stack -- dev
+	$(BUILD)
+	$(BIN)/order-stack dev
 
 ## The same with a 3-node Restate cluster and two service replicas behind it
 ## (`order-stack cluster`).
 cluster:
-	$(CARGO) run --release -p order-stack -- cluster
+	$(BUILD)
+	$(BIN)/order-stack cluster
 
 ## Every test, on the PostgreSQL at TEST_DATABASE_URL, else the local one on 5432,
 ## else a private one made for the run (scripts/with-postgres). The end-to-end tests
@@ -51,21 +56,22 @@ api-check:
 ## million orders; CLUSTER=1 runs it on three Restate nodes and two replicas. Needs
 ## a PostgreSQL at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 bench:
-	$(CARGO) build --release -p order-service -p order-bench --bins
-	$${CARGO_TARGET_DIR:-target}/release/order-bench $(if $(CLUSTER),--cluster)
+	$(BUILD)
+	$(BIN)/order-bench $(if $(CLUSTER),--cluster)
 
 ## GET /orders/analytics over a million orders, in a database of its own made on the
 ## PostgreSQL server at BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 bench-analytics:
-	$(CARGO) run --release -p order-bench -- analytics
+	$(BUILD)
+	$(BIN)/order-bench analytics
 
 ## Every flow under downstream faults while the service and restate-server are
 ## killed and restarted, then every invariant checked order by order; non-zero on
 ## any violation. On the PostgreSQL at CHAOS_DATABASE_URL or TEST_DATABASE_URL, else
 ## the local one on 5432, else a private one made for the run.
 chaos:
-	$(CARGO) build --release -p order-service -p order-chaos --bins
-	scripts/with-postgres $${CARGO_TARGET_DIR:-target}/release/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES) $(if $(CLUSTER),--cluster)
+	$(BUILD)
+	scripts/with-postgres $(BIN)/order-chaos --seed $(SEED) --orders $(ORDERS) --minutes $(MINUTES) $(if $(CLUSTER),--cluster)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -118,17 +118,20 @@ pub struct DownstreamAddrs {
 }
 
 impl DownstreamAddrs {
+    /// Each address with the variable that sets it.
+    pub fn by_variable(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("ORDER_WAREHOUSE_SERVICE_ADDR", &self.warehouse),
+            ("ORDER_PAYMENT_SERVICE_ADDR", &self.payment),
+            ("ORDER_FULFILLMENT_SERVICE_ADDR", &self.fulfillment),
+            ("ORDER_NOTIFICATION_SERVICE_ADDR", &self.notification),
+            ("ORDER_PUBSUB_ADDR", &self.pubsub),
+        ]
+    }
+
     /// True when at least one service has no address and so needs the simulator.
     pub fn any_missing(&self) -> bool {
-        [
-            &self.warehouse,
-            &self.payment,
-            &self.fulfillment,
-            &self.notification,
-            &self.pubsub,
-        ]
-        .iter()
-        .any(|a| a.is_none())
+        self.by_variable().iter().any(|(_, a)| a.is_none())
     }
 
     /// Fills every missing address with `url`.

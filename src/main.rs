@@ -1,7 +1,9 @@
 //! `order-service serve | migrate | secrets`.
 
 use order_service::config::Config;
-use order_service::{read_model, startup, telemetry};
+use order_service::startup::Usage;
+use order_service::workflows::Faults;
+use order_service::{read_model, startup};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: order-service <command>
@@ -13,57 +15,24 @@ const USAGE: &str = "usage: order-service <command>
 
 Everything on this machine (private PostgreSQL, restate-server, the downstream
 simulator and the service): `make run`, or `order-stack dev | cluster | sim`.
-Load figures: `make bench` (`cargo run --release -p order-bench`).";
+Load figures: `make bench`.";
 
 fn main() -> ExitCode {
-    // Before the runtime: the trace exporter's blocking HTTP client must not be
-    // made or dropped inside it.
-    telemetry::init(order_service::config::default_value("RUST_LOG"));
-    let code = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("order-service: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
+    startup::command_line("order-service", |command, config| async move {
+        match command.as_str() {
+            "serve" => startup::serve(config, Faults::default()).await,
+            "migrate" => migrate(config).await,
+            "secrets" => secrets(),
+            "dev" | "cluster" | "sim" => Err(Usage(format!(
+                "order-service: no `{command}` here: it is `order-stack {command}`, which runs \
+                 PostgreSQL, restate-server and the simulator beside the service (`make run`, \
+                 `make cluster`); this binary is the service alone (`serve`, `migrate`, \
+                 `secrets`)"
+            ))
+            .into()),
+            _ => Err(Usage(USAGE.into()).into()),
         }
-    };
-    telemetry::shutdown();
-    code
-}
-
-async fn run() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_default();
-    if matches!(command.as_str(), "dev" | "cluster" | "sim") {
-        eprintln!(
-            "order-service: no `{command}` here: it is `order-stack {command}`, which runs \
-             PostgreSQL, restate-server and the simulator beside the service (`make run`, \
-             `make cluster`); this binary is the service alone (`serve`, `migrate`, \
-             `secrets`)"
-        );
-        return ExitCode::from(2);
-    }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("order-service: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let outcome = match command.as_str() {
-        "serve" => startup::serve(config).await,
-        "migrate" => migrate(config).await,
-        "secrets" => secrets(),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("order-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

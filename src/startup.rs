@@ -13,6 +13,7 @@ use crate::workflows::{self, Deps};
 use crate::{grpc, read_model, relay};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -73,8 +74,13 @@ pub struct RunningService {
 
 impl RunningService {
     /// Starts the service: migrates the read model, serves the Restate endpoint,
-    /// registers it with Restate, then serves the API.
-    pub async fn start(config: &Config, backends: &Backends) -> anyhow::Result<RunningService> {
+    /// registers it with Restate, then serves the API. `faults` are the tests'
+    /// (`Faults::default()`: none).
+    pub async fn start(
+        config: &Config,
+        backends: &Backends,
+        faults: workflows::Faults,
+    ) -> anyhow::Result<RunningService> {
         // Installed before any handler can record a metric.
         crate::metrics::handle();
         tracing::info!(
@@ -115,7 +121,7 @@ impl RunningService {
             return_window: config.return_window,
             return_parcel_wait: config.return_parcel_wait,
             caller_key: internal_key.clone(),
-            faults: workflows::Faults::from_env(),
+            faults,
         };
         // What this code serves, asked in process: no request identity needed.
         let served = endpoint::handlers(&workflows::endpoint(deps.clone(), &[])?).await?;
@@ -197,17 +203,11 @@ impl RunningService {
 }
 
 /// `serve`: the service alone, against the PostgreSQL, Restate and downstream
-/// services the configuration names.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// services the configuration names, with `faults` (none but in the tests' stack).
+pub async fn serve(config: Config, faults: workflows::Faults) -> anyhow::Result<()> {
     let missing = |var: &str| anyhow::anyhow!("{var} must be set for `serve`");
     let downstream = &config.downstream;
-    for (var, addr) in [
-        ("ORDER_WAREHOUSE_SERVICE_ADDR", &downstream.warehouse),
-        ("ORDER_PAYMENT_SERVICE_ADDR", &downstream.payment),
-        ("ORDER_FULFILLMENT_SERVICE_ADDR", &downstream.fulfillment),
-        ("ORDER_NOTIFICATION_SERVICE_ADDR", &downstream.notification),
-        ("ORDER_PUBSUB_ADDR", &downstream.pubsub),
-    ] {
+    for (var, addr) in downstream.by_variable() {
         addr.as_ref().ok_or_else(|| missing(var))?;
     }
     let backends = Backends {
@@ -225,7 +225,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| vec![format!("http://127.0.0.1:{}", config.restate_admin_port)]),
         downstream: downstream.clone(),
     };
-    let service = RunningService::start(&config, &backends).await?;
+    let service = RunningService::start(&config, &backends, faults).await?;
     announce_ready(&service);
     stop_signal().await;
     service.stop().await;
@@ -301,4 +301,50 @@ mod tests {
             "{e}"
         );
     }
+}
+
+/// A command line that cannot run as given (an unknown command, a command of the
+/// other binary): printed as it is, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// The `main` of a binary named `program`: tracing set up before the runtime (the
+/// trace exporter's blocking HTTP client must not be made or dropped inside it) and
+/// flushed after; `run` gets the command and the configuration. A bad configuration
+/// or a [`Usage`] error is exit code 2, any other error 1.
+pub fn command_line<F>(program: &str, run: impl FnOnce(String, Config) -> F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(crate::config::default_value("RUST_LOG"));
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(async {
+            let command = std::env::args().nth(1).unwrap_or_default();
+            let config = match Config::from_env() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{program}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run(command, config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is::<Usage>() => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("{program}: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    crate::telemetry::shutdown();
+    code
 }

@@ -28,9 +28,9 @@ pub fn restate_settings(dir: &std::path::Path) -> RestateSettings {
     RestateSettings::on_free_ports(&dir.join("restate"), Some(identity)).unwrap()
 }
 
-/// The `order-stack` binary (`dev`, `cluster`), beside the service's: cargo builds
-/// it with every binary of the workspace (`make test`: `cargo test --workspace`), not
-/// for this package's tests alone.
+/// The `order-stack` binary (`dev`, `cluster`, `serve` with the fault hook), beside
+/// the service's: cargo builds it with every binary of the workspace (`make test`:
+/// `cargo test --workspace`), not for this package's tests alone.
 pub fn order_stack_bin() -> PathBuf {
     let bin =
         std::path::Path::new(env!("CARGO_BIN_EXE_order-service")).with_file_name("order-stack");
@@ -82,7 +82,7 @@ impl TestApp {
             true => Topology::Cluster,
             false => Topology::Single,
         };
-        let service_env = [
+        let service_env: Vec<(String, String)> = [
             ("ORDER_DOWNSTREAM_TIMEOUT_MS", "3000".to_owned()),
             ("ORDER_DB_MAX_CONNECTIONS", "8".to_owned()),
         ]
@@ -90,12 +90,22 @@ impl TestApp {
         .chain(options.env)
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        // The service a deployment runs, or `order-stack serve` (the same service
+        // with the tests' fault hook) when the test sets that hook.
+        let service_bin = if service_env
+            .iter()
+            .any(|(k, _)| k.starts_with("ORDER_FAULT_"))
+        {
+            order_stack_bin()
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_order-service"))
+        };
         let stack_options = StackOptions {
             // One service, also on a cluster.
             replicas: 1,
             service_env,
             sim: options.sim,
-            service_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_order-service"))),
+            service_bin: Some(service_bin),
             service_log_filter: std::env::var("RUST_LOG")
                 .unwrap_or_else(|_| "info,restate_sdk=warn".into()),
             service_stderr_inherit: std::env::var_os("TEST_LOG").is_some(),

@@ -396,7 +396,7 @@ async fn a_made_up_method_is_405_and_mints_no_metric_series() {
 }
 
 #[tokio::test]
-async fn the_console_cannot_be_framed_or_sniffed() {
+async fn the_console_is_sent_with_a_policy_that_forbids_framing_and_sniffing() {
     let api = Api::new(false, not_accepted()).await;
 
     let response = api
@@ -414,7 +414,18 @@ async fn the_console_cannot_be_framed_or_sniffed() {
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default()
     };
-    assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+    let policy = header("content-security-policy");
+    let directives: Vec<&str> = policy.split(';').map(str::trim).collect();
+    assert!(directives.contains(&"frame-ancestors 'none'"), "{policy}");
+    assert!(directives.contains(&"default-src 'none'"), "{policy}");
+    // The page's own script runs by its hash, and nothing inline else.
+    let script = directives
+        .iter()
+        .find(|d| d.starts_with("script-src "))
+        .unwrap_or_else(|| panic!("no script-src: {policy}"));
+    assert!(script.contains("'sha256-"), "{policy}");
+    assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"));
     assert_eq!(header("x-frame-options"), "DENY");
     assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(header("content-type").starts_with("text/html"));
 }

@@ -210,7 +210,8 @@ impl Parts {
                 ..config.clone()
             };
             let listed = replica_backends(&backends, i);
-            let replica = RunningService::start(&replica_config, &listed).await?;
+            let replica =
+                RunningService::start(&replica_config, &listed, crate::faults::from_env()).await?;
             tracing::info!(
                 replica = i + 1,
                 api = %replica.local_url(),

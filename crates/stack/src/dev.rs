@@ -86,7 +86,7 @@ pub fn with_local_secrets(config: Config) -> anyhow::Result<Config> {
 
 async fn start_service(stack: &mut DevStack, config: &Config) -> anyhow::Result<RunningService> {
     let backends = stack.start(config).await?;
-    RunningService::start(config, &backends).await
+    RunningService::start(config, &backends, crate::faults::from_env()).await
 }
 
 /// Waits for a stop signal, restarting the children that die meanwhile; an error

@@ -3,7 +3,7 @@
 //! restate-server (one node, or a cluster of three), the downstream simulator, and
 //! the service (in this process, or as `order-service serve` child processes).
 //!
-//! They make the commands `order-stack dev | cluster | sim` ([`dev`], [`cluster`])
+//! They make the commands `order-stack dev | cluster | sim | serve` ([`dev`], [`cluster`])
 //! and the [`Stack`] that the end-to-end tests, the chaos run and the benchmark
 //! stand on.
 
@@ -13,6 +13,8 @@ pub mod balancer;
 pub mod cluster;
 /// `order-stack dev`: the embedded default, watched while it runs.
 pub mod dev;
+/// The fault hook the tests set in the sagas.
+pub mod faults;
 /// A database on a given server, or a private PostgreSQL cluster.
 pub mod postgres;
 /// Child processes: started, watched, stopped; the ports they take.

@@ -1,7 +1,7 @@
-//! `order-stack dev | cluster | sim`.
+//! `order-stack dev | cluster | sim | serve`.
 
 use order_service::config::Config;
-use order_service::{startup, telemetry};
+use order_service::startup::{self, Usage};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: order-stack <command>
@@ -10,50 +10,22 @@ const USAGE: &str = "usage: order-stack <command>
            restate-server, the downstream simulator and the service
   cluster  like dev, with a 3-node Restate cluster and two service replicas behind it
   sim      the downstream simulator alone, on ORDER_SIM_PORT (9010)
+  serve    `order-service serve` with the fault hook the tests set
+           (ORDER_FAULT_PAUSE_AFTER_PROJECTION=<saga>); never for a deployment
 
 The service alone (`serve`, `migrate`, `secrets`) is `order-service`.
 Settings: the service's ORDER_* variables (docs/configuration.md).";
 
 fn main() -> ExitCode {
-    // Before the runtime: the trace exporter's blocking HTTP client must not be
-    // made or dropped inside it.
-    telemetry::init(order_service::config::default_value("RUST_LOG"));
-    let code = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("order-stack: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
+    startup::command_line("order-stack", |command, config| async move {
+        match command.as_str() {
+            "dev" => order_stack::dev::run(config).await,
+            "cluster" => order_stack::cluster::run(config).await,
+            "sim" => run_sim(config).await,
+            "serve" => startup::serve(config, order_stack::faults::from_env()).await,
+            _ => Err(Usage(USAGE.into()).into()),
         }
-    };
-    telemetry::shutdown();
-    code
-}
-
-async fn run() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_default();
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("order-stack: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let outcome = match command.as_str() {
-        "dev" => order_stack::dev::run(config).await,
-        "cluster" => order_stack::cluster::run(config).await,
-        "sim" => run_sim(config).await,
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("order-stack: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// `sim`: the downstream simulator alone, until Ctrl-C or SIGTERM.

@@ -70,13 +70,7 @@ pub fn serve_env(backends: &Backends, ports: &ServicePorts) -> Vec<(String, Stri
         ("ORDER_RESTATE_INGRESS_URL", backends.ingress_urls.join(",")),
         ("ORDER_RESTATE_ADMIN_URL", backends.admin_urls.join(",")),
     ];
-    for (var, addr) in [
-        ("ORDER_WAREHOUSE_SERVICE_ADDR", &downstream.warehouse),
-        ("ORDER_PAYMENT_SERVICE_ADDR", &downstream.payment),
-        ("ORDER_FULFILLMENT_SERVICE_ADDR", &downstream.fulfillment),
-        ("ORDER_NOTIFICATION_SERVICE_ADDR", &downstream.notification),
-        ("ORDER_PUBSUB_ADDR", &downstream.pubsub),
-    ] {
+    for (var, addr) in downstream.by_variable() {
         if let Some(addr) = addr {
             env.push((var, addr.clone()));
         }
