@@ -43,9 +43,10 @@ cluster:
 ## Every test, on the PostgreSQL at TEST_DATABASE_URL, else the local one on 5432,
 ## else a private one made for the run (scripts/with-postgres). The end-to-end tests
 ## stand on crates/stack; those of `dev` and `cluster` run the `order-stack` binary
-## that this builds beside the service's.
+## that this builds beside the service's. Four tests at a time by default
+## (RUST_TEST_THREADS): an end-to-end test mostly waits on its processes.
 test:
-	scripts/with-postgres $(CARGO) test --release --workspace
+	RUST_TEST_THREADS=$${RUST_TEST_THREADS:-4} scripts/with-postgres $(CARGO) test --release --workspace
 
 ## The running service against its OpenAPI document, with schemathesis (see docs/guide.md).
 api-check:
