@@ -149,10 +149,12 @@ fn post(path: &str) -> axum::http::request::Builder {
     Request::post(format!("/api/v1{path}")).header("content-type", "application/json")
 }
 
-fn token(sub: &str, roles: &[&str]) -> String {
-    let claims = json!({ "sub": sub, "roles": roles, "exp": chrono::Utc::now().timestamp() + 600 });
+/// `request` with the bearer token of customer `id` (no roles).
+fn as_customer(request: axum::http::request::Builder, id: Uuid) -> axum::http::request::Builder {
+    let claims = json!({ "sub": id, "exp": chrono::Utc::now().timestamp() + 600 });
     let key = EncodingKey::from_secret(SECRET.as_bytes());
-    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    let token = encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+    request.header("authorization", format!("Bearer {token}"))
 }
 
 fn mug_order(customer: Uuid) -> Value {
@@ -254,33 +256,21 @@ async fn without_a_valid_token_nothing_is_read_or_sent() {
         .await;
     let stranger = api
         .call(
-            Request::get(&path)
-                .header(
-                    "authorization",
-                    format!("Bearer {}", token(&Uuid::new_v4().to_string(), &[])),
-                )
+            as_customer(Request::get(&path), Uuid::new_v4())
                 .body(Body::empty())
                 .unwrap(),
         )
         .await;
     let for_someone_else = api
         .call(
-            post("/orders")
-                .header(
-                    "authorization",
-                    format!("Bearer {}", token(&owner.to_string(), &[])),
-                )
+            as_customer(post("/orders"), owner)
                 .body(Body::from(mug_order(Uuid::new_v4()).to_string()))
                 .unwrap(),
         )
         .await;
     let owners = api
         .call(
-            Request::get(&path)
-                .header(
-                    "authorization",
-                    format!("Bearer {}", token(&owner.to_string(), &[])),
-                )
+            as_customer(Request::get(&path), owner)
                 .body(Body::empty())
                 .unwrap(),
         )
