@@ -17,7 +17,8 @@ use crate::engine::ingress::IngressError;
 use crate::read_model::{self, Cursor, EditEntry, ListFilter, OrderPage, StatusHistoryEntry};
 use crate::workflows::{PayRequest, Rested, StatusRequest, BAD_INPUT, ORDER_OBJECT};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -218,17 +219,19 @@ impl Rules for StatusBody {
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order's id.")),
     responses(
-        (status = 200, description = "The order, from the read model.", body = OrderView),
+        (status = 200, description = "The order, from the read model.", body = OrderView, headers(("ETag" = String, description = "The order's version, quoted (`\"7\"`): what a change's `If-Match` names."))),
         (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-/// `GET /orders/{id}`.
+/// `GET /orders/{id}`: the order, with its version as its `ETag`.
 async fn get_order(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-) -> Result<Json<OrderView>, ApiError> {
-    existing(&state, &caller, id).await.map(Json)
+) -> Result<impl IntoResponse, ApiError> {
+    let order = existing(&state, &caller, id).await?;
+    let etag = format!("\"{}\"", order.version);
+    Ok(([(header::ETAG, etag)], Json(order)))
 }
 
 #[utoipa::path(

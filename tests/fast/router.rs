@@ -292,6 +292,41 @@ async fn without_a_valid_token_nothing_is_read_or_sent() {
 }
 
 #[tokio::test]
+async fn an_order_is_read_with_its_version_as_its_etag() {
+    let api = Api::new(false, not_accepted()).await;
+    let v1 = new_order(&api.db).await;
+    let mut v2 = v1.clone();
+    v2.version += 1;
+    v2.shipping_address = json!({"line1": "1 New Street", "city": "Lyon"});
+    let etag = || async {
+        let path = format!("/api/v1/orders/{}", v1.id);
+        let response = api
+            .router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    commit(&api.db, &v1, None, "order.created").await;
+    let first = etag().await;
+    commit(&api.db, &v2, Some(&v1), "order.updated").await;
+    let second = etag().await;
+
+    assert_eq!(first.as_deref(), Some("\"1\""));
+    assert_eq!(
+        second.as_deref(),
+        Some("\"2\""),
+        "the tag follows the version"
+    );
+}
+
+#[tokio::test]
 async fn a_create_the_engine_did_not_accept_is_503_and_its_retry_names_the_same_invocation() {
     let api = Api::new(false, not_accepted()).await;
     let body = mug_order(Uuid::new_v4());
