@@ -183,6 +183,25 @@ impl Caller {
         }
     }
 
+    /// The caller's role as a change records it (`staff` with authorization off),
+    /// and its `sub`.
+    pub fn actor(&self) -> (&'static str, Option<String>) {
+        match self {
+            Caller::Anyone => ("staff", None),
+            Caller::Token(claims) => {
+                let role = [
+                    (Role::Operator, "operator"),
+                    (Role::Staff, "staff"),
+                    (Role::Service, "service"),
+                ]
+                .into_iter()
+                .find(|(role, _)| claims.has(*role))
+                .map_or("customer", |(_, name)| name);
+                (role, Some(claims.sub.clone()))
+            }
+        }
+    }
+
     /// Whether the caller may use the operator API.
     pub fn may_operate(&self) -> bool {
         match self {

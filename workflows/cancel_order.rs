@@ -17,7 +17,7 @@
 
 use super::saga::{Saga, Step};
 use super::undo::{apply, compensate};
-use crate::domain::{Compensation, GiveBack, Money, Order, OrderStatus, SkuQuantity};
+use crate::domain::{Compensation, GiveBack, Order, OrderStatus, SkuQuantity};
 use restate_sdk::prelude::*;
 
 /// Whether the whole order or some of its units are cancelled.
@@ -29,11 +29,14 @@ pub enum Scope {
 
 /// Cancels the units of `plan`. A refusal of the fulfillment service comes back as
 /// `Ok(Err(..))`, with the order unchanged.
+/// A whole cancel also releases `quote_holds`, the reservations of the order's open
+/// change quotes.
 pub async fn cancel_units(
     saga: &mut Saga<'_, '_>,
     order: Order,
     plan: GiveBack,
     scope: Scope,
+    quote_holds: Vec<String>,
 ) -> Step<Order> {
     // The downstream services take "no items" to mean "everything left".
     let skus = match scope {
@@ -51,17 +54,36 @@ pub async fn cancel_units(
     let refund = order
         .refund_for(&plan)
         .map_err(|e| TerminalError::new(e.to_string()))?;
-    if let (Some(payment_id), true) = (order.payment_id.clone(), refund > Money::ZERO) {
+    // Across the payments, newest first (a change may have charged a second one).
+    for (payment_id, amount) in order.refund_split(refund).into_iter().rev() {
         saga.on_rejection(Compensation::RefundPayment {
             payment_id,
-            amount: refund,
+            amount,
             return_id: None,
         });
     }
-    if let Some(reservation_id) = order.reservation_id.clone() {
+    let releases = match scope {
+        // Everything: the create's reservation, the changes' and the open quotes'.
+        Scope::Whole => {
+            let mut all: Vec<String> = order.reservation_id.iter().cloned().collect();
+            for id in order
+                .holds
+                .iter()
+                .map(|h| &h.reservation_id)
+                .chain(&quote_holds)
+            {
+                if !all.contains(id) {
+                    all.push(id.clone());
+                }
+            }
+            all.into_iter().map(|id| (id, Vec::new())).collect()
+        }
+        Scope::Items => order.release_plan(&skus),
+    };
+    for (reservation_id, items) in releases {
         saga.on_rejection(Compensation::ReleaseStock {
             reservation_id,
-            items: skus,
+            items,
         });
     }
     let undone = compensate(saga).await?;
@@ -78,6 +100,10 @@ pub async fn cancel_units(
     let order = saga
         .commit(&order, topics, Some(notify), move |o, at| {
             apply(o, &undone, at)?;
+            match scope {
+                Scope::Whole => o.holds.clear(),
+                Scope::Items => o.take_holds(&skus),
+            }
             o.record_cancel(&plan)?;
             if plan.last {
                 o.transition(OrderStatus::Cancelled, reason, &actor, at)?;

@@ -2,12 +2,15 @@
 
 mod admit;
 mod cancel_order;
+mod change_commands;
+mod change_order;
 mod create_order;
 mod expire_draft;
 mod faults;
 mod killed;
 mod operator;
 mod order;
+mod outcome;
 mod pay_order;
 mod returns;
 mod saga;
@@ -16,6 +19,7 @@ mod steps;
 mod undo;
 
 pub use admit::BAD_INPUT;
+pub use change_commands::{ApplyRequest, QuoteCommand, QuoteRequest};
 pub use faults::Faults;
 pub use killed::SAGA_KILLED;
 pub use order::{

@@ -27,9 +27,12 @@ pub async fn retry_owed(saga: &mut Saga<'_, '_>, order: Order) -> Result<Order, 
         saga.on_rejection(c.clone());
     }
     let undone = compensate(saga).await?;
-    let refunded = undone
-        .iter()
-        .any(|u| matches!(u, Undone::Refunded(_) | Undone::ReturnRefunded(..)));
+    let refunded = undone.iter().any(|u| {
+        matches!(
+            u,
+            Undone::Refunded(_) | Undone::RefundedOn { .. } | Undone::ReturnRefunded(..)
+        )
+    });
     let (topics, notify): (&'static [&'static str], _) = match refunded {
         true => (&["order.refunded"], Some("refund_issued")),
         false => (&[], None),

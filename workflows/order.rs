@@ -4,10 +4,13 @@
 
 use super::admit::{admit_command, admit_read, check_units, order_id, Signed, Unadmitted};
 use super::cancel_order::{cancel_units, Scope};
+use super::change_commands::{self, ApplyRequest, QuoteCommand, QuoteRequest};
+use super::change_order;
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::killed::current;
 use super::operator::{resolve, retry_owed};
+pub use super::outcome::{CommandOutcome, Rested};
 use super::pay_order::{charge_and_confirm, OnDecline};
 use super::returns::{close_return, receive_return, refund_items, request_return, ReturnTerms};
 use super::saga::{Saga, ORDER_STATE};
@@ -102,40 +105,6 @@ pub struct OperatorRequest {
 pub struct OperatorOutcome {
     pub invocation_id: String,
     pub outcome: CommandOutcome,
-}
-
-/// Where a saga left the order; the API reads the order itself from the read model,
-/// so the journal does not carry it twice.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Rested {
-    pub status: OrderStatus,
-    pub version: i64,
-}
-
-impl From<&Order> for Rested {
-    fn from(order: &Order) -> Self {
-        Rested {
-            status: order.status,
-            version: order.version,
-        }
-    }
-}
-
-/// How a command on an existing order ended: `{"outcome": "done", "status",
-/// "version"}` or `{"outcome": "refused", "code", "message", ...}` (see [`Refusal`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum CommandOutcome {
-    /// Done; where the order now rests.
-    Done(Rested),
-    /// Refused; the API decides how to answer it.
-    Refused(Refusal),
-}
-
-impl From<Refusal> for CommandOutcome {
-    fn from(refusal: Refusal) -> Self {
-        CommandOutcome::Refused(refusal)
-    }
 }
 
 #[restate_sdk::object(name = "Order")]
@@ -332,6 +301,55 @@ impl OrderObject {
         operator_command(&ctx, "resolve", key, self.resolve_parked(&ctx, req)).await
     }
 
+    /// Quotes a change of the order, holding the stock it adds when asked.
+    #[handler]
+    async fn quote_change(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<QuoteRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "quote_change", input)?;
+        let command = change_commands::quote(&ctx, &self.deps, req);
+        once(&ctx, "quote_change", key, command).await
+    }
+
+    /// Releases a quote and what it holds.
+    #[handler]
+    async fn release_quote(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<QuoteCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "release_quote", input)?;
+        let command = change_commands::release(&ctx, &self.deps, req);
+        once(&ctx, "release_quote", key, command).await
+    }
+
+    /// Fired by a quote's timer at its `expires_at`. Only Restate calls it.
+    #[handler(ingress_private)]
+    async fn expire_quote(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(quote_id): Json<Uuid>,
+    ) -> HandlerResult<()> {
+        change_commands::expire(&ctx, &self.deps, quote_id)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Applies a change (a quote, or operations priced at once) as the saga
+    /// `apply_change`.
+    #[handler]
+    async fn apply_change(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ApplyRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "apply_change", input)?;
+        let command = change_commands::apply(&ctx, &self.deps, req);
+        once(&ctx, "apply_change", key, command).await
+    }
+
     /// The order as the object holds it, for inspection while a saga runs.
     #[handler]
     async fn get(&self, ctx: SharedObjectContext<'_>) -> HandlerResult<Json<Option<OrderView>>> {
@@ -418,7 +436,17 @@ impl OrderObject {
         };
         let mut saga = Saga::new(ctx, &self.deps, order.id, saga_name).asked_by("api", req.reason);
         saga.begin_with(&order);
-        let result = cancel_units(&mut saga, order, plan, scope).await;
+        // A whole cancel releases the holds of the open change quotes too.
+        let mut book = change_order::book(ctx).await?;
+        let open = match scope {
+            Scope::Whole => change_commands::open_quote_holds(&book),
+            Scope::Items => Vec::new(),
+        };
+        let holds = open.iter().map(|(_, hold)| hold.clone()).collect();
+        let result = cancel_units(&mut saga, order, plan, scope, holds).await;
+        if matches!(result, Ok(Ok(_))) {
+            change_commands::mark_released(&saga, &mut book, &open).await?;
+        }
         saga.finish().await;
         Ok(match result? {
             Ok(order) => CommandOutcome::Done(Rested::from(&order)),

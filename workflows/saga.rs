@@ -396,6 +396,28 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         self.latest = Some(order.clone());
     }
 
+    /// Forgets every compensation registered so far: past a saga's point of no
+    /// return, what it did is never undone.
+    pub fn drop_compensations(&mut self) {
+        self.compensations.clear();
+    }
+
+    /// Writes a document of the read model that lives apart from the order's
+    /// version (a quote, a change) with `write`, which must be idempotent, until
+    /// it is done, like a commit.
+    pub async fn save<W, Fut>(&self, mut write: W) -> Result<(), TerminalError>
+    where
+        W: FnMut() -> Fut,
+        Fut: Future<Output = sqlx::Result<()>>,
+    {
+        self.write_until_done(&[], || {
+            let fut = write();
+            async move { fut.await.map(|()| (true, ())) }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The newest compensation not yet run, taken off the stack.
     pub fn pop_compensation(&mut self) -> Option<Compensation> {
         self.compensations.pop()
@@ -438,6 +460,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         if let Err(e) = change(&mut next, at) {
             return Err(self.park_refused(order, &steps, at, e.to_string()).await);
         }
+        next.tag_movements(&self.name);
         let changes = next.changes_since(order);
         let author = Author {
             actor: &self.actor,

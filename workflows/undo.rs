@@ -13,7 +13,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Undone {
     Released,
+    /// A refund of the payment a saga named (kept by journals of earlier versions;
+    /// counted on the newest payment with room).
     Refunded(crate::domain::Money),
+    /// A refund on `payment_id`, as the payment service confirmed it.
+    RefundedOn {
+        payment_id: String,
+        refund_id: String,
+        amount: crate::domain::Money,
+    },
     /// The refund of a received return, owed since the payment service refused it.
     ReturnRefunded(uuid::Uuid, crate::domain::Money),
     /// The refused restock of a received return went through.
@@ -126,6 +134,14 @@ pub fn apply(order: &mut Order, undone: &[Undone], at: DateTime<Utc>) -> Result<
     for u in undone {
         match u {
             Undone::Refunded(amount) => order.record_refund(*amount)?,
+            Undone::RefundedOn {
+                payment_id,
+                refund_id,
+                amount,
+            } => {
+                order.record_refund_on(Some(payment_id), *amount)?;
+                order.tag_latest_refund(refund_id);
+            }
             Undone::ReturnRefunded(return_id, amount) => {
                 order.record_return_refunded(*return_id, *amount, at)?;
             }
@@ -181,7 +197,11 @@ async fn undo(saga: &mut Saga<'_, '_>, c: &Compensation) -> Step<Undone> {
                 let receipt = d.payment.refund(&key, &payment_id, amount, &reason).await?;
                 Ok(match return_id {
                     Some(id) => Undone::ReturnRefunded(id, receipt.amount),
-                    None => Undone::Refunded(receipt.amount),
+                    None => Undone::RefundedOn {
+                        payment_id,
+                        refund_id: receipt.refund_id,
+                        amount: receipt.amount,
+                    },
                 })
             })
             .await

@@ -42,6 +42,12 @@ pub(super) enum Answer {
     Order,
     /// `201` with the return the command made (the id bound to the request).
     NewReturn,
+    /// `201` with the change quote the command made.
+    NewQuote,
+    /// `201` with the change the command ran, whatever its outcome.
+    NewChange,
+    /// `204`, nothing to show.
+    Deleted,
 }
 
 /// Runs `handler` of order `id` with `payload` once per `Idempotency-Key` and
@@ -100,13 +106,46 @@ pub(super) async fn command<Req: Serialize>(
                         "return {bound} was made but is not in the read model"
                     ))?),
             },
+            Ok(CommandOutcome::Done(rested)) if answer == Answer::NewQuote => Reply {
+                status: StatusCode::CREATED,
+                produced: Some(rested.version),
+                body: read_model::get_quote(&state.db, id, bound).await?.ok_or_else(|| {
+                    anyhow::anyhow!("quote {bound} was made but is not in the read model")
+                })?,
+            },
+            Ok(CommandOutcome::Done(rested)) if answer == Answer::NewChange => Reply {
+                status: StatusCode::CREATED,
+                produced: Some(rested.version),
+                body: read_model::get_change(&state.db, id, bound).await?.ok_or_else(|| {
+                    anyhow::anyhow!("change {bound} rested but is not in the read model")
+                })?,
+            },
+            Ok(CommandOutcome::Done(rested)) if answer == Answer::Deleted => Reply {
+                status: StatusCode::NO_CONTENT,
+                produced: Some(rested.version),
+                body: Value::Null,
+            },
             Ok(CommandOutcome::Done(rested)) => Reply {
                 status: StatusCode::OK,
                 body: json!(read_back(state, id).await?),
                 produced: Some(rested.version),
             },
             Ok(CommandOutcome::Refused(refusal)) => ApiError::from(refusal).into(),
-            Err(e) => accepted_or_unavailable(state, id, e).await?,
+            Err(e) => {
+                let mut reply = accepted_or_unavailable(state, id, e).await?;
+                if reply.status == StatusCode::ACCEPTED {
+                    reply.body = match answer {
+                        Answer::NewChange => read_model::get_change(&state.db, id, bound)
+                            .await?
+                            .unwrap_or_else(|| json!({"change_id": bound, "order_id": id, "status": "applying"})),
+                        Answer::NewQuote => read_model::get_quote(&state.db, id, bound)
+                            .await?
+                            .unwrap_or_else(|| json!({"quote_id": bound, "order_id": id, "status": "holding"})),
+                        _ => reply.body,
+                    };
+                }
+                reply
+            }
         })
     })
     .await

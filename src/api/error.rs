@@ -31,6 +31,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    /// A change needs `If-Match` with the order's version (428).
+    #[error("this call needs If-Match with the order's version, e.g. If-Match: \"7\" (the ETag of GET /orders/{{id}})")]
+    PreconditionRequired,
     /// No valid bearer token where one is needed (401).
     #[error(transparent)]
     Unauthenticated(#[from] Unauthenticated),
@@ -93,6 +96,15 @@ fn refusal_answer(refusal: &Refusal) -> (StatusCode, &'static str) {
         Refusal::NothingToRetry { .. } => (StatusCode::CONFLICT, "nothing_to_retry"),
         Refusal::NothingToResolve { .. } => (StatusCode::CONFLICT, "nothing_to_resolve"),
         Refusal::SagaFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "saga_failed"),
+        Refusal::QuoteNotFound => (StatusCode::NOT_FOUND, "quote_not_found"),
+        Refusal::ChangeNotFound => (StatusCode::NOT_FOUND, "change_not_found"),
+        Refusal::NotEditable { .. } => (StatusCode::CONFLICT, "not_editable"),
+        Refusal::ChangeInProgress { .. } => (StatusCode::CONFLICT, "change_in_progress"),
+        Refusal::InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock"),
+        Refusal::QuoteExpired { .. } => (StatusCode::GONE, "quote_expired"),
+        Refusal::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
+        Refusal::QuoteSuperseded { .. } => (StatusCode::CONFLICT, "quote_superseded"),
+        Refusal::AmountMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch"),
     }
 }
 
@@ -110,6 +122,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Refused(refusal) => refusal_answer(refusal).0,
@@ -132,6 +145,7 @@ impl ApiError {
             ApiError::ReturnNotFound => "return_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::PreconditionRequired => "precondition_required",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Refused(refusal) => refusal_answer(refusal).1,
@@ -156,14 +170,18 @@ impl ApiError {
             Some(first) => format!("{}: {}", first.field, first.message),
             None => self.to_string(),
         };
-        json!(Problem {
+        let mut body = json!(Problem {
             problem_type: format!("https://errors.order-service.dev/{}", self.code()),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail,
             code: self.code().to_owned(),
             errors,
-        })
+        });
+        if let (ApiError::Refused(refusal), Some(fields)) = (self, body.as_object_mut()) {
+            fields.extend(refusal.extras());
+        }
+        body
     }
 }
 
@@ -256,6 +274,28 @@ mod tests {
             Refusal::NothingToRetry { message: message() },
             Refusal::NothingToResolve { message: message() },
             Refusal::SagaFailed { message: message() },
+            Refusal::QuoteNotFound,
+            Refusal::ChangeNotFound,
+            Refusal::NotEditable { message: message() },
+            Refusal::ChangeInProgress {
+                change_id: uuid::Uuid::nil(),
+            },
+            Refusal::InsufficientStock {
+                sku: Some("SKU-1".into()),
+                message: message(),
+            },
+            Refusal::QuoteExpired { message: message() },
+            Refusal::VersionConflict {
+                asked: 1,
+                current_version: 2,
+            },
+            Refusal::QuoteSuperseded {
+                quote_version: 1,
+                current_version: 2,
+            },
+            Refusal::AmountMismatch {
+                delta: "1.00".into(),
+            },
         ];
         for refusal in refusals {
             let wire = serde_json::to_value(&refusal).unwrap();
@@ -285,6 +325,19 @@ mod tests {
             }),
             (409, json!(message))
         );
+        let conflict = ApiError::from(Refusal::VersionConflict {
+            asked: 6,
+            current_version: 7,
+        })
+        .body();
+        assert_eq!(
+            (
+                conflict["status"].clone(),
+                conflict["current_version"].clone()
+            ),
+            (json!(409), json!(7))
+        );
+        assert!(conflict.get("asked").is_none(), "{conflict}");
         let invalid = ApiError::from(Refusal::invalid("refunded_outside", "too much")).body();
         assert_eq!(invalid["status"], 422);
         assert_eq!(invalid["detail"], "refunded_outside: too much");

@@ -41,16 +41,35 @@ impl From<ApiError> for Reply {
     }
 }
 
+/// The URL of what an answer's body is: a change, a quote or an order.
+fn location(body: &Value) -> Option<String> {
+    let field = |name: &str| body.get(name).and_then(Value::as_str);
+    match (
+        field("order_id"),
+        field("change_id"),
+        field("quote_id"),
+        field("id"),
+    ) {
+        (Some(order), Some(change), _, _) => {
+            Some(format!("/api/v1/orders/{order}/changes/{change}"))
+        }
+        (Some(order), None, Some(quote), _) => {
+            Some(format!("/api/v1/orders/{order}/change-quotes/{quote}"))
+        }
+        (_, _, _, Some(id)) => Some(format!("/api/v1/orders/{id}")),
+        _ => None,
+    }
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let location = match (self.status, self.body.get("id").and_then(Value::as_str)) {
-            (StatusCode::CREATED | StatusCode::ACCEPTED, Some(id)) => {
-                Some(format!("/api/v1/orders/{id}"))
-            }
-            _ => None,
-        };
+        let made = matches!(self.status, StatusCode::CREATED | StatusCode::ACCEPTED);
+        let location = made.then(|| location(&self.body)).flatten();
         if self.status.is_client_error() || self.status.is_server_error() {
             return super::error::problem_response(self.status, self.body);
+        }
+        if self.status == StatusCode::NO_CONTENT {
+            return StatusCode::NO_CONTENT.into_response();
         }
         let mut response = (self.status, axum::Json(self.body)).into_response();
         if let Some(version) = self.produced {

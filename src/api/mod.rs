@@ -5,6 +5,7 @@ mod analytics;
 mod auth;
 mod body;
 mod cancel;
+mod changes;
 mod commands;
 mod console;
 mod error;
@@ -101,6 +102,7 @@ pub fn routes(state: ApiState) -> Router {
             orders::router()
                 .merge(analytics::router())
                 .merge(cancel::router())
+                .merge(changes::router())
                 .merge(returns::router())
                 .merge(ops::router())
                 .merge(health::router())

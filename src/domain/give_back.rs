@@ -126,7 +126,7 @@ impl Order {
                 item_id: item.id,
                 sku: item.product_sku.clone(),
                 quantity: ask.quantity,
-                amount: item.line().give_back_runs(&runs)?,
+                amount: self.line_of(item).0.give_back_runs(&runs)?,
                 runs,
             });
         }
@@ -156,7 +156,10 @@ impl Order {
             .collect();
         holes.sort_by_key(|r| r.from);
         let in_holes: i64 = holes.iter().map(|r| r.quantity).sum();
-        let taken = item.quantity - item.units_left() + self.held_by_returns(item.id, except);
+        // Places count from the item's basis when a change rebased it.
+        let given_before = self.line_of(item).1;
+        let taken = item.quantity - item.units_left() - given_before
+            + self.held_by_returns(item.id, except);
         let mut runs = Vec::new();
         let mut left = q;
         for hole in holes {
@@ -256,20 +259,20 @@ impl Order {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::domain::{Currency, NewItem, NewOrder};
     use chrono::{Duration, Utc};
     use proptest::prelude::*;
     use uuid::Uuid;
 
-    fn money(cents: i64) -> Money {
+    pub(in crate::domain) fn money(cents: i64) -> Money {
         Money::new(rust_decimal::Decimal::new(cents, 2)).unwrap()
     }
 
     /// An order of `lines` (quantity, unit price, discount, tax in cents) with
     /// `shipping`, as created.
-    fn order(lines: &[(i64, i64, i64, i64)], shipping: i64) -> Order {
+    pub(in crate::domain) fn order(lines: &[(i64, i64, i64, i64)], shipping: i64) -> Order {
         let items = lines
             .iter()
             .enumerate()
@@ -304,13 +307,16 @@ mod tests {
         )
     }
 
-    fn capture(o: &mut Order) {
+    pub(in crate::domain) fn capture(o: &mut Order) {
         let due = o.amount_due();
         o.record_capture(1, "pm", "pay_1", due, Utc::now());
     }
 
     /// Cancels `asks` the way the saga does: the refund confirmed in full.
-    fn cancel(o: &mut Order, asks: &[ItemQuantity]) -> Result<GiveBack, DomainError> {
+    pub(in crate::domain) fn cancel(
+        o: &mut Order,
+        asks: &[ItemQuantity],
+    ) -> Result<GiveBack, DomainError> {
         let plan = o.plan_cancel(asks)?;
         let refund = o.refund_for(&plan)?;
         o.record_refund(refund)?;
@@ -318,7 +324,7 @@ mod tests {
         Ok(plan)
     }
 
-    fn ask(item_id: i32, quantity: i64) -> ItemQuantity {
+    pub(in crate::domain) fn ask(item_id: i32, quantity: i64) -> ItemQuantity {
         ItemQuantity { item_id, quantity }
     }
 

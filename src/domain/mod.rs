@@ -1,9 +1,12 @@
 //! Pure order types and rules: no I/O here.
 
+mod change;
+mod change_book;
 mod currency;
 mod edits;
 mod error;
 mod give_back;
+mod ledger;
 mod money;
 mod order;
 pub mod proration;
@@ -12,15 +15,25 @@ mod returns;
 mod schema;
 mod status;
 
+pub use change::{
+    AddressChange, Basis, ChangeError, ChangeLine, ChangePlan, ChangedOrder, Delta, LineTerms,
+    Operation, PlannedCharge, PlannedRefund, Settlement, StockLine, StockMoves, Totals, TotalsOf,
+    MAX_OPERATIONS,
+};
+pub use change_book::{
+    Actor, Change, ChangeBook, ChangeStatus, MadeCharge, MadeRefund, Moved, Quote, QuoteHold,
+    QuoteStatus, StepOutcome,
+};
 pub use currency::Currency;
 pub use edits::FieldChange;
 pub use error::DomainError;
 pub use give_back::{GiveBack, GiveBackLine, ItemQuantity, SkuQuantity};
+pub use ledger::{Ledger, LedgerPayment, Movement};
 pub use money::{Money, MoneyError, MoneyInput};
 pub use order::{
-    Attention, Compensation, Failure, FieldError, HeldRuns, NewItem, NewOrder, NewPayment, Order,
-    OrderEvent, OrderItem, OrderNotification, OrderView, OutsideRefund, PaymentAttempt,
-    StatusChange, MAX_ITEMS, MAX_QUANTITY,
+    AddedBy, Attention, Compensation, Failure, FieldError, HeldRuns, Hold, NewItem, NewOrder,
+    NewPayment, Order, OrderEvent, OrderItem, OrderNotification, OrderView, OutsideRefund,
+    PaymentAttempt, StatusChange, MAX_ITEMS, MAX_QUANTITY,
 };
 pub use refusal::Refusal;
 pub use returns::{Return, ReturnItem, ReturnStatus};

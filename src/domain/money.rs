@@ -58,6 +58,11 @@ impl Money {
         (value <= Money::MAX.0).then_some(Money(value))
     }
 
+    /// True for `0.00`.
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
     /// Sum of two amounts; `None` above [`Money::MAX`].
     pub fn checked_add(self, other: Money) -> Option<Money> {
         Money::bounded(self.0.checked_add(other.0)?)
@@ -74,9 +79,14 @@ impl Money {
         Money::bounded(self.0.checked_mul(Decimal::from(quantity))?)
     }
 
-    /// `self * numerator / denominator`, rounded half-even to cents. With
+    /// `self * numerator / denominator`, rounded half-even to cents (zero for no
+    /// denominator). With
     /// `0 <= numerator <= denominator` it never exceeds `self`.
     pub fn prorate(self, numerator: i64, denominator: i64) -> Money {
+        // No units (an item a change took to none): nothing to share.
+        if denominator == 0 {
+            return Money::ZERO;
+        }
         let value = self.0 * Decimal::from(numerator) / Decimal::from(denominator);
         Money(value.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven))
     }

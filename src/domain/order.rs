@@ -201,7 +201,7 @@ impl NewOrder {
 }
 
 impl NewItem {
-    fn validate(&self, prefix: &str, errors: &mut Vec<FieldError>) {
+    pub(super) fn validate(&self, prefix: &str, errors: &mut Vec<FieldError>) {
         let field = |name: &str| format!("{prefix}{name}");
         if self.product_sku.trim().is_empty() || self.product_sku.chars().count() > 100 {
             errors.push(FieldError::new(
@@ -363,12 +363,33 @@ pub struct OrderItem {
     pub cancelled_quantity: i64,
     pub returned_quantity: i64,
     pub refunded_quantity: i64,
+    /// Units a claim replaced (counted as given back).
+    #[serde(default)]
+    pub replaced_quantity: i64,
+    /// The change, exchange or claim that added the item; null for the create's.
+    #[serde(default)]
+    pub added_by: Option<AddedBy>,
+    /// The item a claim's replacement stands for.
+    #[serde(default)]
+    pub replaces_item_id: Option<i32>,
+}
+
+/// What added an item after checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddedBy {
+    /// `change`, `exchange` or `claim`.
+    pub kind: String,
+    pub id: Uuid,
 }
 
 impl OrderItem {
-    /// Units not yet cancelled, returned or refunded.
+    /// Units not yet cancelled, returned, refunded or replaced.
     pub fn units_left(&self) -> i64 {
-        self.quantity - self.cancelled_quantity - self.returned_quantity - self.refunded_quantity
+        self.quantity
+            - self.cancelled_quantity
+            - self.returned_quantity
+            - self.refunded_quantity
+            - self.replaced_quantity
     }
 
     /// What giving back `quantity` more of the units left returns, by the
@@ -417,6 +438,16 @@ pub struct PaymentAttempt {
     pub status: String,
     pub failure_code: Option<String>,
     pub at: DateTime<Utc>,
+    /// What was refunded of a captured payment. Kept from the second payment on; an
+    /// order with one payment refunded `refunded_amount` of it.
+    #[serde(default)]
+    pub refunded: Money,
+    /// The flow that made it (`create_order`, `apply_change`, ...) and the
+    /// idempotency key of the charge, for the ledger.
+    #[serde(default)]
+    pub flow: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// An event the order publishes; its id is fixed by order, topic and version so
@@ -480,6 +511,23 @@ pub struct Order {
     /// Refunds an operator made outside the payment service and recorded.
     #[serde(default)]
     pub outside_refunds: Vec<OutsideRefund>,
+    /// Where the cumulative rule of each item a change named restarts.
+    #[serde(default)]
+    pub bases: Vec<super::change::Basis>,
+    /// Reservations changes made, beside the create's, and what each holds.
+    #[serde(default)]
+    pub holds: Vec<Hold>,
+    /// Every charge and refund, for the ledger.
+    #[serde(default)]
+    pub movements: Vec<super::ledger::Movement>,
+}
+
+/// Units a change reserved, per SKU, under its own reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reservation_id: String,
+    pub sku: String,
+    pub quantity: i64,
 }
 
 /// The places an open return holds.
@@ -530,6 +578,9 @@ pub struct OrderView {
     pub total_amount: Money,
     pub captured_amount: Money,
     pub refunded_amount: Money,
+    /// A change's difference kept owed, not yet paid.
+    #[serde(default)]
+    pub outstanding_amount: Money,
     pub items: Vec<OrderItem>,
     #[schema(value_type = Object)]
     pub shipping_address: Value,
@@ -578,6 +629,9 @@ impl Order {
                 cancelled_quantity: 0,
                 returned_quantity: 0,
                 refunded_quantity: 0,
+                replaced_quantity: 0,
+                added_by: None,
+                replaces_item_id: None,
             })
             .collect();
         let sum = |f: fn(&NewItem) -> Option<Money>| {
@@ -597,6 +651,7 @@ impl Order {
             total_amount: new.total().unwrap_or_default(),
             captured_amount: Money::ZERO,
             refunded_amount: Money::ZERO,
+            outstanding_amount: Money::ZERO,
             items,
             shipping_address: new.shipping_address.clone(),
             billing_address: new.billing_address.clone(),
@@ -626,6 +681,9 @@ impl Order {
             held_runs: Vec::new(),
             free_runs: Vec::new(),
             outside_refunds: Vec::new(),
+            bases: Vec::new(),
+            holds: Vec::new(),
+            movements: Vec::new(),
         };
         order.record_status(None, OrderStatus::Draft, None, "customer", at);
         order
@@ -692,11 +750,74 @@ impl Order {
             status: "captured".into(),
             failure_code: None,
             at,
+            refunded: Money::ZERO,
+            flow: None,
+            key: None,
         });
+        self.record_movement("charge", amount, Some(payment_id), at);
         self.payment_method = Some(method.to_owned());
         self.payment_id = Some(payment_id.to_owned());
-        self.captured_amount = amount;
-        self.payment_status = PaymentStatus::Captured;
+        // A change's charge adds to the create's.
+        self.captured_amount = self
+            .captured_amount
+            .checked_add(amount)
+            .unwrap_or(Money::MAX);
+        self.payment_status = if self.refunded_amount.is_zero() {
+            PaymentStatus::Captured
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+    }
+
+    /// Names the flow and key of the newest payment, for the ledger.
+    pub fn tag_latest_payment(&mut self, flow: &str, key: &str) {
+        if let Some(p) = self.payments.last_mut() {
+            p.flow = Some(flow.to_owned());
+            p.key = Some(key.to_owned());
+        }
+        let charge = self.movements.iter_mut().rev().find(|m| m.kind == "charge");
+        if let Some(m) = charge {
+            m.idempotency_key = Some(key.to_owned());
+        }
+    }
+
+    /// The captured payments, oldest first, each with what was refunded of it.
+    pub fn captured_payments(&self) -> Vec<(&PaymentAttempt, Money)> {
+        let captured: Vec<&PaymentAttempt> = self
+            .payments
+            .iter()
+            .filter(|p| p.status == "captured" && p.payment_id.is_some())
+            .collect();
+        match captured.as_slice() {
+            [only] => vec![(*only, self.refunded_amount.min(only.amount))],
+            _ => captured.into_iter().map(|p| (p, p.refunded)).collect(),
+        }
+    }
+
+    /// `amount` refunded across the captured payments, newest first, each at most
+    /// what is left of it; what no payment can take is left out.
+    pub fn refund_split(&self, amount: Money) -> Vec<(String, Money)> {
+        let mut rest = amount;
+        let mut split = Vec::new();
+        for (p, refunded) in self.captured_payments().into_iter().rev() {
+            if rest.is_zero() {
+                break;
+            }
+            let room = p.amount.checked_sub(refunded).unwrap_or(Money::ZERO);
+            let take = rest.min(room);
+            if !take.is_zero() {
+                split.push((p.payment_id.clone().unwrap_or_default(), take));
+                rest = rest.checked_sub(take).unwrap_or(Money::ZERO);
+            }
+        }
+        split
+    }
+
+    /// The method of the latest successful charge, else the one given at checkout.
+    pub fn latest_method(&self) -> Option<String> {
+        let captured = self.captured_payments();
+        let latest = captured.last().map(|(p, _)| p.method.clone());
+        latest.or_else(|| self.payment_method.clone())
     }
 
     /// Records a declined payment attempt.
@@ -709,13 +830,63 @@ impl Order {
             status: "declined".into(),
             failure_code: Some(code.to_owned()),
             at,
+            refunded: Money::ZERO,
+            flow: None,
+            key: None,
         });
         self.payment_status = PaymentStatus::Failed;
     }
 
-    /// Records a refund the payment service confirmed. A refund above what is left
-    /// of the capture is refused: the sum of refunds never exceeds the capture.
+    /// Records a refund the payment service confirmed on `payment_id` (none: the
+    /// newest payments with room take it). A refund above what is left of the
+    /// capture is refused: the sum of refunds never exceeds the capture.
+    pub fn record_refund_on(
+        &mut self,
+        payment_id: Option<&str>,
+        amount: Money,
+    ) -> Result<(), DomainError> {
+        let split = match payment_id {
+            Some(id) => vec![(id.to_owned(), amount)],
+            None => self.refund_split(amount),
+        };
+        // Kept per payment once there are several; one payment reads the total.
+        let balances: Vec<(String, Money)> = self
+            .captured_payments()
+            .iter()
+            .map(|(p, r)| (p.payment_id.clone().unwrap_or_default(), *r))
+            .collect();
+        for p in self.payments.iter_mut() {
+            if let Some((_, r)) = balances
+                .iter()
+                .find(|(id, _)| p.payment_id.as_deref() == Some(id))
+            {
+                p.refunded = *r;
+            }
+            for (id, part) in &split {
+                if p.status == "captured" && p.payment_id.as_deref() == Some(id) {
+                    p.refunded = p
+                        .refunded
+                        .checked_add(*part)
+                        .ok_or(DomainError::AmountOverflow)?;
+                }
+            }
+        }
+        let at = self.updated_at;
+        for (id, part) in &split {
+            self.record_movement("refund", *part, Some(id), at);
+        }
+        self.add_refunded(amount)
+    }
+
+    /// Records a refund the payment service confirmed on the newest payments with
+    /// room (the one payment of an order no change charged).
     pub fn record_refund(&mut self, amount: Money) -> Result<(), DomainError> {
+        self.record_refund_on(None, amount)
+    }
+
+    /// Adds a refund to the order's totals. A refund above what is left of the
+    /// capture is refused: the sum of refunds never exceeds the capture.
+    fn add_refunded(&mut self, amount: Money) -> Result<(), DomainError> {
         let left = self.refundable();
         if amount > left {
             return Err(DomainError::RefundExceedsCapture {

@@ -55,6 +55,53 @@ pub enum Refusal {
     /// The command's saga failed for good: a repeat gets this, never a second run.
     #[error("{message}")]
     SagaFailed { message: String },
+    #[error("the order has no such change quote")]
+    QuoteNotFound,
+    #[error("the order has no such change")]
+    ChangeNotFound,
+    /// The order cannot change now (its status, or it waits for an operator).
+    #[error("{message}")]
+    NotEditable { message: String },
+    /// Another change of the order is under way.
+    #[error("change {change_id} of the order is under way")]
+    ChangeInProgress { change_id: uuid::Uuid },
+    /// The warehouse has not enough of `sku`.
+    #[error("{message}")]
+    InsufficientStock {
+        sku: Option<String>,
+        message: String,
+    },
+    /// The quote can no longer be applied.
+    #[error("{message}")]
+    QuoteExpired { message: String },
+    /// `If-Match` names another version than the order's.
+    #[error("If-Match names version {asked}; the order is at version {current_version}")]
+    VersionConflict { asked: i64, current_version: i64 },
+    /// The quote was priced on another version than the order's.
+    #[error("the quote was priced on version {quote_version}; the order is at version {current_version}")]
+    QuoteSuperseded {
+        quote_version: i64,
+        current_version: i64,
+    },
+    /// `expected_delta` is not what the change comes to.
+    #[error("the change comes to {delta}, not the expected_delta given")]
+    AmountMismatch { delta: String },
+}
+
+impl Refusal {
+    /// Fields of the refusal that its problem document carries beside `code` and
+    /// `detail` (`change_id`, `current_version`, `sku`, ...).
+    pub fn extras(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut wire = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        for kept in ["code", "message", "field", "asked"] {
+            wire.remove(kept);
+        }
+        wire.retain(|_, v| !v.is_null());
+        wire
+    }
 }
 
 impl Refusal {

@@ -196,7 +196,7 @@ impl Order {
                 .filter(|r| r.item_id == item.id)
                 .copied()
                 .collect();
-            line.amount = item.line().give_back_runs(&line.runs)?;
+            line.amount = self.line_of(item).0.give_back_runs(&line.runs)?;
         }
         Ok(plan)
     }

@@ -76,4 +76,27 @@ impl FulfillmentClient {
             .await
             .map(|_| ())
     }
+
+    /// Makes a fulfillment the whole parcel after change `change_id`: `items` shipped
+    /// to `address`, replacing what it held. A `409 already_shipped` comes back as a
+    /// final [`DownstreamError::Rejected`].
+    pub async fn update(
+        &self,
+        key: &str,
+        fulfillment_id: &str,
+        order_id: Uuid,
+        change_id: Uuid,
+        items: &[FulfillmentLine],
+        address: &Value,
+    ) -> Result<(), DownstreamError> {
+        let body = serde_json::json!({
+            "order_id": order_id, "change_id": change_id, "items": items,
+            "shipping_address": address,
+        });
+        let path = format!("/v1/fulfillments/{fulfillment_id}/update");
+        self.http
+            .post::<_, Value>(&path, key, "application/json", &body)
+            .await
+            .map(|_| ())
+    }
 }

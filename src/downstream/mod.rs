@@ -31,6 +31,9 @@ pub struct Rejection {
     pub status: u16,
     pub code: String,
     pub message: String,
+    /// The SKU a warehouse refusal names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
 }
 
 impl Rejection {
@@ -160,6 +163,8 @@ struct ErrorBody {
     code: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    sku: Option<String>,
 }
 
 impl Http {
@@ -249,6 +254,7 @@ impl Http {
                     err.code
                 },
                 message: err.message,
+                sku: err.sku,
             })),
             s => Err(transient(format!("{path} answered {s} {}", err.code))),
         }

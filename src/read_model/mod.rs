@@ -1,6 +1,7 @@
 //! The PostgreSQL read model: written by the sagas, read by every query endpoint.
 
 mod analytics;
+mod changes;
 mod edit_history;
 mod idempotency;
 mod operators;
@@ -14,6 +15,7 @@ mod saga_steps;
 pub use analytics::{
     order_analytics, Analytics, CurrencyFigures, StatusCounts, Window, MAX_WINDOW_DAYS,
 };
+pub use changes::{get_change, get_quote, list_changes, list_quotes, save_change, save_quote};
 pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};
 pub use operators::{

@@ -435,7 +435,7 @@ impl AsCaller<'_> {
 /// Status, JSON body (`null` when none) and headers of an answer.
 pub type Answer = (u16, Value, reqwest::header::HeaderMap);
 
-async fn read(res: reqwest::Response) -> Answer {
+pub async fn read(res: reqwest::Response) -> Answer {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let bytes = res.bytes().await.unwrap();

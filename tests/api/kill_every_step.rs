@@ -17,6 +17,8 @@ struct Request {
     path: String,
     body: Value,
     key: String,
+    /// The order version a change names.
+    if_match: Option<String>,
 }
 
 impl Request {
@@ -26,18 +28,24 @@ impl Request {
             path: path.into(),
             body,
             key: key.to_owned(),
+            if_match: None,
         }
     }
 
-    async fn send(&self, app: &TestApp) -> Option<(u16, Value)> {
-        let sent = app
-            .http
-            .request(self.method.clone(), format!("{}{}", app.api, self.path))
+    /// The request as sent: its key, body and `If-Match`.
+    fn build(&self, http: &reqwest::Client, api: &str) -> reqwest::RequestBuilder {
+        let mut req = http
+            .request(self.method.clone(), format!("{api}{}", self.path))
             .header("idempotency-key", &self.key)
-            .json(&self.body)
-            .send()
-            .await
-            .ok()?;
+            .json(&self.body);
+        if let Some(version) = &self.if_match {
+            req = req.header("if-match", version);
+        }
+        req
+    }
+
+    async fn send(&self, app: &TestApp) -> Option<(u16, Value)> {
+        let sent = self.build(&app.http, &app.api).send().await.ok()?;
         let status = sent.status().as_u16();
         Some((status, sent.json().await.unwrap_or(Value::Null)))
     }
@@ -48,7 +56,7 @@ fn service(operation: &str) -> &'static str {
     match operation {
         "reserve" | "release" | "commit" | "restock" => "warehouse",
         "charge" | "refund" => "payment",
-        "create" | "cancel" => "fulfillment",
+        "create" | "cancel" | "update" => "fulfillment",
         other => panic!("no step calls {other}"),
     }
 }
@@ -59,21 +67,9 @@ fn service(operation: &str) -> &'static str {
 async fn killed_inside(app: &mut TestApp, operation: &str, request: &Request) -> (u16, Value) {
     let held = json!({"service": service(operation), "operation": operation, "delay_ms": 2000, "times": 1});
     app.inject(held);
-    let first = Request {
-        method: request.method.clone(),
-        path: request.path.clone(),
-        body: request.body.clone(),
-        key: request.key.clone(),
-    };
-    let (http, api) = (app.http.clone(), app.api.clone());
+    let first = request.build(&app.http, &app.api);
     tokio::spawn(async move {
-        let url = format!("{api}{}", first.path);
-        let _ = http
-            .request(first.method, url)
-            .header("idempotency-key", first.key)
-            .json(&first.body)
-            .send()
-            .await;
+        let _ = first.send().await;
     });
     let started = Instant::now();
     while !app.sim.sim.delaying(operation) {
@@ -300,4 +296,60 @@ async fn a_refund_of_items_killed_inside_its_refund_refunds_once() {
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["refunded_amount"], "98.10");
     assert_invariants(&app, &id).await;
+}
+
+/// A change of `order` (an added item, or a lowered quantity) sent with its version.
+fn change(order: &Value, operations: Value, key: &str) -> Request {
+    let path = format!("/orders/{}/changes", id_of(order));
+    let mut request = Request::post(path, json!({ "operations": operations }), key);
+    request.if_match = Some(order["version"].to_string());
+    request
+}
+
+#[tokio::test]
+async fn a_change_killed_inside_each_step_applies_once() {
+    let mut app = TestApp::spawn().await;
+    let saucer = json!([{"op": "add_item", "product_id": "6f1c1a54-0000-4000-8000-0000000000aa",
+        "product_sku": "SKU-SAUCER", "product_name": "Saucer",
+        "warehouse_id": "6f1c1a54-0000-4000-8000-000000000001", "quantity": 1, "unit_price": "4.00"}]);
+    // An added item reserves, charges, commits and updates the parcel; a lowered
+    // quantity updates the parcel, refunds and releases.
+    let steps = [
+        ("reserve", true),
+        ("charge", true),
+        ("commit", true),
+        ("update", true),
+        ("update", false),
+        ("refund", false),
+        ("release", false),
+    ];
+    for (op, adds) in steps {
+        let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+        let operations = match adds {
+            true => saucer.clone(),
+            false => {
+                json!([{"op": "set_quantity", "item_id": order["items"][0]["id"], "quantity": 1}])
+            }
+        };
+        let request = change(&order, operations, &format!("change-{op}-{adds}"));
+
+        let (status, applied) = killed_inside(&mut app, op, &request).await;
+
+        assert_eq!(
+            (status, applied["status"].as_str()),
+            (201, Some("applied")),
+            "{op}: {applied}"
+        );
+        let (_, now) = app.get(&format!("/orders/{}", id_of(&order))).await;
+        assert_eq!(
+            now["version"],
+            order["version"].as_i64().unwrap() + 1,
+            "{op}: {now}"
+        );
+        assert_eq!(
+            now["total_amount"],
+            applied["totals"]["after"]["total_amount"]
+        );
+        assert_invariants(&app, &id_of(&order)).await;
+    }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Every invariant [`Checker::order`] checks.
-pub const INVARIANTS: [&str; 8] = [
-    "at_most_one_capture",
+pub const INVARIANTS: [&str; 9] = [
+    "every_capture_recorded",
+    "refunds_within_each_payment",
     "captured_as_the_ledger",
     "refunds_within_capture_and_exact",
     "reservations_settled",
@@ -59,18 +60,53 @@ impl Checker<'_> {
         let mut add = |invariant, what: String| found.push(Violation { invariant, what });
         let ids = id.to_string();
 
-        // Money: one capture at most, as the read model says; refunds exact.
+        // Money: every capture is a payment the order records (the create's, and
+        // one per change that charged a difference), never a second one for the
+        // same charge; refunds exact, and within each payment.
         let captures: Vec<_> = self
             .ledger
             .captures
             .iter()
             .filter(|c| c.order_id == ids)
             .collect();
-        if captures.len() > 1 {
+        let recorded: Vec<String> = sqlx::query_scalar(
+            "SELECT payment_id FROM payments WHERE order_id = $1 AND status = 'captured'
+                AND payment_id IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(self.db)
+        .await
+        .unwrap_or_default();
+        let unrecorded: Vec<&str> = captures
+            .iter()
+            .map(|c| c.payment_id.as_str())
+            .filter(|p| !recorded.iter().any(|r| r == p))
+            .collect();
+        if !unrecorded.is_empty() || recorded.len() != captures.len() {
             add(
-                "at_most_one_capture",
-                format!("{} captures", captures.len()),
+                "every_capture_recorded",
+                format!(
+                    "{} captures, {} recorded by the order; not recorded: {unrecorded:?}",
+                    captures.len(),
+                    recorded.len()
+                ),
             );
+        }
+        for capture in &captures {
+            let back: Decimal = self
+                .ledger
+                .refunds
+                .iter()
+                .filter(|r| r.payment_id == capture.payment_id)
+                .map(|r| r.amount)
+                .sum();
+            if back > capture.amount {
+                let what = format!(
+                    "payment {}: captured {}, refunded {back}",
+                    capture.payment_id, capture.amount
+                );
+                add("refunds_within_each_payment", what);
+            }
         }
         let captured: Decimal = captures.iter().map(|c| c.amount).sum();
         if captured != money(&order["captured_amount"]) {

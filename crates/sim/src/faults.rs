@@ -16,7 +16,7 @@ pub struct Fault {
     pub service: String,
     /// One operation of that service; `None` matches all of them. Warehouse: `reserve`,
     /// `release`, `commit`, `restock`; payment: `charge`, `refund`; fulfillment: `create`,
-    /// `cancel`; notification: `notify`; pubsub: `publish`. Warehouse, payment and
+    /// `cancel`, `update`; notification: `notify`; pubsub: `publish`. Warehouse, payment and
     /// fulfillment also have `lookup`, their read by idempotency key.
     pub operation: Option<String>,
     /// Answer this status with `{"code":"injected_fault"}` and skip the side effect.

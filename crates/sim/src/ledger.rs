@@ -187,14 +187,17 @@ pub struct Fulfillment {
     pub fulfillment_id: String,
     /// Order to ship.
     pub order_id: String,
-    /// Lines to ship.
+    /// Lines to ship, as the last update left them.
     pub items: Vec<StockItem>,
-    /// Address as the caller sent it.
+    /// Address as the caller last sent it.
     pub shipping_address: Value,
     /// Where the fulfillment stands.
     pub status: FulfillmentStatus,
-    /// Cancelled quantities so far, one entry per SKU.
+    /// Cancelled quantities since the items were last set, one entry per SKU.
     pub cancelled: Vec<SkuQty>,
+    /// `change_id`s of the updates applied, in order.
+    #[serde(default)]
+    pub changes: Vec<String>,
 }
 
 /// Lifecycle of a fulfillment.

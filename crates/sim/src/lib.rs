@@ -222,7 +222,8 @@ impl Simulator {
         tracing::info!(sim = true, "simulator reset");
     }
 
-    /// Marks a fulfillment shipped so that cancelling it answers `409 already_shipped`.
+    /// Marks a fulfillment shipped so that cancelling or updating it answers `409
+    /// already_shipped`.
     /// Returns `false` if there is no such fulfillment.
     pub fn mark_shipped(&self, fulfillment_id: &str) -> bool {
         let mut state = self.state();

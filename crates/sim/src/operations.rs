@@ -1,5 +1,5 @@
 //! What each simulated operation does: request validation, the test conventions
-//! (`pm_card_declined`, `OOS-` SKUs) and the side effects on the ledger.
+//! (`pm_card_declined`, `OOS-` and `SHIPPED-` SKUs) and the side effects on the ledger.
 
 use std::cmp::Reverse;
 use std::str::FromStr;
@@ -23,6 +23,8 @@ use super::SimState;
 const DECLINED_METHOD: &str = "pm_card_declined";
 /// SKU prefix that is always out of stock.
 const OUT_OF_STOCK_PREFIX: &str = "OOS-";
+/// SKU prefix of goods already on their way: a fulfillment holding one refuses updates.
+const SHIPPED_PREFIX: &str = "SHIPPED-";
 /// CloudEvents attributes a published event must carry.
 const CLOUD_EVENT_ATTRIBUTES: [&str; 7] = [
     "specversion",
@@ -79,6 +81,17 @@ struct RefundRequest {
 #[derive(Deserialize)]
 struct FulfilRequest {
     order_id: String,
+    items: Vec<StockItem>,
+    shipping_address: Value,
+}
+
+/// Body of a fulfillment update: the whole parcel after the change.
+#[derive(Deserialize)]
+struct UpdateFulfillmentRequest {
+    /// Required by the contract; the fulfillment already knows its order.
+    #[expect(dead_code, reason = "validated by deserialization only")]
+    order_id: String,
+    change_id: String,
     items: Vec<StockItem>,
     shipping_address: Value,
 }
@@ -284,6 +297,7 @@ impl SimState {
             shipping_address: req.shipping_address,
             status: FulfillmentStatus::Created,
             cancelled: Vec::new(),
+            changes: Vec::new(),
         });
         Ok(Reply::new(
             StatusCode::CREATED,
@@ -296,16 +310,29 @@ impl SimState {
         let req: ItemsRequest = parse(body)?;
         let fulfillment = self.fulfillment(id)?;
         if fulfillment.status == FulfillmentStatus::Shipped {
-            return Err(Reply::error(
-                StatusCode::CONFLICT,
-                "already_shipped",
-                "the fulfillment has shipped",
-            ));
+            return Err(already_shipped());
         }
         let cancelled = fulfillment.cancel(&req.items.unwrap_or_default());
         Ok(Reply::new(
             StatusCode::OK,
             json!({ "fulfillment_id": id, "cancelled": cancelled }),
+        ))
+    }
+
+    /// `POST /v1/fulfillments/{id}/update`: makes the parcel the given items and
+    /// address; an update to the same contents changes nothing and answers `200` too.
+    pub(super) fn update_fulfillment(&mut self, id: &str, body: &Value) -> OpResult {
+        let req: UpdateFulfillmentRequest = parse(body)?;
+        require_lines(req.items.iter().map(|item| item.quantity))?;
+        if !req.shipping_address.is_object() {
+            return Err(Reply::bad_request("shipping_address must be an object"));
+        }
+        let fulfillment = self.fulfillment(id)?;
+        fulfillment.check_updatable()?;
+        fulfillment.replace(req.items, req.shipping_address, req.change_id);
+        Ok(Reply::new(
+            StatusCode::OK,
+            json!({ "fulfillment_id": id, "items": fulfillment.items }),
         ))
     }
 
@@ -442,6 +469,36 @@ impl Fulfillment {
         cancelled
     }
 
+    /// A cancelled parcel answers `409 fulfillment_cancelled`, a code of the simulator's
+    /// own (the contract names none); a shipped one, or one holding a `SHIPPED-` SKU,
+    /// answers the contract's `409 already_shipped`.
+    fn check_updatable(&self) -> Result<(), Reply> {
+        let holds_shipped = || {
+            self.items
+                .iter()
+                .any(|item| item.sku.starts_with(SHIPPED_PREFIX))
+        };
+        match self.status {
+            FulfillmentStatus::Cancelled => Err(Reply::error(
+                StatusCode::CONFLICT,
+                "fulfillment_cancelled",
+                "the fulfillment was cancelled",
+            )),
+            FulfillmentStatus::Shipped => Err(already_shipped()),
+            FulfillmentStatus::Created if holds_shipped() => Err(already_shipped()),
+            FulfillmentStatus::Created => Ok(()),
+        }
+    }
+
+    /// Makes the parcel `items` at `address`. The new items are the whole parcel, so
+    /// cancellations counted against the old ones no longer apply.
+    fn replace(&mut self, items: Vec<StockItem>, address: Value, change_id: String) {
+        self.items = items;
+        self.shipping_address = address;
+        self.cancelled.clear();
+        self.changes.push(change_id);
+    }
+
     fn cancellable(&self, sku: &str) -> u32 {
         let ordered: u32 = self
             .items
@@ -544,6 +601,14 @@ fn check_cloud_event(event: &Value) -> Result<(), Reply> {
         ));
     }
     Ok(())
+}
+
+fn already_shipped() -> Reply {
+    Reply::error(
+        StatusCode::CONFLICT,
+        "already_shipped",
+        "the fulfillment has shipped",
+    )
 }
 
 fn not_found(code: &str, what: &str, id: &str) -> Reply {
@@ -844,6 +909,128 @@ mod tests {
         let fulfillment = &state.ledger.fulfillments[0];
         assert_eq!(fulfillment.status, FulfillmentStatus::Cancelled);
         assert_eq!(fulfillment.cancelled, vec![sku_qty("A", 2)]);
+    }
+
+    /// Creates a fulfillment of `items` and answers its id.
+    fn fulfil(state: &mut SimState, items: Value) -> String {
+        let body =
+            json!({ "order_id": "o-1", "items": items, "shipping_address": { "city": "X" } });
+        let key = format!("o-1:ship:{}", state.ledger.fulfillments.len());
+        let outcome = state.handle(&call(Op::Fulfil, &[], Some(&key), body));
+        assert_eq!(outcome.reply.status, StatusCode::CREATED);
+        outcome.reply.body["fulfillment_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn stock_line(sku: &str, quantity: u32) -> Value {
+        json!({ "sku": sku, "warehouse_id": "w-1", "quantity": quantity })
+    }
+
+    fn update(items: Value, city: &str) -> Value {
+        json!({ "order_id": "o-1", "change_id": "ch-1", "items": items, "shipping_address": { "city": city } })
+    }
+
+    #[test]
+    fn update_fulfillment_replaces_items_and_address() {
+        let mut state = SimState::default();
+        let id = fulfil(&mut state, json!([stock_line("A", 2), stock_line("B", 1)]));
+        let items = json!([stock_line("A", 1), stock_line("C", 3)]);
+
+        let outcome = state.handle(&call(
+            Op::UpdateFulfillment,
+            &[&id],
+            Some("u1"),
+            update(items.clone(), "Y"),
+        ));
+
+        assert_eq!(outcome.reply.status, StatusCode::OK);
+        assert_eq!(
+            outcome.reply.body,
+            json!({ "fulfillment_id": id, "items": items })
+        );
+        let fulfillment = &state.ledger.fulfillments[0];
+        assert_eq!(serde_json::to_value(&fulfillment.items).unwrap(), items);
+        assert_eq!(fulfillment.shipping_address, json!({ "city": "Y" }));
+        assert_eq!(fulfillment.status, FulfillmentStatus::Created);
+        assert_eq!(fulfillment.changes, ["ch-1"]);
+    }
+
+    #[test]
+    fn update_fulfillment_rejects_already_shipped_when_holding_shipped_sku() {
+        let mut state = SimState::default();
+        let id = fulfil(&mut state, json!([stock_line("SHIPPED-A", 1)]));
+
+        let outcome = state.handle(&call(
+            Op::UpdateFulfillment,
+            &[&id],
+            Some("u1"),
+            update(json!([stock_line("B", 1)]), "Y"),
+        ));
+
+        assert_eq!(outcome.reply.status, StatusCode::CONFLICT);
+        assert_eq!(outcome.reply.body["code"], "already_shipped");
+        assert_eq!(state.ledger.fulfillments[0].items[0].sku, "SHIPPED-A");
+        assert!(state.ledger.fulfillments[0].changes.is_empty());
+    }
+
+    #[test]
+    fn update_fulfillment_replays_first_answer_when_key_repeats() {
+        let mut state = SimState::default();
+        let id = fulfil(&mut state, json!([stock_line("A", 2)]));
+        let req = call(
+            Op::UpdateFulfillment,
+            &[&id],
+            Some("u1"),
+            update(json!([stock_line("A", 1)]), "Y"),
+        );
+
+        let first = state.handle(&req);
+        state.ledger.fulfillments[0].status = FulfillmentStatus::Shipped;
+        let second = state.handle(&req);
+
+        assert_eq!(first.reply.status, StatusCode::OK);
+        assert_eq!(second.reply, first.reply);
+        assert!(second.replayed);
+        assert_eq!(state.ledger.fulfillments[0].changes, ["ch-1"]);
+    }
+
+    #[test]
+    fn update_fulfillment_rejects_when_cancelled_shipped_unknown_or_invalid() {
+        let mut state = SimState::default();
+        let cancelled = fulfil(&mut state, json!([stock_line("A", 1)]));
+        let shipped = fulfil(&mut state, json!([stock_line("A", 1)]));
+        state.handle(&call(
+            Op::CancelFulfillment,
+            &[&cancelled],
+            Some("c1"),
+            json!({}),
+        ));
+        state.ledger.fulfillments[1].status = FulfillmentStatus::Shipped;
+        let mut update_of = |id: &str, key: &str, body: Value| {
+            state
+                .handle(&call(Op::UpdateFulfillment, &[id], Some(key), body))
+                .reply
+        };
+        let body = update(json!([stock_line("A", 1)]), "Y");
+
+        let on_cancelled = update_of(&cancelled, "u1", body.clone());
+        let on_shipped = update_of(&shipped, "u2", body.clone());
+        let on_unknown = update_of("nope", "u3", body);
+        let empty = update_of(&shipped, "u4", update(json!([]), "Y"));
+        let no_address = update_of(
+            &shipped,
+            "u5",
+            json!({ "order_id": "o-1", "change_id": "ch-1", "items": [stock_line("A", 1)], "shipping_address": "X" }),
+        );
+
+        assert_eq!(on_cancelled.body["code"], "fulfillment_cancelled");
+        assert_eq!(on_shipped.body["code"], "already_shipped");
+        assert_eq!(on_unknown.status, StatusCode::NOT_FOUND);
+        assert_eq!(on_unknown.body["code"], "fulfillment_not_found");
+        assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+        assert_eq!(no_address.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub(super) fn service_routes() -> Router<Simulator> {
             "/v1/fulfillments/{id}/cancel",
             endpoint(Op::CancelFulfillment),
         )
+        .route(
+            "/v1/fulfillments/{id}/update",
+            endpoint(Op::UpdateFulfillment),
+        )
         .route("/v1/notifications", endpoint(Op::Notify))
         .route("/v1.0/publish/{pubsub}/{topic}", endpoint(Op::Publish))
 }

@@ -18,6 +18,7 @@ pub(super) enum Op {
     Refund,
     Fulfil,
     CancelFulfillment,
+    UpdateFulfillment,
     Notify,
     Publish,
     /// `GET /v1/reservations?idempotency_key=`: what a reserve under that key made.
@@ -30,7 +31,7 @@ pub(super) enum Op {
 
 impl Op {
     /// Every operation, in route order.
-    pub(super) const ALL: [Op; 13] = [
+    pub(super) const ALL: [Op; 14] = [
         Op::Reserve,
         Op::FindReservations,
         Op::Release,
@@ -42,6 +43,7 @@ impl Op {
         Op::Fulfil,
         Op::FindFulfillments,
         Op::CancelFulfillment,
+        Op::UpdateFulfillment,
         Op::Notify,
         Op::Publish,
     ];
@@ -53,7 +55,9 @@ impl Op {
                 "warehouse"
             }
             Op::Charge | Op::FindPayments | Op::Refund => "payment",
-            Op::Fulfil | Op::FindFulfillments | Op::CancelFulfillment => "fulfillment",
+            Op::Fulfil | Op::FindFulfillments | Op::CancelFulfillment | Op::UpdateFulfillment => {
+                "fulfillment"
+            }
             Op::Notify => "notification",
             Op::Publish => "pubsub",
         }
@@ -70,6 +74,7 @@ impl Op {
             Op::Refund => "refund",
             Op::Fulfil => "create",
             Op::CancelFulfillment => "cancel",
+            Op::UpdateFulfillment => "update",
             Op::Notify => "notify",
             Op::Publish => "publish",
             Op::FindReservations | Op::FindPayments | Op::FindFulfillments => "lookup",
@@ -210,6 +215,7 @@ impl SimState {
             Op::Refund => self.refund(req.param(0), key, body),
             Op::Fulfil => self.fulfil(body),
             Op::CancelFulfillment => self.cancel_fulfillment(req.param(0), body),
+            Op::UpdateFulfillment => self.update_fulfillment(req.param(0), body),
             Op::Notify => self.notify(body),
             Op::Publish => unreachable!("publish bypasses idempotency"),
             Op::FindReservations | Op::FindPayments | Op::FindFulfillments => {

@@ -35,10 +35,37 @@ pub async fn stop(child: &mut Child, signal: i32, grace: Duration) {
     }
 }
 
-/// A free TCP port on the loopback interface.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768 and up),
+/// so that no outgoing connection takes a port between the pick and the listen, as
+/// a port the kernel picks for a bind to `:0` can be.
+const PICKED_PORTS: std::ops::Range<u32> = 15_000..32_768;
+
+/// A free TCP port on the loopback interface. Each call in a process hands out the
+/// next port of [`PICKED_PORTS`], from a start that differs per process, so that
+/// tests running at once in one process never get the same port, and processes
+/// running at once rarely do.
 pub fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = PICKED_PORTS.end - PICKED_PORTS.start;
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        AtomicU32::new(std::process::id().wrapping_mul(7919) ^ nanos)
+    });
+    for _ in 0..span {
+        let port = PICKED_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return Ok(port as u16);
+        }
+    }
+    Err(std::io::Error::new(
+        ErrorKind::AddrInUse,
+        "no free port below the ephemeral range",
+    ))
 }
 
 /// A port something is about to listen on, and what sets it.
@@ -338,6 +365,17 @@ mod tests {
                 "port {port} (ORDER_RESTATE_INGRESS_PORT) is already in use: another copy \
                  running? set ORDER_RESTATE_INGRESS_PORT"
             )
+        );
+    }
+
+    #[test]
+    fn picked_ports_are_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+        assert!(
+            ports.iter().all(|&p| (15_000..32_768).contains(&p)),
+            "{ports:?}"
         );
     }
 

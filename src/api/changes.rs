@@ -1,0 +1,411 @@
+//! Changes after checkout (api-changes.md §1, §2): binding change quotes and
+//! changes applied with `If-Match`.
+
+use super::body::{from_value, JsonBody, Rules, Valid};
+use super::commands::{command, existing, reason_rules, Answer};
+use super::idempotency::{IdemKey, Reply};
+use super::params::OrderId;
+use super::{ApiError, ApiState};
+use crate::auth::Caller;
+use crate::domain::{Actor, Delta, FieldError, Operation, Refusal, MAX_OPERATIONS};
+use crate::read_model;
+use crate::workflows::{ApplyRequest, QuoteCommand, QuoteRequest};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The change routes.
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/orders/{id}/change-quotes",
+            get(list_quotes).post(create_quote),
+        )
+        .route(
+            "/orders/{id}/change-quotes/{quote_id}",
+            get(get_quote).delete(release_quote),
+        )
+        .route("/orders/{id}/changes", get(list_changes).post(apply_change))
+        .route("/orders/{id}/changes/{change_id}", get(get_change))
+        .route("/orders/{id}/ledger", get(get_ledger))
+}
+
+/// `payment` of a quote or a change: the method that pays a positive difference.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentBody {
+    method: String,
+}
+
+fn payment_rules(payment: &Option<PaymentBody>, errors: &mut Vec<FieldError>) {
+    if let Some(p) = payment {
+        if p.method.trim().is_empty() || p.method.chars().count() > 100 {
+            let message = "must be a non-empty string of at most 100 characters";
+            errors.push(FieldError::new("payment.method", message));
+        }
+    }
+}
+
+fn operations_rules(operations: &[Operation], errors: &mut Vec<FieldError>) {
+    if operations.is_empty() || operations.len() > MAX_OPERATIONS {
+        let message = format!("must hold 1 to {MAX_OPERATIONS} operations");
+        errors.push(FieldError::new("operations", message));
+    }
+}
+
+/// The body of `POST /orders/{id}/change-quotes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuoteBody {
+    operations: Vec<Operation>,
+    #[serde(default = "yes")]
+    hold_stock: bool,
+    #[serde(default = "default_ttl")]
+    ttl_seconds: i64,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    payment: Option<PaymentBody>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_ttl() -> i64 {
+    900
+}
+
+impl Rules for QuoteBody {
+    fn rules(&self) -> Vec<FieldError> {
+        let mut errors = reason_rules(&self.reason);
+        operations_rules(&self.operations, &mut errors);
+        if !(1..=3600).contains(&self.ttl_seconds) {
+            errors.push(FieldError::new("ttl_seconds", "must be from 1 to 3600"));
+        }
+        payment_rules(&self.payment, &mut errors);
+        errors
+    }
+}
+
+/// `POST /orders/{id}/change-quotes`: `201` with the quote, binding until its
+/// `expires_at`.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn create_quote(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    key: IdemKey,
+    body: JsonBody,
+) -> Result<Reply, ApiError> {
+    existing(&state, &caller, id).await?;
+    staff_only(&caller)?;
+    let key = key.checked()?;
+    let Valid { body, json } = Valid::<QuoteBody>::check(body)?;
+    let payload = |quote_id| QuoteRequest {
+        quote_id,
+        operations: body.operations,
+        hold_stock: body.hold_stock,
+        ttl_seconds: body.ttl_seconds as u32,
+        reason: body.reason,
+        method: body.payment.map(|p| p.method),
+    };
+    command(
+        &state,
+        id,
+        "quote_change",
+        key,
+        &json,
+        payload,
+        Answer::NewQuote,
+    )
+    .await
+}
+
+/// `GET /orders/{id}/change-quotes`: the order's quotes, oldest first.
+async fn list_quotes(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
+    let quotes = read_model::list_quotes(&state.db, id).await?;
+    Ok(Json(json!({ "quotes": quotes })))
+}
+
+/// `GET /orders/{id}/change-quotes/{quote_id}`.
+async fn get_quote(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, quote_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
+    Ok(Json(quote_of(&state, id, &quote_id).await?))
+}
+
+async fn quote_of(state: &ApiState, id: Uuid, quote_id: &str) -> Result<Value, ApiError> {
+    let quote_id: Uuid = quote_id.parse().map_err(|_| Refusal::QuoteNotFound)?;
+    let quote = read_model::get_quote(&state.db, id, quote_id).await?;
+    quote.ok_or_else(|| Refusal::QuoteNotFound.into())
+}
+
+/// `DELETE /orders/{id}/change-quotes/{quote_id}`: releases the quote and its hold
+/// (`204`).
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn release_quote(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, quote_id)): Path<(String, String)>,
+    key: IdemKey,
+) -> Result<Reply, ApiError> {
+    existing(&state, &caller, id).await?;
+    staff_only(&caller)?;
+    let quote = quote_of(&state, id, &quote_id).await?;
+    let quote_id: Uuid = quote["quote_id"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| Refusal::QuoteNotFound)?;
+    let key = key.checked()?;
+    let request = json!({ "quote_id": quote_id });
+    let payload = |_| QuoteCommand { quote_id };
+    command(
+        &state,
+        id,
+        "release_quote",
+        key,
+        &request,
+        payload,
+        Answer::Deleted,
+    )
+    .await
+}
+
+/// The body of `POST /orders/{id}/changes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    #[serde(default)]
+    quote_id: Option<Uuid>,
+    #[serde(default)]
+    operations: Option<Vec<Operation>>,
+    #[serde(default)]
+    expected_delta: Option<Delta>,
+    #[serde(default)]
+    payment: Option<PaymentBody>,
+    #[serde(default)]
+    collect: Option<String>,
+    #[serde(default)]
+    on_unpaid: Option<String>,
+    #[serde(default)]
+    payment_deadline_seconds: Option<i64>,
+    #[serde(default)]
+    notify_customer: Option<bool>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl Rules for ApplyBody {
+    fn rules(&self) -> Vec<FieldError> {
+        let mut errors = reason_rules(&self.reason);
+        match (&self.quote_id, &self.operations) {
+            (Some(_), None) => {}
+            (None, Some(ops)) => operations_rules(ops, &mut errors),
+            _ => errors.push(FieldError::new(
+                "quote_id",
+                "give exactly one of quote_id and operations",
+            )),
+        }
+        payment_rules(&self.payment, &mut errors);
+        match self.collect.as_deref() {
+            None | Some("order_method") => {}
+            Some("await_customer") => errors.push(FieldError::new(
+                "collect",
+                "await_customer is not offered yet: the difference is charged to the order's method",
+            )),
+            Some(_) => errors.push(FieldError::new("collect", "must be order_method or await_customer")),
+        }
+        if !matches!(
+            self.on_unpaid.as_deref(),
+            None | Some("revert") | Some("keep_owed")
+        ) {
+            errors.push(FieldError::new("on_unpaid", "must be revert or keep_owed"));
+        }
+        match self.payment_deadline_seconds {
+            None | Some(0) => {}
+            Some(1..=604_800) => errors.push(FieldError::new(
+                "payment_deadline_seconds",
+                "a payment deadline is not offered yet: a declined charge rolls the change back",
+            )),
+            Some(_) => errors.push(FieldError::new(
+                "payment_deadline_seconds",
+                "must be from 0 to 604800",
+            )),
+        }
+        errors
+    }
+}
+
+/// The version `If-Match` names: `"7"` or `7`.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let bare = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    match bare.parse::<i64>() {
+        Ok(version) if version >= 1 && !bare.starts_with('+') => Ok(Some(version)),
+        _ => Err(ApiError::Validation(vec![FieldError::new(
+            "If-Match",
+            "must name one order version, e.g. \"7\"",
+        )])),
+    }
+}
+
+/// `POST /orders/{id}/changes`: applies a quote, or operations priced at once, as
+/// the saga `apply_change`; `201` with the change once it rests.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn apply_change(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    key: IdemKey,
+    headers: HeaderMap,
+    JsonBody(raw): JsonBody,
+) -> Result<Reply, ApiError> {
+    // The checks in the order of the specification: 404, 428, 422.
+    existing(&state, &caller, id).await?;
+    staff_only(&caller)?;
+    if let Some(quote_id) = raw.get("quote_id").and_then(Value::as_str) {
+        if quote_id.parse::<Uuid>().is_ok() {
+            quote_of(&state, id, quote_id).await?;
+        }
+    }
+    if !headers.contains_key("if-match") {
+        return Err(ApiError::PreconditionRequired);
+    }
+    let key = key.checked()?;
+    let body: ApplyBody = from_value(raw.clone())?;
+    let errors = body.rules();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let version = if_match(&headers)?.ok_or(ApiError::PreconditionRequired)?;
+    let (role, sub) = caller.actor();
+    let request = json!({ "if_match": version, "body": raw });
+    let payload = |change_id| ApplyRequest {
+        change_id,
+        if_match: version,
+        quote_id: body.quote_id,
+        operations: body.operations,
+        expected_delta: body.expected_delta,
+        method: body.payment.map(|p| p.method),
+        collect: body.collect.unwrap_or_else(|| "order_method".into()),
+        on_unpaid: body.on_unpaid.unwrap_or_else(|| "revert".into()),
+        payment_deadline_seconds: body.payment_deadline_seconds.unwrap_or(0) as u32,
+        notify_customer: body.notify_customer.unwrap_or(true),
+        reason: body.reason,
+        actor: Actor {
+            role: role.into(),
+            sub,
+        },
+    };
+    command(
+        &state,
+        id,
+        "apply_change",
+        key,
+        &request,
+        payload,
+        Answer::NewChange,
+    )
+    .await
+}
+
+/// The `status` filter of `GET /orders/{id}/changes`.
+#[derive(Debug, Deserialize)]
+struct ChangeFilter {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+const CHANGE_STATUSES: [&str; 7] = [
+    "applying",
+    "awaiting_payment",
+    "applied",
+    "rolled_back",
+    "expired",
+    "cancelled",
+    "needs_attention",
+];
+
+/// `GET /orders/{id}/changes`: the order's changes, oldest first.
+async fn list_changes(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Query(filter): Query<ChangeFilter>,
+) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
+    if let Some(status) = filter
+        .status
+        .as_deref()
+        .filter(|s| !CHANGE_STATUSES.contains(s))
+    {
+        let message = format!("{status:?} is not a change status");
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "status", message,
+        )]));
+    }
+    let changes = read_model::list_changes(&state.db, id, filter.status.as_deref()).await?;
+    Ok(Json(json!({ "changes": changes })))
+}
+
+/// `GET /orders/{id}/changes/{change_id}`.
+async fn get_change(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, change_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
+    let change_id: Uuid = change_id.parse().map_err(|_| Refusal::ChangeNotFound)?;
+    let change = read_model::get_change(&state.db, id, change_id).await?;
+    Ok(Json(change.ok_or(Refusal::ChangeNotFound)?))
+}
+
+/// Quotes and changes are the shop's to make: a customer is `403`, after the
+/// order itself (another customer's order is `404`).
+fn staff_only(caller: &Caller) -> Result<(), ApiError> {
+    match caller.may_manage() {
+        true => Ok(()),
+        false => Err(ApiError::Forbidden(
+            "changes are made by staff, services and operators; a customer asks with a change request",
+        )),
+    }
+}
+
+/// `GET /orders/{id}/ledger`: every charge and refund of the order.
+async fn get_ledger(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
+    let kept = read_model::order_state(&state.db, id).await?;
+    let order = kept.and_then(|(_, order)| order).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "order {id} has no whole document to read its ledger from"
+        ))
+    })?;
+    Ok(Json(json!(order.ledger())))
+}

@@ -1,0 +1,136 @@
+//! The order's money ledger (api-changes.md §8): every charge and refund the
+//! order made, each written with the order version that counted it.
+
+use super::{Money, Order};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One movement of the order's money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    pub seq: u32,
+    /// `charge` or `refund`.
+    pub kind: String,
+    pub amount: Money,
+    pub payment_id: Option<String>,
+    pub refund_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// The saga that moved it (`create_order`, `apply_change`, `cancel_order`...).
+    pub flow: Option<String>,
+    pub change_id: Option<Uuid>,
+    pub version: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// One payment of the order, with what was refunded of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerPayment {
+    pub payment_id: String,
+    pub method: String,
+    pub charged: Money,
+    pub refunded: Money,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /orders/{id}/ledger`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ledger {
+    pub order_id: Uuid,
+    pub currency: super::Currency,
+    pub version: i64,
+    pub charged: Money,
+    pub refunded: Money,
+    pub outstanding: Money,
+    pub written_off: Money,
+    pub payments: Vec<LedgerPayment>,
+    pub movements: Vec<Movement>,
+}
+
+impl Order {
+    /// Records a movement at the order's current version.
+    pub(super) fn record_movement(
+        &mut self,
+        kind: &str,
+        amount: Money,
+        payment_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) {
+        let seq = self.movements.len() as u32 + 1;
+        self.movements.push(Movement {
+            seq,
+            kind: kind.to_owned(),
+            amount,
+            payment_id: payment_id.map(str::to_owned),
+            refund_id: None,
+            idempotency_key: None,
+            flow: None,
+            change_id: None,
+            version: self.version,
+            at,
+        });
+    }
+
+    /// Names the refund id of the newest refund movement.
+    pub fn tag_latest_refund(&mut self, refund_id: &str) {
+        let latest = self.movements.iter_mut().rev().find(|m| m.kind == "refund");
+        if let Some(m) = latest {
+            m.refund_id = Some(refund_id.to_owned());
+        }
+    }
+
+    /// Names the flow (a saga's name: `apply_change:<id>`, `cancel_order@<inv>`)
+    /// of the movements that have none yet, which this version counts (a capture
+    /// held before the commit included).
+    pub fn tag_movements(&mut self, saga: &str) {
+        let flow = saga.split(['@', '#', ':']).next().unwrap_or(saga);
+        let change_id = match flow {
+            "apply_change" => saga.split(':').nth(1).and_then(|id| id.parse().ok()),
+            _ => None,
+        };
+        let version = self.version;
+        for m in self.movements.iter_mut().filter(|m| m.flow.is_none()) {
+            m.flow = Some(flow.to_owned());
+            m.change_id = change_id;
+            m.version = version;
+        }
+    }
+
+    /// The ledger of the order as it stands. An order kept before movements were
+    /// recorded shows its payments, and its refunds as one movement.
+    pub fn ledger(&self) -> Ledger {
+        let payments: Vec<LedgerPayment> = self
+            .captured_payments()
+            .into_iter()
+            .map(|(p, refunded)| LedgerPayment {
+                payment_id: p.payment_id.clone().unwrap_or_default(),
+                method: p.method.clone(),
+                charged: p.amount,
+                refunded,
+                at: p.at,
+            })
+            .collect();
+        let mut movements = self.movements.clone();
+        if movements.is_empty() {
+            let mut earlier = self.clone();
+            for p in &payments {
+                earlier.record_movement("charge", p.charged, Some(&p.payment_id), p.at);
+            }
+            if !self.refunded_amount.is_zero() {
+                earlier.record_movement("refund", self.refunded_amount, None, self.updated_at);
+            }
+            movements = earlier.movements;
+        }
+        Ledger {
+            order_id: self.id,
+            currency: self.currency.clone(),
+            version: self.version,
+            charged: self.captured_amount,
+            refunded: self.refunded_amount,
+            outstanding: self.outstanding_amount,
+            written_off: Money::ZERO,
+            payments,
+            movements,
+        }
+    }
+}

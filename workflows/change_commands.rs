@@ -1,0 +1,394 @@
+//! The commands that change a placed order: quote, release a quote, let a quote
+//! expire, apply a change. Each checks the order and the request in the order
+//! api-changes.md gives, then runs its steps ([`super::change_order`]).
+
+use super::change_order::{
+    apply_change, book, hold_refused, keep_change, keep_quote, release_hold, reserve,
+};
+use super::killed::current;
+use super::outcome::{CommandOutcome, Rested};
+use super::saga::Saga;
+use super::Deps;
+use crate::domain::{
+    Actor, Change, ChangeBook, ChangeError, ChangeStatus, Delta, Moved, Operation, Order,
+    OrderStatus, Quote, QuoteHold, QuoteStatus, Refusal,
+};
+use restate_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A quote of `operations` (`POST /orders/{id}/change-quotes`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuoteRequest {
+    /// Bound to the request's `Idempotency-Key`, so that a repeat names this quote.
+    pub quote_id: Uuid,
+    pub operations: Vec<Operation>,
+    pub hold_stock: bool,
+    pub ttl_seconds: u32,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The method that pays a positive difference, if not the order's.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+/// A command on quote `quote_id` (release).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuoteCommand {
+    pub quote_id: Uuid,
+}
+
+/// Applying a change (`POST /orders/{id}/changes`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// Bound to the request's `Idempotency-Key`, so that a repeat names this change.
+    pub change_id: Uuid,
+    /// The version `If-Match` names.
+    pub if_match: i64,
+    #[serde(default)]
+    pub quote_id: Option<Uuid>,
+    #[serde(default)]
+    pub operations: Option<Vec<Operation>>,
+    #[serde(default)]
+    pub expected_delta: Option<Delta>,
+    #[serde(default)]
+    pub method: Option<String>,
+    pub collect: String,
+    pub on_unpaid: String,
+    pub payment_deadline_seconds: u32,
+    pub notify_customer: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub actor: Actor,
+}
+
+/// Why the order cannot change now, if it cannot.
+fn not_editable(order: &Order) -> Option<Refusal> {
+    let message = match (order.status, &order.attention) {
+        (OrderStatus::Confirmed | OrderStatus::Processing, None) => return None,
+        (OrderStatus::Confirmed | OrderStatus::Processing, Some(_)) => {
+            "the order waits for an operator".to_owned()
+        }
+        (status, _) => {
+            format!("a {status} order cannot change; only a confirmed or processing one can")
+        }
+    };
+    Some(Refusal::NotEditable { message })
+}
+
+fn priced_refusal(error: ChangeError) -> Refusal {
+    match error {
+        ChangeError::Invalid(e) => Refusal::invalid(e.field, e.message),
+        ChangeError::QuantityExceeded(message) => Refusal::QuantityExceeded { message },
+    }
+}
+
+/// Quotes `req` on the order, holding its added units when asked.
+pub async fn quote(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    req: QuoteRequest,
+) -> Result<CommandOutcome, TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(Refusal::OrderNotFound.into());
+    };
+    let mut book = book(ctx).await?;
+    if book.quote(req.quote_id).is_some() {
+        return Ok(CommandOutcome::Done(Rested::from(&order)));
+    }
+    if let Some(refusal) = not_editable(&order) {
+        return Ok(refusal.into());
+    }
+    if let Some(active) = book.active() {
+        let change_id = active.change_id;
+        return Ok(Refusal::ChangeInProgress { change_id }.into());
+    }
+    let plan = match order.plan_change(&req.operations, req.method.as_deref()) {
+        Ok(plan) => plan,
+        Err(e) => return Ok(priced_refusal(e).into()),
+    };
+
+    let name = format!("quote_change:{}", req.quote_id);
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", req.reason.clone());
+    let at = saga.now().await?;
+    let mut quote = Quote {
+        quote_id: req.quote_id,
+        order_id: order.id,
+        status: QuoteStatus::Open,
+        operations: req.operations,
+        reason: req.reason,
+        method: req.method,
+        expires_at: at + chrono::Duration::seconds(i64::from(req.ttl_seconds)),
+        created_at: at,
+        hold: None,
+        failure: None,
+        plan,
+        rev: 0,
+    };
+    if req.hold_stock && !quote.plan.stock.reserve.is_empty() {
+        match reserve(&mut saga, order.id, &quote.plan.stock.reserve).await? {
+            Ok(reserved) => {
+                if let Some(lapses) = reserved.expires_at {
+                    quote.expires_at = quote.expires_at.min(lapses);
+                }
+                quote.hold = Some(QuoteHold {
+                    reservation_id: reserved.reservation_id,
+                    items: quote.plan.stock.reserve.clone(),
+                });
+            }
+            Err(refused) => hold_refused(&mut quote, &refused),
+        }
+    }
+    let quote = keep_quote(&saga, &mut book, quote).await?;
+    saga.finish().await;
+    if quote.status == QuoteStatus::Refused {
+        let sku = quote.plan.stock.reserve.first().map(|l| l.sku.clone());
+        let message = quote
+            .failure
+            .as_ref()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        return Ok(Refusal::InsufficientStock { sku, message }.into());
+    }
+    let after = (quote.expires_at - at).to_std().unwrap_or_default();
+    ctx.object_client::<super::order::OrderObjectClient>(ctx.key())
+        .expire_quote(Json(quote.quote_id))
+        .send_after(after);
+    Ok(CommandOutcome::Done(Rested::from(&order)))
+}
+
+/// Releases quote `quote_id` now; a quote that holds nothing any more is left as
+/// it is.
+pub async fn release(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    req: QuoteCommand,
+) -> Result<CommandOutcome, TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(Refusal::OrderNotFound.into());
+    };
+    let book = book(ctx).await?;
+    let Some(quote) = book.quote(req.quote_id) else {
+        return Ok(Refusal::QuoteNotFound.into());
+    };
+    match quote.status {
+        QuoteStatus::Used => {
+            let message = "the quote was used by a change".to_owned();
+            Ok(Refusal::InvalidTransition { message }.into())
+        }
+        QuoteStatus::Open | QuoteStatus::Holding => {
+            let name = format!("release_quote:{}", req.quote_id);
+            let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", None);
+            end_quote(&mut saga, book, req.quote_id, QuoteStatus::Released).await?;
+            saga.finish().await;
+            Ok(CommandOutcome::Done(Rested::from(&order)))
+        }
+        QuoteStatus::Released | QuoteStatus::Expired | QuoteStatus::Refused => {
+            Ok(CommandOutcome::Done(Rested::from(&order)))
+        }
+    }
+}
+
+/// The quote's timer: an `open` quote expires and its hold is released.
+pub async fn expire(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    quote_id: Uuid,
+) -> Result<(), TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(());
+    };
+    let book = book(ctx).await?;
+    if book.quote(quote_id).map(|q| q.status) != Some(QuoteStatus::Open) {
+        return Ok(());
+    }
+    let name = format!("expire_quote:{quote_id}");
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("system", None);
+    end_quote(&mut saga, book, quote_id, QuoteStatus::Expired).await?;
+    saga.finish().await;
+    Ok(())
+}
+
+/// Releases the hold of quote `quote_id` (one call) and ends it `status`. A
+/// release the warehouse refuses leaves the hold to its own expiry.
+async fn end_quote(
+    saga: &mut Saga<'_, '_>,
+    mut book: ChangeBook,
+    quote_id: Uuid,
+    status: QuoteStatus,
+) -> Result<(), TerminalError> {
+    let Some(mut quote) = book.quote(quote_id).cloned() else {
+        return Ok(());
+    };
+    if let Some(hold) = &quote.hold {
+        if let Err(refused) = release_hold(saga, hold).await? {
+            tracing::warn!(order.id = %quote.order_id, %refused, "the warehouse refused to release a quote's hold");
+        }
+    }
+    quote.status = status;
+    keep_quote(saga, &mut book, quote).await?;
+    Ok(())
+}
+
+/// Applies a change after the checks of api-changes.md §2, in their order.
+pub async fn apply(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    req: ApplyRequest,
+) -> Result<CommandOutcome, TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(Refusal::OrderNotFound.into());
+    };
+    let mut book = book(ctx).await?;
+    if book.change(req.change_id).is_some() {
+        return Ok(CommandOutcome::Done(Rested::from(&order)));
+    }
+    let quote = match req.quote_id {
+        Some(id) => match book.quote(id) {
+            Some(q) => Some(q.clone()),
+            None => return Ok(Refusal::QuoteNotFound.into()),
+        },
+        None => None,
+    };
+    let name = format!("apply_change:{}", req.change_id);
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", req.reason.clone());
+    let at = saga.now().await?;
+    if let Some(q) = &quote {
+        if q.status != QuoteStatus::Open || at >= q.expires_at {
+            let message = match q.status {
+                QuoteStatus::Open => "the quote is past its expires_at".to_owned(),
+                status => format!(
+                    "the quote is {}",
+                    serde_json::to_value(status)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("closed")
+                ),
+            };
+            return Ok(Refusal::QuoteExpired { message }.into());
+        }
+    }
+    if req.if_match != order.version {
+        let (asked, current_version) = (req.if_match, order.version);
+        return Ok(Refusal::VersionConflict {
+            asked,
+            current_version,
+        }
+        .into());
+    }
+    if let Some(q) = &quote {
+        if q.plan.order_version != order.version {
+            let (quote_version, current_version) = (q.plan.order_version, order.version);
+            return Ok(Refusal::QuoteSuperseded {
+                quote_version,
+                current_version,
+            }
+            .into());
+        }
+    }
+    if let Some(active) = book.active() {
+        let change_id = active.change_id;
+        return Ok(Refusal::ChangeInProgress { change_id }.into());
+    }
+    if let Some(refusal) = not_editable(&order) {
+        return Ok(refusal.into());
+    }
+    let (operations, mut plan) = match &quote {
+        Some(q) => (q.operations.clone(), q.plan.clone()),
+        None => {
+            let operations = req.operations.clone().unwrap_or_default();
+            match order.plan_change(&operations, req.method.as_deref()) {
+                Ok(plan) => (operations, plan),
+                Err(e) => return Ok(priced_refusal(e).into()),
+            }
+        }
+    };
+    if let (Some(method), Some(charge)) = (&req.method, plan.settlement.charge.as_mut()) {
+        // Another card; the amount stays pinned.
+        charge.method = method.clone();
+    }
+    if let Some(expected) = req.expected_delta {
+        if expected != plan.settlement.delta {
+            let delta = plan.settlement.delta.to_string();
+            return Ok(Refusal::AmountMismatch { delta }.into());
+        }
+    }
+
+    let hold = quote.as_ref().and_then(|q| q.hold.clone());
+    if let Some(mut q) = quote {
+        q.status = QuoteStatus::Used;
+        keep_quote(&saga, &mut book, q).await?;
+    }
+    let change = Change {
+        change_id: req.change_id,
+        order_id: order.id,
+        status: ChangeStatus::Applying,
+        quote_id: req.quote_id,
+        operations,
+        reason: req.reason,
+        actor: req.actor,
+        version_before: order.version,
+        version_after: None,
+        plan,
+        moved: Moved::default(),
+        collect: req.collect,
+        on_unpaid: req.on_unpaid,
+        payment_deadline_seconds: req.payment_deadline_seconds,
+        notify_customer: req.notify_customer,
+        point_of_no_return: false,
+        steps: Vec::new(),
+        failure: None,
+        attention: None,
+        created_at: at,
+        applied_at: None,
+        closed_at: None,
+        rev: 0,
+    };
+    let mut change = keep_change(&saga, &mut book, change).await?;
+    let result = apply_change(&mut saga, order.clone(), &mut change, hold).await;
+    let order = match result {
+        Ok(order) => order,
+        Err(e) => {
+            // Cancelled through Restate, or an error no retry passes: the change
+            // waits for an operator, as its order does.
+            let at = saga.now().await?;
+            change.attention = Some(crate::domain::Attention {
+                step: "apply_change".into(),
+                code: "saga_failed".into(),
+                message: e.message().to_owned(),
+                since: at,
+            });
+            change.close(ChangeStatus::NeedsAttention, None, at);
+            keep_change(&saga, &mut book, change).await?;
+            saga.finish().await;
+            return Err(e);
+        }
+    };
+    keep_change(&saga, &mut book, change).await?;
+    saga.finish().await;
+    Ok(CommandOutcome::Done(Rested::from(&order)))
+}
+
+/// The open quotes that hold stock, and their reservations.
+pub fn open_quote_holds(book: &ChangeBook) -> Vec<(Uuid, String)> {
+    book.quotes
+        .iter()
+        .filter(|q| q.status == QuoteStatus::Open)
+        .filter_map(|q| Some((q.quote_id, q.hold.as_ref()?.reservation_id.clone())))
+        .collect()
+}
+
+/// Marks `quotes` released: a whole cancel released their holds.
+pub async fn mark_released(
+    saga: &Saga<'_, '_>,
+    book: &mut ChangeBook,
+    quotes: &[(Uuid, String)],
+) -> Result<(), TerminalError> {
+    for (quote_id, _) in quotes {
+        if let Some(mut quote) = book.quote(*quote_id).cloned() {
+            quote.status = QuoteStatus::Released;
+            keep_quote(saga, book, quote).await?;
+        }
+    }
+    Ok(())
+}

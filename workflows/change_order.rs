@@ -1,0 +1,443 @@
+//! Changing a placed order (api-changes.md §1, §2).
+//!
+//! A quote prices the operations on the order at one version and, with
+//! `hold_stock`, holds the added units under a reservation of its own; a timer
+//! (`expire_quote`) releases it at `expires_at`.
+//!
+//! The saga `apply_change` applies a quote (or operations priced at once):
+//! 1. `reserve_stock` of the added units (a quote's hold is taken over, no call);
+//! 2. `charge_payment` of a positive difference;
+//! 3. `commit_stock` of that reservation;
+//! 4. `update_fulfillment` with every unit left and the address: the point of no
+//!    return. A refusal in 1-4 undoes what went before, newest first, and the change
+//!    ends `rolled_back`;
+//! 5. `refund_payment` of a negative difference, newest payment first;
+//! 6. `release_stock` of the removed units;
+//! 7. `update_read_model`: the order at its next version (with `order.changed`,
+//!    the payment or refund events and the `order_changed` notification in the
+//!    outbox, steps 8 and 9).
+//!
+//! A refund or release finally refused after the point of no return parks the
+//! order for an operator and leaves the change `needs_attention`.
+
+use super::saga::{Saga, Step};
+use super::undo::{apply, compensate, Undone};
+use crate::domain::{
+    AddedBy, Change, ChangeBook, ChangePlan, ChangeStatus, Compensation, Failure, Hold, MadeCharge,
+    MadeRefund, Order, Quote, QuoteHold, QuoteStatus, StockLine,
+};
+use crate::downstream::{Capture, FulfillmentLine, Rejection, ReservationLine, Reserved};
+use crate::read_model;
+use restate_sdk::prelude::*;
+use uuid::Uuid;
+
+/// State key of the order's quotes and changes.
+pub const CHANGES_STATE: &str = "changes";
+
+/// The order's quotes and changes as its object holds them.
+pub async fn book(ctx: &ObjectContext<'_>) -> Result<ChangeBook, TerminalError> {
+    let kept = ctx.get::<Json<ChangeBook>>(CHANGES_STATE).await?;
+    Ok(kept.map(|Json(b)| b).unwrap_or_default())
+}
+
+/// Keeps `quote` in the book and the read model.
+pub async fn keep_quote(
+    saga: &Saga<'_, '_>,
+    book: &mut ChangeBook,
+    quote: Quote,
+) -> Result<Quote, TerminalError> {
+    let quote = book.put_quote(quote);
+    saga.ctx.set(CHANGES_STATE, Json(book.clone()));
+    let db = saga.deps.db.clone();
+    saga.save(|| read_model::save_quote(&db, &quote)).await?;
+    Ok(quote)
+}
+
+/// Keeps `change` in the book and the read model.
+pub async fn keep_change(
+    saga: &Saga<'_, '_>,
+    book: &mut ChangeBook,
+    change: Change,
+) -> Result<Change, TerminalError> {
+    let change = book.put_change(change);
+    saga.ctx.set(CHANGES_STATE, Json(book.clone()));
+    let db = saga.deps.db.clone();
+    saga.save(|| read_model::save_change(&db, &change)).await?;
+    Ok(change)
+}
+
+/// `reserve_stock` of `lines` for order `order_id`; should the saga be cancelled
+/// while it runs, a lookup under its key finds what to release.
+pub async fn reserve(
+    saga: &mut Saga<'_, '_>,
+    order_id: Uuid,
+    lines: &[StockLine],
+) -> Step<Reserved> {
+    let warehouse = saga.deps.downstream.warehouse.clone();
+    let lines: Vec<ReservationLine> = lines
+        .iter()
+        .map(|l| ReservationLine {
+            product_id: l.product_id,
+            sku: l.sku.clone(),
+            warehouse_id: l.warehouse_id,
+            quantity: l.quantity,
+        })
+        .collect();
+    saga.forward(
+        "reserve_stock",
+        |key| Some(Compensation::ReleaseStockReservedUnder { key }),
+        |r: &Reserved| Some(release_all(&r.reservation_id)),
+        move |key| async move { warehouse.reserve(&key, order_id, &lines).await },
+    )
+    .await
+}
+
+/// `release_stock` of everything a quote holds, which must finish once started.
+pub async fn release_hold(saga: &mut Saga<'_, '_>, hold: &QuoteHold) -> Step<()> {
+    let warehouse = saga.deps.downstream.warehouse.clone();
+    let reservation_id = hold.reservation_id.clone();
+    saga.compensation_step("release_stock", "reserve_stock", move |key| async move {
+        warehouse
+            .release(&key, &reservation_id, &[])
+            .await
+            .map(|_| ())
+    })
+    .await
+}
+
+fn release_all(reservation_id: &str) -> Compensation {
+    Compensation::ReleaseStock {
+        reservation_id: reservation_id.to_owned(),
+        items: Vec::new(),
+    }
+}
+
+/// Why a change rolled back, from the downstream's refusal at `step`.
+fn failure_of(step: &str, refused: &Rejection) -> Failure {
+    let code = match (step, refused.code.as_str()) {
+        (_, "insufficient_stock" | "reservation_released") => "insufficient_stock",
+        _ if refused.status == 402 => "payment_declined",
+        (_, "already_shipped") => "already_shipped",
+        ("update_fulfillment", _) => "fulfillment_refused",
+        _ => "step_refused",
+    };
+    Failure {
+        code: code.to_owned(),
+        message: refused.to_string(),
+    }
+}
+
+/// Runs the saga `apply_change` of `change` on `order`, with the stock `hold` of its
+/// quote, and ends the change (`applied`, `rolled_back` or `needs_attention`).
+pub async fn apply_change(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+    hold: Option<QuoteHold>,
+) -> Result<Order, TerminalError> {
+    saga.begin_with(&order);
+    let plan = change.plan.clone();
+
+    // 1. reserve_stock
+    let mut reservation: Option<(String, Vec<StockLine>)> = None;
+    if !plan.stock.reserve.is_empty() {
+        match hold {
+            Some(h) => {
+                saga.on_rejection(release_all(&h.reservation_id));
+                reservation = Some((h.reservation_id, h.items));
+            }
+            None => match reserve(saga, order.id, &plan.stock.reserve).await? {
+                Ok(r) => reservation = Some((r.reservation_id, plan.stock.reserve.clone())),
+                Err(refused) => {
+                    return roll_back(
+                        saga,
+                        order,
+                        change,
+                        None,
+                        failure_of("reserve_stock", &refused),
+                    )
+                    .await
+                }
+            },
+        }
+    }
+
+    // 2. charge_payment
+    let mut charged: Option<(Capture, String, String)> = None;
+    if let Some(charge) = &plan.settlement.charge {
+        let key = format!("{}:change:{}:charge", order.id, change.change_id);
+        match charge_change(saga, &order, &key, &charge.method, charge.amount).await? {
+            Ok(capture) => charged = Some((capture, charge.method.clone(), key)),
+            Err(refused) => {
+                let failure = failure_of("charge_payment", &refused);
+                return roll_back(saga, order, change, None, failure).await;
+            }
+        }
+    }
+
+    // 3. commit_stock
+    if let Some((reservation_id, _)) = &reservation {
+        if let Err(refused) = super::steps::commit_stock(saga, reservation_id).await? {
+            let failure = failure_of("commit_stock", &refused);
+            return roll_back(saga, order, change, charged, failure).await;
+        }
+    }
+
+    // 4. update_fulfillment: the point of no return.
+    change.point_of_no_return = true;
+    if let (Some(fulfillment_id), true) = (order.fulfillment_id.clone(), parcel_changes(&plan)) {
+        let updated =
+            update_fulfillment(saga, &order, change.change_id, &fulfillment_id, &plan).await?;
+        if let Err(refused) = updated {
+            change.point_of_no_return = false;
+            let failure = failure_of("update_fulfillment", &refused);
+            return roll_back(saga, order, change, charged, failure).await;
+        }
+    }
+    saga.drop_compensations();
+
+    // 6. release_stock, then 5. refund_payment: the stack runs newest first.
+    for (reservation_id, items) in order.release_plan(&StockLine::skus(&plan.stock.release)) {
+        saga.on_rejection(Compensation::ReleaseStock {
+            reservation_id,
+            items,
+        });
+    }
+    for refund in plan.settlement.refunds.iter().rev() {
+        saga.on_rejection(Compensation::RefundPayment {
+            payment_id: refund.payment_id.clone(),
+            amount: refund.amount,
+            return_id: None,
+        });
+    }
+    let undone = compensate(saga).await?;
+
+    // 7. update_read_model, with 8. the events and 9. the notification.
+    let refunded = undone
+        .iter()
+        .any(|u| matches!(u, Undone::RefundedOn { .. }));
+    let topics: &'static [&'static str] = match (charged.is_some(), refunded) {
+        (true, _) => &["order.changed", "order.payment_added"],
+        (false, true) => &["order.changed", "order.refunded"],
+        (false, false) => &["order.changed"],
+    };
+    let notify = change.notify_customer.then_some("order_changed");
+    let change_id = change.change_id;
+    let (kept, released) = (reservation.clone(), StockLine::skus(&plan.stock.release));
+    let made = charged.clone();
+    let undone_kept = undone.clone();
+    let order = saga
+        .commit(&order, topics, notify, move |o, at| {
+            let before: Vec<i32> = o.items.iter().map(|i| i.id).collect();
+            o.apply_change(&plan);
+            for item in o.items.iter_mut().filter(|i| !before.contains(&i.id)) {
+                item.added_by = Some(AddedBy {
+                    kind: "change".into(),
+                    id: change_id,
+                });
+            }
+            if let Some((capture, method, key)) = &made {
+                let attempt = o.next_payment_attempt();
+                o.record_capture(attempt, method, &capture.payment_id, capture.amount, at);
+                o.tag_latest_payment("apply_change", key);
+            }
+            o.take_holds(&released);
+            if let Some((reservation_id, items)) = &kept {
+                o.holds.extend(items.iter().map(|l| Hold {
+                    reservation_id: reservation_id.clone(),
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                }));
+            }
+            apply(o, &undone_kept, at)
+        })
+        .await?;
+
+    change.version_after = Some(order.version);
+    record_moves(change, charged.map(|(c, m, _)| (c, m)), &undone);
+    let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
+    change.attention = order.attention.clone().filter(|_| refused);
+    let status = match refused {
+        true => ChangeStatus::NeedsAttention,
+        false => ChangeStatus::Applied,
+    };
+    change.close(status, None, order.updated_at);
+    Ok(order)
+}
+
+/// Undoes what the change did before step 4 and ends it `rolled_back` with
+/// `failure`. The order moves a version only when money moved and was given back,
+/// or a compensation was refused (it then waits for an operator).
+async fn roll_back(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+    charged: Option<(Capture, String, String)>,
+    failure: Failure,
+) -> Result<Order, TerminalError> {
+    let undone = compensate(saga).await?;
+    let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
+    let moved = charged.is_some()
+        || undone
+            .iter()
+            .any(|u| matches!(u, Undone::RefundedCapture { .. }));
+    let order = if moved || refused {
+        let made = charged.clone();
+        let undone = undone.clone();
+        saga.commit(&order, &["order.change_rolled_back"], None, move |o, at| {
+            if let Some((capture, method, key)) = &made {
+                let attempt = o.next_payment_attempt();
+                o.record_capture(attempt, method, &capture.payment_id, capture.amount, at);
+                o.tag_latest_payment("apply_change", key);
+            }
+            apply(o, &undone, at)
+        })
+        .await?
+    } else {
+        order
+    };
+    if moved || refused {
+        change.version_after = Some(order.version);
+    }
+    record_moves(change, charged.map(|(c, m, _)| (c, m)), &undone);
+    let at = saga.now().await?;
+    change.attention = order.attention.clone().filter(|_| refused);
+    let status = match refused {
+        true => ChangeStatus::NeedsAttention,
+        false => ChangeStatus::RolledBack,
+    };
+    change.close(status, Some(failure), at);
+    Ok(order)
+}
+
+/// Records on the change the charge it made and the refunds that went through.
+fn record_moves(change: &mut Change, charged: Option<(Capture, String)>, undone: &[Undone]) {
+    if let Some((capture, method)) = charged {
+        change.moved.charges.push(MadeCharge {
+            payment_id: capture.payment_id,
+            method,
+            amount: capture.amount,
+        });
+    }
+    for u in undone {
+        match u {
+            Undone::RefundedOn {
+                payment_id,
+                refund_id,
+                amount,
+            } => change.moved.refunds.push(MadeRefund {
+                payment_id: payment_id.clone(),
+                refund_id: Some(refund_id.clone()),
+                amount: *amount,
+            }),
+            Undone::RefundedCapture {
+                payment_id,
+                method,
+                captured,
+                refunded,
+            } => {
+                change.moved.charges.push(MadeCharge {
+                    payment_id: payment_id.clone(),
+                    method: method.clone(),
+                    amount: *captured,
+                });
+                change.moved.refunds.push(MadeRefund {
+                    payment_id: payment_id.clone(),
+                    refund_id: None,
+                    amount: *refunded,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `charge_payment` of a change's difference under `key`, which names the change:
+/// a replay or a retry meets the same charge.
+async fn charge_change(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    key: &str,
+    method: &str,
+    amount: crate::domain::Money,
+) -> Step<Capture> {
+    let payment = saga.deps.downstream.payment.clone();
+    let (order_id, currency) = (order.id, order.currency.clone());
+    let (method, in_doubt_method) = (method.to_owned(), method.to_owned());
+    saga.forward_under(
+        "charge_payment",
+        key.to_owned(),
+        |key| {
+            Some(Compensation::RefundChargeUnder {
+                key,
+                method: in_doubt_method,
+            })
+        },
+        |c: &Capture| {
+            Some(Compensation::RefundPayment {
+                payment_id: c.payment_id.clone(),
+                amount: c.amount,
+                return_id: None,
+            })
+        },
+        move |key| async move {
+            payment
+                .charge(&key, order_id, amount, &currency, &method)
+                .await
+        },
+    )
+    .await
+}
+
+/// True when the parcel changes: its units or its address.
+fn parcel_changes(plan: &ChangePlan) -> bool {
+    plan.shipping_address.is_some()
+        || plan
+            .lines
+            .iter()
+            .any(|l| l.before.map(|b| b.quantity) != Some(l.after.quantity))
+}
+
+/// `update_fulfillment`: the whole parcel after the change.
+async fn update_fulfillment(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    change_id: Uuid,
+    fulfillment_id: &str,
+    plan: &ChangePlan,
+) -> Step<()> {
+    let fulfillment = saga.deps.downstream.fulfillment.clone();
+    let lines: Vec<FulfillmentLine> = plan
+        .result
+        .items
+        .iter()
+        .filter(|i| i.units_left() > 0)
+        .map(|i| FulfillmentLine {
+            sku: i.product_sku.clone(),
+            warehouse_id: i.warehouse_id,
+            quantity: i.units_left(),
+        })
+        .collect();
+    let (order_id, fulfillment_id) = (order.id, fulfillment_id.to_owned());
+    let address = plan.result.shipping_address.clone();
+    saga.forward(
+        "update_fulfillment",
+        |_| None,
+        |_| None,
+        move |key| async move {
+            fulfillment
+                .update(&key, &fulfillment_id, order_id, change_id, &lines, &address)
+                .await
+        },
+    )
+    .await
+}
+
+/// Marks `quote` refused: the warehouse would not hold its units.
+pub fn hold_refused(quote: &mut Quote, refused: &Rejection) {
+    quote.status = QuoteStatus::Refused;
+    quote.failure = Some(Failure {
+        code: "insufficient_stock".into(),
+        message: refused.to_string(),
+    });
+}
