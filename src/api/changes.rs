@@ -3,19 +3,24 @@
 
 use super::body::{from_value, JsonBody, Rules, Valid};
 use super::commands::{command, existing, reason_rules, Answer};
+use super::error::Problem;
 use super::idempotency::{IdemKey, Reply};
-use super::params::OrderId;
+use super::openapi::shapes::{ChangeList, IdempotencyKey, IfMatch, QuoteList};
+use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
-use crate::domain::{Actor, Delta, FieldError, Operation, Refusal, MAX_OPERATIONS};
+use crate::domain::{
+    Actor, ChangeView, Delta, FieldError, Ledger, Operation, QuoteView, Refusal, MAX_OPERATIONS,
+};
 use crate::read_model;
 use crate::workflows::{ApplyRequest, QuoteCommand, QuoteRequest};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The change routes.
@@ -35,9 +40,11 @@ pub fn router() -> Router<ApiState> {
 }
 
 /// `payment` of a quote or a change: the method that pays a positive difference.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChangePayment)]
 struct PaymentBody {
+    #[schema(min_length = 1, max_length = 100)]
     method: String,
 }
 
@@ -58,15 +65,24 @@ fn operations_rules(operations: &[Operation], errors: &mut Vec<FieldError>) {
 }
 
 /// The body of `POST /orders/{id}/change-quotes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChangeQuoteRequest)]
 struct QuoteBody {
+    /// Applied in order; an `item_id` appears in at most one of them.
+    #[schema(min_items = 1, max_items = 50)]
     operations: Vec<Operation>,
+    /// Holds the added units under a reservation of the quote's own (default).
     #[serde(default = "yes")]
     hold_stock: bool,
     #[serde(default = "default_ttl")]
+    #[schema(minimum = 1, maximum = 3600, default = 900)]
     ttl_seconds: i64,
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
     #[serde(default)]
     payment: Option<PaymentBody>,
@@ -92,6 +108,22 @@ impl Rules for QuoteBody {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/change-quotes",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
+    request_body = QuoteBody,
+    responses(
+        (status = 201, description = "The quote, `open`: binding (its stock held, its settlement pinned) until `expires_at` or until the order's version moves.", body = QuoteView, headers(("Location" = String, description = "The quote's URL."))),
+        (status = 202, description = "The hold has not rested within a few seconds: the quote as it stands.", body = QuoteView),
+        (status = 403, description = "`forbidden`: for staff, services and operators; a customer's own order stays readable.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not_editable` (only a `confirmed` or `processing` order with no `attention`), `change_in_progress` (with `change_id`), or `insufficient_stock` (with `sku`; nothing held).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` naming the field (e.g. `operations[0].item_id`), `quantity_exceeded`, or `idempotency_key_reused`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/change-quotes`: `201` with the quote, binding until its
 /// `expires_at`.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
@@ -126,6 +158,16 @@ async fn create_quote(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/change-quotes",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order's quotes, oldest first.", body = QuoteList),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/change-quotes`: the order's quotes, oldest first.
 async fn list_quotes(
     caller: Caller,
@@ -137,6 +179,16 @@ async fn list_quotes(
     Ok(Json(json!({ "quotes": quotes })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/change-quotes/{quote_id}",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), ("quote_id" = Uuid, Path, description = "The quote's id.")),
+    responses(
+        (status = 200, description = "The quote.", body = QuoteView),
+        (status = 404, description = "`order_not_found`, or `quote_not_found`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/change-quotes/{quote_id}`.
 async fn get_quote(
     caller: Caller,
@@ -154,6 +206,20 @@ async fn quote_of(state: &ApiState, id: Uuid, quote_id: &str) -> Result<Value, A
     quote.ok_or_else(|| Refusal::QuoteNotFound.into())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/{id}/change-quotes/{quote_id}",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), ("quote_id" = Uuid, Path, description = "The quote's id."), IdempotencyKey),
+    responses(
+        (status = 204, description = "Released, with its hold (one call); a quote already `released`, `expired` or `refused` answers the same and calls nothing."),
+        (status = 403, description = "`forbidden`: for staff, services and operators; a customer's own order stays readable.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `quote_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: the quote was used by a change.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`, or `validation_failed` (the `Idempotency-Key`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `DELETE /orders/{id}/change-quotes/{quote_id}`: releases the quote and its hold
 /// (`204`).
 #[tracing::instrument(skip_all, fields(order.id = %id))]
@@ -187,27 +253,42 @@ async fn release_quote(
     .await
 }
 
-/// The body of `POST /orders/{id}/changes`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /orders/{id}/changes`: exactly one of `quote_id` and
+/// `operations` (priced and applied at once).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChangeRequestBody)]
 struct ApplyBody {
     #[serde(default)]
     quote_id: Option<Uuid>,
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 50)]
     operations: Option<Vec<Operation>>,
+    /// The difference the caller expects; another is `422 amount_mismatch`.
     #[serde(default)]
     expected_delta: Option<Delta>,
     #[serde(default)]
     payment: Option<PaymentBody>,
+    /// `order_method` (default); `await_customer` is not offered yet.
     #[serde(default)]
+    #[schema(value_type = Option<Collect>)]
     collect: Option<String>,
+    /// `revert` (default) or `keep_owed`.
     #[serde(default)]
+    #[schema(value_type = Option<OnUnpaid>)]
     on_unpaid: Option<String>,
+    /// `0` (default): a payment deadline is not offered yet.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 0)]
     payment_deadline_seconds: Option<i64>,
+    /// Sends `order_changed` (default true).
     #[serde(default)]
     notify_customer: Option<bool>,
     #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     reason: Option<String>,
 }
 
@@ -252,6 +333,23 @@ impl Rules for ApplyBody {
     }
 }
 
+/// How a positive difference is collected (only from the order's method for now).
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Collect {
+    OrderMethod,
+}
+
+/// What an unpaid difference does at its deadline.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum OnUnpaid {
+    Revert,
+    KeepOwed,
+}
+
 /// The version `If-Match` names: `"7"` or `7`.
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get("if-match") else {
@@ -271,6 +369,24 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/changes",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey, IfMatch),
+    request_body = ApplyBody,
+    responses(
+        (status = 201, description = "The change once it rests: `applied`, `rolled_back` (with `failure`: a refused step is not an error) or `needs_attention`.", body = ChangeView, headers(("Location" = String, description = "The change's URL."))),
+        (status = 202, description = "The change has not rested within a few seconds and goes on: the change as it stands.", body = ChangeView, headers(("Location" = String, description = "The change's URL."))),
+        (status = 403, description = "`forbidden`: for staff, services and operators; a customer's own order stays readable.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `quote_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`version_conflict` (with `current_version`), `quote_superseded` (with `quote_version` and `current_version`), `change_in_progress` (with `change_id`) or `not_editable`.", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`quote_expired`: the quote is `expired`, `released`, `refused` or `used`, or past its `expires_at`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (the body or an `If-Match` that is not one version), `quantity_exceeded`, `amount_mismatch` (with `delta`) or `idempotency_key_reused`.", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "`precondition_required`: no `If-Match`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /orders/{id}/changes`: applies a quote, or operations priced at once, as
 /// the saga `apply_change`; `201` with the change once it rests.
 #[tracing::instrument(skip_all, fields(order.id = %id))]
@@ -332,9 +448,12 @@ async fn apply_change(
 }
 
 /// The `status` filter of `GET /orders/{id}/changes`.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 struct ChangeFilter {
-    #[serde(default)]
+    /// Only changes in this state.
+    #[param(value_type = Option<crate::domain::ChangeStatus>)]
     status: Option<String>,
 }
 
@@ -348,28 +467,50 @@ const CHANGE_STATUSES: [&str; 7] = [
     "needs_attention",
 ];
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/changes",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), ChangeFilter),
+    responses(
+        (status = 200, description = "The order's changes, oldest first.", body = ChangeList),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `status` is not a change state.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/changes`: the order's changes, oldest first.
 async fn list_changes(
     caller: Caller,
     State(state): State<ApiState>,
     OrderId(id): OrderId,
-    Query(filter): Query<ChangeFilter>,
+    QueryParams(query): QueryParams,
 ) -> Result<Json<Value>, ApiError> {
     existing(&state, &caller, id).await?;
-    if let Some(status) = filter
-        .status
-        .as_deref()
-        .filter(|s| !CHANGE_STATUSES.contains(s))
-    {
+    // An empty `status` filters nothing.
+    let status = query
+        .get("status")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    if let Some(status) = status.filter(|s| !CHANGE_STATUSES.contains(s)) {
         let message = format!("{status:?} is not a change status");
         return Err(ApiError::Validation(vec![FieldError::new(
             "status", message,
         )]));
     }
-    let changes = read_model::list_changes(&state.db, id, filter.status.as_deref()).await?;
+    let changes = read_model::list_changes(&state.db, id, status).await?;
     Ok(Json(json!({ "changes": changes })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/changes/{change_id}",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), ("change_id" = Uuid, Path, description = "The change's id.")),
+    responses(
+        (status = 200, description = "The change.", body = ChangeView),
+        (status = 404, description = "`order_not_found`, or `change_not_found`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/changes/{change_id}`.
 async fn get_change(
     caller: Caller,
@@ -394,6 +535,16 @@ fn staff_only(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/ledger",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "Every charge and refund of the order, each with the order version that counted it; `charged` is `captured_amount` and `refunded` is `refunded_amount`.", body = Ledger),
+        (status = 404, description = "`order_not_found`: no such order, or one the caller may not see.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /orders/{id}/ledger`: every charge and refund of the order.
 async fn get_ledger(
     caller: Caller,

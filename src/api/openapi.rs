@@ -6,7 +6,7 @@
 pub mod shapes;
 
 use super::auth::needs_token;
-use super::{analytics, cancel, console, health, metrics, ops, orders, returns, ApiState};
+use super::{analytics, cancel, changes, console, health, metrics, ops, orders, returns, ApiState};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -49,6 +49,14 @@ pub fn router() -> Router<ApiState> {
         returns::receive_return,
         returns::reject_return,
         returns::refund_items,
+        changes::create_quote,
+        changes::list_quotes,
+        changes::get_quote,
+        changes::release_quote,
+        changes::apply_change,
+        changes::list_changes,
+        changes::get_change,
+        changes::get_ledger,
         ops::stuck,
         ops::retry_all,
         ops::timeline,
@@ -64,6 +72,7 @@ pub fn router() -> Router<ApiState> {
     tags(
         (name = "orders", description = "Orders: create, read, list, pay, change status, cancel."),
         (name = "returns", description = "Returns of delivered orders and refunds without a return."),
+        (name = "changes", description = "Changes after checkout: binding quotes, changes applied with If-Match, and the money ledger."),
         (name = "operators", description = "What is stuck and what an operator can do about it."),
         (name = "health", description = "Liveness, dependencies, metrics and this document."),
     ),
@@ -117,6 +126,8 @@ impl Modify for Conventions {
             ))
             .build();
         components.add_security_scheme("bearerAuth", SecurityScheme::Http(bearer));
+        strict_operations(components);
+        one_change_source(components);
 
         for (path, item) in doc.paths.paths.iter_mut() {
             let operations = [
@@ -195,6 +206,65 @@ fn body_refusals(operation: &mut Operation) {
             responses.insert(status.into(), problem(description).into());
         }
     }
+}
+
+/// A change's operations, as strict as the service reads them: no field beyond
+/// those of its `op`. An `add_item` is a new item's fields and its `op` (utoipa
+/// would say "all of NewItem and `op`", which NewItem's own strictness forbids).
+fn strict_operations(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    let Some(RefOr::T(Schema::Object(new_item))) = components.schemas.get("NewItem").cloned()
+    else {
+        return;
+    };
+    let Some(RefOr::T(Schema::OneOf(variants))) = components.schemas.get_mut("Operation") else {
+        return;
+    };
+    for variant in variants.items.iter_mut() {
+        match variant {
+            RefOr::T(Schema::AllOf(_)) => {
+                let mut add_item = new_item.clone();
+                let op = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["add_item"]));
+                add_item.properties.insert("op".into(), op.into());
+                add_item.required.push("op".into());
+                add_item.description = Some("A new item.".into());
+                *variant = RefOr::T(Schema::Object(add_item));
+            }
+            RefOr::T(Schema::Object(object)) => {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A change names exactly one of `quote_id` and `operations`.
+fn one_change_source(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::schema::{
+        AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+    };
+    use utoipa::openapi::RefOr;
+    let Some(body) = components.schemas.remove("ChangeRequestBody") else {
+        return;
+    };
+    let quote = ObjectBuilder::new().required("quote_id").property(
+        "quote_id",
+        ObjectBuilder::new().schema_type(Type::String).format(Some(
+            utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid),
+        )),
+    );
+    let operations = ObjectBuilder::new()
+        .required("operations")
+        .property("operations", ArrayBuilder::new().min_items(Some(1)));
+    let source = OneOfBuilder::new().item(quote).item(operations);
+    let whole = AllOfBuilder::new().item(body).item(source).build();
+    components
+        .schemas
+        .insert("ChangeRequestBody".into(), RefOr::T(Schema::AllOf(whole)));
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ pub enum Operation {
     AddItem(NewItem),
     /// The item's new `quantity`, given-back units included.
     SetQuantity {
+        #[schema(minimum = 1)]
         item_id: i32,
+        #[schema(minimum = 0, maximum = 100_000)]
         quantity: i64,
         #[serde(default)]
         #[schema(value_type = Option<super::MoneyInput>)]
@@ -36,16 +38,22 @@ pub enum Operation {
         tax_amount: Option<Money>,
     },
     /// Every unit left of the item goes.
-    RemoveItem { item_id: i32 },
+    RemoveItem {
+        #[schema(minimum = 1)]
+        item_id: i32,
+    },
     /// `quantity` units left of the item (all by default) give way to `new_item`.
     ReplaceItem {
+        #[schema(minimum = 1)]
         item_id: i32,
         #[serde(default)]
+        #[schema(minimum = 1, maximum = 100_000)]
         quantity: Option<i64>,
         new_item: NewItem,
     },
     /// The discount (and tax) of the item's units left.
     SetItemDiscount {
+        #[schema(minimum = 1)]
         item_id: i32,
         #[schema(value_type = super::MoneyInput)]
         discount_amount: Money,

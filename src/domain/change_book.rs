@@ -3,15 +3,18 @@
 //! from the order's version: a quote, or a change that ends without applying,
 //! leaves the order as it was.
 
-use super::change::{ChangePlan, Operation, StockLine};
+use super::change::{
+    AddressChange, ChangeLine, ChangePlan, Delta, Operation, Settlement, StockLine, StockMoves,
+    Totals,
+};
 use super::{Attention, Failure, Money};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// State of a quote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuoteStatus {
     /// Its hold is being made.
@@ -25,8 +28,21 @@ pub enum QuoteStatus {
     Refused,
 }
 
+impl QuoteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuoteStatus::Holding => "holding",
+            QuoteStatus::Open => "open",
+            QuoteStatus::Used => "used",
+            QuoteStatus::Released => "released",
+            QuoteStatus::Expired => "expired",
+            QuoteStatus::Refused => "refused",
+        }
+    }
+}
+
 /// The stock a quote holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuoteHold {
     pub reservation_id: String,
     pub items: Vec<StockLine>,
@@ -51,35 +67,55 @@ pub struct Quote {
     pub rev: i64,
 }
 
+/// A quote as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QuoteView {
+    pub quote_id: Uuid,
+    pub order_id: Uuid,
+    /// The order version the quote was priced on.
+    pub order_version: i64,
+    pub status: QuoteStatus,
+    pub operations: Vec<Operation>,
+    pub reason: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// Null without `hold_stock` or without added units.
+    pub hold: Option<QuoteHold>,
+    pub lines: Vec<ChangeLine>,
+    pub totals: Totals,
+    pub shipping_address: Option<AddressChange>,
+    pub settlement: Settlement,
+    pub stock: StockMoves,
+    /// Why the hold was refused.
+    pub failure: Option<Failure>,
+}
+
 impl Quote {
     /// The quote as the API shows it.
-    pub fn view(&self) -> Value {
+    pub fn view(&self) -> QuoteView {
         let p = &self.plan;
-        serde_json::json!({
-            "quote_id": self.quote_id,
-            "order_id": self.order_id,
-            "order_version": p.order_version,
-            "status": self.status,
-            "operations": self.operations,
-            "reason": self.reason,
-            "expires_at": self.expires_at,
-            "created_at": self.created_at,
-            "hold": self.hold.as_ref().map(|h| serde_json::json!({
-                "reservation_id": h.reservation_id,
-                "items": h.items,
-            })),
-            "lines": p.lines,
-            "totals": p.totals,
-            "shipping_address": p.shipping_address,
-            "settlement": p.settlement,
-            "stock": p.stock,
-            "failure": self.failure,
-        })
+        QuoteView {
+            quote_id: self.quote_id,
+            order_id: self.order_id,
+            order_version: p.order_version,
+            status: self.status,
+            operations: self.operations.clone(),
+            reason: self.reason.clone(),
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            hold: self.hold.clone(),
+            lines: p.lines.clone(),
+            totals: p.totals,
+            shipping_address: p.shipping_address.clone(),
+            settlement: p.settlement.clone(),
+            stock: p.stock.clone(),
+            failure: self.failure.clone(),
+        }
     }
 }
 
 /// State of a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeStatus {
     Applying,
@@ -111,14 +147,14 @@ impl ChangeStatus {
 }
 
 /// Who asked for a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Actor {
     pub role: String,
     pub sub: Option<String>,
 }
 
 /// A charge a change made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MadeCharge {
     pub payment_id: String,
     pub method: String,
@@ -126,7 +162,7 @@ pub struct MadeCharge {
 }
 
 /// A refund a change made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MadeRefund {
     pub payment_id: String,
     pub refund_id: Option<String>,
@@ -134,7 +170,7 @@ pub struct MadeRefund {
 }
 
 /// How a step of a change went, for the change's `steps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StepOutcome {
     pub step: String,
     /// `succeeded`, `rejected` or `skipped`.
@@ -178,45 +214,88 @@ pub struct Change {
     pub rev: i64,
 }
 
+/// The money a change moved, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ChangeSettlement {
+    pub delta: Delta,
+    pub charges: Vec<MadeCharge>,
+    pub refunds: Vec<MadeRefund>,
+    pub clears_outstanding: Money,
+    pub amount_due: Money,
+    pub pay_by: Option<DateTime<Utc>>,
+    pub outstanding: Money,
+}
+
+/// A change as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ChangeView {
+    pub change_id: Uuid,
+    pub order_id: Uuid,
+    pub status: ChangeStatus,
+    pub quote_id: Option<Uuid>,
+    pub request_id: Option<Uuid>,
+    pub operations: Vec<Operation>,
+    pub reason: Option<String>,
+    pub actor: Actor,
+    pub version_before: i64,
+    /// Null unless the order's version moved.
+    pub version_after: Option<i64>,
+    pub lines: Vec<ChangeLine>,
+    pub totals: Totals,
+    pub shipping_address: Option<AddressChange>,
+    pub stock: StockMoves,
+    pub settlement: ChangeSettlement,
+    pub collect: String,
+    pub on_unpaid: String,
+    pub payment_deadline_seconds: u32,
+    pub point_of_no_return: bool,
+    pub steps: Vec<StepOutcome>,
+    pub failure: Option<Failure>,
+    pub attention: Option<Attention>,
+    pub created_at: DateTime<Utc>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
 impl Change {
     /// The change as the API shows it.
-    pub fn view(&self) -> Value {
+    pub fn view(&self) -> ChangeView {
         let p = &self.plan;
-        serde_json::json!({
-            "change_id": self.change_id,
-            "order_id": self.order_id,
-            "status": self.status,
-            "quote_id": self.quote_id,
-            "request_id": null,
-            "operations": self.operations,
-            "reason": self.reason,
-            "actor": self.actor,
-            "version_before": self.version_before,
-            "version_after": self.version_after,
-            "lines": p.lines,
-            "totals": p.totals,
-            "shipping_address": p.shipping_address,
-            "stock": p.stock,
-            "settlement": {
-                "delta": p.settlement.delta,
-                "charges": self.moved.charges,
-                "refunds": self.moved.refunds,
-                "clears_outstanding": p.settlement.clears_outstanding,
-                "amount_due": "0.00",
-                "pay_by": null,
-                "outstanding": "0.00",
+        ChangeView {
+            change_id: self.change_id,
+            order_id: self.order_id,
+            status: self.status,
+            quote_id: self.quote_id,
+            request_id: None,
+            operations: self.operations.clone(),
+            reason: self.reason.clone(),
+            actor: self.actor.clone(),
+            version_before: self.version_before,
+            version_after: self.version_after,
+            lines: p.lines.clone(),
+            totals: p.totals,
+            shipping_address: p.shipping_address.clone(),
+            stock: p.stock.clone(),
+            settlement: ChangeSettlement {
+                delta: p.settlement.delta,
+                charges: self.moved.charges.clone(),
+                refunds: self.moved.refunds.clone(),
+                clears_outstanding: p.settlement.clears_outstanding,
+                amount_due: Money::ZERO,
+                pay_by: None,
+                outstanding: Money::ZERO,
             },
-            "collect": self.collect,
-            "on_unpaid": self.on_unpaid,
-            "payment_deadline_seconds": self.payment_deadline_seconds,
-            "point_of_no_return": self.point_of_no_return,
-            "steps": self.steps,
-            "failure": self.failure,
-            "attention": self.attention,
-            "created_at": self.created_at,
-            "applied_at": self.applied_at,
-            "closed_at": self.closed_at,
-        })
+            collect: self.collect.clone(),
+            on_unpaid: self.on_unpaid.clone(),
+            payment_deadline_seconds: self.payment_deadline_seconds,
+            point_of_no_return: self.point_of_no_return,
+            steps: self.steps.clone(),
+            failure: self.failure.clone(),
+            attention: self.attention.clone(),
+            created_at: self.created_at,
+            applied_at: self.applied_at,
+            closed_at: self.closed_at,
+        }
     }
 
     /// Ends the change `status`, at `at`, with `failure` if it did not apply.

@@ -4,10 +4,11 @@
 use super::{Money, Order};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// One movement of the order's money.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Movement {
     pub seq: u32,
     /// `charge` or `refund`.
@@ -24,7 +25,7 @@ pub struct Movement {
 }
 
 /// One payment of the order, with what was refunded of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LedgerPayment {
     pub payment_id: String,
     pub method: String,
@@ -34,7 +35,7 @@ pub struct LedgerPayment {
 }
 
 /// `GET /orders/{id}/ledger`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Ledger {
     pub order_id: Uuid,
     pub currency: super::Currency,

@@ -21,8 +21,8 @@ pub use change::{
     MAX_OPERATIONS,
 };
 pub use change_book::{
-    Actor, Change, ChangeBook, ChangeStatus, MadeCharge, MadeRefund, Moved, Quote, QuoteHold,
-    QuoteStatus, StepOutcome,
+    Actor, Change, ChangeBook, ChangeSettlement, ChangeStatus, ChangeView, MadeCharge, MadeRefund,
+    Moved, Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome,
 };
 pub use currency::Currency;
 pub use edits::FieldChange;

@@ -17,12 +17,7 @@ pub async fn save_quote(pool: &PgPool, quote: &Quote) -> sqlx::Result<()> {
     )
     .bind(quote.quote_id)
     .bind(quote.order_id)
-    .bind(
-        quote.view()["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    .bind(quote.status.as_str())
     .bind(quote.rev)
     .bind(Json(quote.view()))
     .bind(quote.created_at)

@@ -696,3 +696,79 @@ async fn customers_read_changes_but_only_the_shop_makes_them() {
     let (status, made, _) = app.as_caller(staff()).post(&quotes, &ops, None).await;
     assert_eq!(status, 201, "{made}");
 }
+
+#[tokio::test]
+async fn a_size_swap_an_added_unit_and_a_new_address_move_stock_money_and_parcel_together() {
+    let app = TestApp::spawn().await;
+    let order = confirmed(
+        &app,
+        &order_body(&[("SKU-TEE-M", 1, "20.00"), ("SKU-MUG", 2, "8.00")], VISA),
+    )
+    .await;
+    let order_id = id(&order);
+    let tag = order["version"].to_string();
+    let office = json!({"line1": "9 Office Park", "city": "Springfield", "country": "US"});
+    let mut tee_l = add_item("SKU-TEE-L", 1, "20.00");
+    tee_l.as_object_mut().unwrap().remove("op");
+    let ops = json!({"operations": [
+        {"op": "replace_item", "item_id": order["items"][0]["id"], "new_item": tee_l},
+        set_quantity(&order["items"][1]["id"], 3),
+        {"op": "set_shipping_address", "address": office},
+    ]});
+
+    let (status, change, _) = apply(&app, &order_id, &ops, Some(&tag), None).await;
+
+    assert_eq!(
+        (status, change["status"].as_str()),
+        (201, Some("applied")),
+        "{change}"
+    );
+    assert_eq!(change["settlement"]["delta"], "8.00");
+    let (_, now) = app.get(&format!("/orders/{order_id}")).await;
+    let items: Vec<(&str, i64)> = now["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["product_sku"].as_str().unwrap(),
+                i["quantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [("SKU-TEE-M", 0), ("SKU-MUG", 3), ("SKU-TEE-L", 1)],
+        "{now}"
+    );
+    assert_eq!(now["items"][2]["added_by"]["id"], change["change_id"]);
+    assert_eq!(now["shipping_address"], office);
+    let of = OrderLedger::of(&app.ledger(), &order_id);
+    let parcel = &of.fulfillments[0];
+    let mut shipped: Vec<(String, u32)> = parcel
+        .items
+        .iter()
+        .map(|i| (i.sku.clone(), i.quantity))
+        .collect();
+    shipped.sort();
+    assert_eq!(
+        shipped,
+        [("SKU-MUG".to_owned(), 3), ("SKU-TEE-L".to_owned(), 1)]
+    );
+    assert_eq!(parcel.shipping_address, office);
+    let released: Vec<_> = of
+        .releases
+        .iter()
+        .flat_map(|r| &r.released)
+        .map(|l| (l.sku.as_str(), l.quantity))
+        .collect();
+    assert_eq!(released, [("SKU-TEE-M", 1)]);
+
+    // The swapped item's units were all given back: a whole cancel refunds the rest.
+    let (status, cancelled, _) = app
+        .post(&format!("/orders/{order_id}/cancel"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["refunded_amount"], cancelled["captured_amount"]);
+    assert_eq!(cancelled["captured_amount"], "49.00");
+}

@@ -26,6 +26,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/orders/{id}/returns/{return_id}/receive"),
     ("post", "/api/v1/orders/{id}/returns/{return_id}/reject"),
     ("post", "/api/v1/orders/{id}/refund-items"),
+    ("post", "/api/v1/orders/{id}/change-quotes"),
+    ("get", "/api/v1/orders/{id}/change-quotes"),
+    ("get", "/api/v1/orders/{id}/change-quotes/{quote_id}"),
+    ("delete", "/api/v1/orders/{id}/change-quotes/{quote_id}"),
+    ("post", "/api/v1/orders/{id}/changes"),
+    ("get", "/api/v1/orders/{id}/changes"),
+    ("get", "/api/v1/orders/{id}/changes/{change_id}"),
+    ("get", "/api/v1/orders/{id}/ledger"),
     ("get", "/api/v1/ops/orders/stuck"),
     ("post", "/api/v1/ops/orders/retry"),
     ("get", "/api/v1/ops/orders/{id}/timeline"),
@@ -474,4 +482,96 @@ async fn the_refusals_of_authorization_fit_the_document() {
     let operator = Some(operator.as_str());
     let listed = it.checked_as(operator, get, stuck, stuck, None).await;
     assert_eq!(listed.status, 200, "{}", listed.body);
+}
+
+#[tokio::test]
+async fn a_change_s_quote_change_and_ledger_fit_the_document() {
+    let it = Documented::spawn().await;
+    let order = mug_order(Some("pm_card_visa"));
+    let made = it
+        .checked(
+            Method::POST,
+            "/api/v1/orders",
+            "/api/v1/orders",
+            Some(&order),
+        )
+        .await;
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let item = made.body["items"][0]["id"].clone();
+    let base = format!("/api/v1/orders/{id}");
+    let ops = json!({"operations": [{"op": "set_quantity", "item_id": item, "quantity": 3},
+        {"op": "set_shipping_address", "address": {"line1": "2 Side St", "city": "Springfield", "country": "US"}}],
+        "reason": "customer called"});
+
+    let quote = it
+        .checked(
+            Method::POST,
+            "/api/v1/orders/{id}/change-quotes",
+            &format!("{base}/change-quotes"),
+            Some(&ops),
+        )
+        .await;
+    assert_eq!(quote.status, 201, "{}", quote.body);
+    let quote_id = quote.body["quote_id"].as_str().unwrap().to_owned();
+    it.checked(
+        Method::GET,
+        "/api/v1/orders/{id}/change-quotes",
+        &format!("{base}/change-quotes"),
+        None,
+    )
+    .await;
+    let one = format!("{base}/change-quotes/{quote_id}");
+    it.checked(
+        Method::GET,
+        "/api/v1/orders/{id}/change-quotes/{quote_id}",
+        &one,
+        None,
+    )
+    .await;
+
+    // Applied with If-Match, which the walk of `checked` does not send.
+    let applied = it
+        .app
+        .http
+        .post(format!("{}{base}/changes", it.root))
+        .header("If-Match", made.body["version"].to_string())
+        .json(&json!({"quote_id": quote_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), 201);
+    let change: Value = applied.json().await.unwrap();
+    let operation = &it.doc["paths"]["/api/v1/orders/{id}/changes"]["post"];
+    let schema = &operation["responses"]["201"]["content"]["application/json"]["schema"];
+    it.fits(
+        schema,
+        &change,
+        "201 answer of POST /api/v1/orders/{id}/changes",
+    );
+    let change_id = change["change_id"].as_str().unwrap();
+
+    it.checked(
+        Method::GET,
+        "/api/v1/orders/{id}/changes",
+        &format!("{base}/changes"),
+        None,
+    )
+    .await;
+    let one = format!("{base}/changes/{change_id}");
+    it.checked(
+        Method::GET,
+        "/api/v1/orders/{id}/changes/{change_id}",
+        &one,
+        None,
+    )
+    .await;
+    let ledger = it
+        .checked(
+            Method::GET,
+            "/api/v1/orders/{id}/ledger",
+            &format!("{base}/ledger"),
+            None,
+        )
+        .await;
+    assert_eq!(ledger.body["charged"], "152.15", "{}", ledger.body);
 }

@@ -2,7 +2,7 @@
 //! query and header parameters that the handlers read by hand: described here for
 //! the document, and checked against the real answers by the end-to-end tests.
 
-use crate::domain::{OrderStatus, OrderView, Return};
+use crate::domain::{ChangeView, OrderStatus, OrderView, QuoteView, Return};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -185,4 +185,33 @@ pub struct StuckQuery {
     /// Only orders whose last error contains this, in any case.
     #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub error: Option<String>,
+}
+
+/// `GET /orders/{id}/change-quotes`.
+#[derive(Serialize, ToSchema)]
+pub struct QuoteList {
+    /// Oldest first.
+    pub quotes: Vec<QuoteView>,
+}
+
+/// `GET /orders/{id}/changes`.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeList {
+    /// Oldest first.
+    pub changes: Vec<ChangeView>,
+}
+
+/// The `If-Match` header of a change: the order version it applies to.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatch {
+    /// The order's version as `GET /orders/{id}` answers it in `ETag` (`"7"`; `7`
+    /// is accepted too). Without it the change is `428 precondition_required`.
+    #[param(
+        rename = "If-Match",
+        required = true,
+        pattern = r#"^([1-9][0-9]{0,17}|"[1-9][0-9]{0,17}")$"#
+    )]
+    #[allow(dead_code)]
+    pub if_match: String,
 }
