@@ -191,6 +191,23 @@ impl Bench {
             &open_loop(RATE, d, refund).await,
         );
 
+        // Changes after checkout: a quote (holding the added unit), and a change
+        // applied at once (reserve, charge, commit, parcel update), each on a
+        // confirmed order of its own at version 2.
+        let one_more = json!({"operations": [{"op": "set_quantity", "item_id": 1, "quantity": 3}]});
+        let ids = self.create_orders(count, true).await?;
+        let quote = self.on_each_created(ids, "change-quotes", one_more.clone(), None);
+        row(
+            "change quote  open loop 100/s",
+            &open_loop(RATE, d, quote).await,
+        );
+        let ids = self.create_orders(count, true).await?;
+        let change = self.on_each_created(ids, "changes", one_more, Some("\"2\""));
+        row(
+            "change applied  open loop 100/s",
+            &open_loop(RATE, d, change).await,
+        );
+
         // Reads before the throughput runs, whose compactions would go on under them.
         let ids = self.create_orders(200, true).await?;
         let get = self.get(ids.into_iter().map(|id| format!("orders/{id}")).collect());
@@ -396,6 +413,31 @@ impl Bench {
             };
             let request = request.json(&*body);
             Box::pin(async move { matches!(request.send().await, Ok(r) if r.status() == 200) })
+        }
+    }
+
+    /// Like [`Bench::on_each`], for calls that answer `201` (a quote, a change),
+    /// with `If-Match` when given.
+    fn on_each_created(
+        &self,
+        targets: Vec<String>,
+        action: &'static str,
+        body: Value,
+        if_match: Option<&'static str>,
+    ) -> impl Fn(u64) -> BoxedCall + Send + Sync + Clone + 'static {
+        let (http, apis) = (self.http.clone(), self.apis.clone());
+        let (targets, body) = (Arc::new(targets), Arc::new(body));
+        move |n| {
+            let api = &apis[n as usize % apis.len()];
+            let url = format!(
+                "{api}/orders/{}/{action}",
+                targets[n as usize % targets.len()]
+            );
+            let mut request = http.post(url).json(&*body);
+            if let Some(version) = if_match {
+                request = request.header("if-match", version);
+            }
+            Box::pin(async move { matches!(request.send().await, Ok(r) if r.status() == 201) })
         }
     }
 

@@ -54,6 +54,9 @@ pub async fn order(checker: &Checker<'_>, expect: &Expected, v: &mut Violations)
             false => Some(expect.cancelled[n]),
         };
         applied &= item["cancelled_quantity"].as_i64() == cancelled;
+        if let Some(quantity) = expect.quantity[n] {
+            applied &= item["quantity"].as_i64() == Some(quantity);
+        }
         applied &= item["refunded_quantity"].as_i64() == Some(expect.refunded[n]);
     }
     let returns = checker.get(&format!("/orders/{id}/returns")).await;

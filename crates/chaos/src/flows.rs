@@ -43,6 +43,8 @@ pub struct Expected {
     pub refunded: [i64; 2],
     /// Each return and the status it should end in.
     pub returns: Vec<(Uuid, &'static str)>,
+    /// The quantity of each item a change set, when one did.
+    pub quantity: [Option<i64>; 2],
     /// Accepted requests.
     pub accepted: u32,
 }
@@ -83,6 +85,18 @@ impl Client {
         body: &Value,
         key: &str,
     ) -> Option<Answer> {
+        self.send_if_match(method, path, body, key, None).await
+    }
+
+    /// [`Client::send`], with `If-Match: "<version>"` when given.
+    async fn send_if_match(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        key: &str,
+        version: Option<i64>,
+    ) -> Option<Answer> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(200);
         // Requests take the replicas in turn, by their number; one that gets no
@@ -90,13 +104,15 @@ impl Client {
         let mut api = self.tally.requests.fetch_add(1, Ordering::Relaxed) as usize;
         loop {
             let base = &self.apis[api % self.apis.len()];
-            let sent = self
+            let mut request = self
                 .http
                 .request(method.clone(), format!("{base}{path}"))
                 .header("idempotency-key", key)
-                .json(body)
-                .send()
-                .await;
+                .json(body);
+            if let Some(version) = version {
+                request = request.header("if-match", format!("\"{version}\""));
+            }
+            let sent = request.send().await;
             if sent.is_err() {
                 api += 1;
             }
@@ -173,6 +189,7 @@ impl Client {
             return expect;
         }
         let path = |tail: &str| format!("/orders/{id}{tail}");
+        let mut version = created.body["version"].as_i64();
         if life == "draft_paid" {
             // Sometimes the first card is declined: the draft stays and is paid again.
             if rng.random_bool(0.3) {
@@ -199,9 +216,41 @@ impl Client {
                 Some(a) if a.status == 200 => {
                     expect.accepted += 1;
                     expect.status = "confirmed";
+                    version = a.body["version"].as_i64();
                 }
                 Some(a) => {
                     self.refused("pay", &a);
+                    return expect;
+                }
+                None => return expect,
+            }
+        }
+
+        // Sometimes the customer calls: one plate more or less, applied at once
+        // with the version the order is at.
+        if rng.random_bool(0.25) {
+            let plates = match rng.random_bool(0.5) {
+                true => 3,
+                false => 1,
+            };
+            let change =
+                json!({"operations": [{"op": "set_quantity", "item_id": 2, "quantity": plates}]});
+            match self
+                .send_if_match(
+                    reqwest::Method::POST,
+                    &path("/changes"),
+                    &change,
+                    &key("change"),
+                    version,
+                )
+                .await
+            {
+                Some(a) if a.status == 201 && a.body["status"] == "applied" => {
+                    expect.accepted += 1;
+                    expect.quantity[1] = Some(plates);
+                }
+                Some(a) => {
+                    self.refused("a change", &a);
                     return expect;
                 }
                 None => return expect,

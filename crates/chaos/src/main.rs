@@ -183,6 +183,13 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         lives.iter().filter(|l| l.order_id.is_some()).count()
     );
     println!(
+        "changes applied   {}",
+        lives
+            .iter()
+            .filter(|l| l.quantity.iter().any(Option::is_some))
+            .count()
+    );
+    println!(
         "requests          {} accepted, {} sent again",
         lives.iter().map(|l| u64::from(l.accepted)).sum::<u64>(),
         tally.resent.load(Ordering::Relaxed)
