@@ -21,6 +21,7 @@
 //! order for an operator and leaves the change `needs_attention`.
 
 use super::saga::{Saga, Step};
+use super::steps;
 use super::undo::{apply, compensate, Undone};
 use crate::domain::{
     AddedBy, Change, ChangeBook, ChangePlan, ChangeStatus, Compensation, Failure, Hold, MadeCharge,
@@ -166,7 +167,7 @@ pub async fn apply_change(
     let mut charged: Option<(Capture, String, String)> = None;
     if let Some(charge) = &plan.settlement.charge {
         let key = format!("{}:change:{}:charge", order.id, change.change_id);
-        match charge_change(saga, &order, &key, &charge.method, charge.amount).await? {
+        match steps::charge(saga, &order, charge.amount, &charge.method, key.clone()).await? {
             Ok(capture) => charged = Some((capture, charge.method.clone(), key)),
             Err(refused) => {
                 let failure = failure_of("charge_payment", &refused);
@@ -177,7 +178,7 @@ pub async fn apply_change(
 
     // 3. commit_stock
     if let Some((reservation_id, _)) = &reservation {
-        if let Err(refused) = super::steps::commit_stock(saga, reservation_id).await? {
+        if let Err(refused) = steps::commit_stock(saga, reservation_id).await? {
             let failure = failure_of("commit_stock", &refused);
             return roll_back(saga, order, change, charged, failure).await;
         }
@@ -350,43 +351,6 @@ fn record_moves(change: &mut Change, charged: Option<(Capture, String)>, undone:
             _ => {}
         }
     }
-}
-
-/// `charge_payment` of a change's difference under `key`, which names the change:
-/// a replay or a retry meets the same charge.
-async fn charge_change(
-    saga: &mut Saga<'_, '_>,
-    order: &Order,
-    key: &str,
-    method: &str,
-    amount: crate::domain::Money,
-) -> Step<Capture> {
-    let payment = saga.deps.downstream.payment.clone();
-    let (order_id, currency) = (order.id, order.currency.clone());
-    let (method, in_doubt_method) = (method.to_owned(), method.to_owned());
-    saga.forward_under(
-        "charge_payment",
-        key.to_owned(),
-        |key| {
-            Some(Compensation::RefundChargeUnder {
-                key,
-                method: in_doubt_method,
-            })
-        },
-        |c: &Capture| {
-            Some(Compensation::RefundPayment {
-                payment_id: c.payment_id.clone(),
-                amount: c.amount,
-                return_id: None,
-            })
-        },
-        move |key| async move {
-            payment
-                .charge(&key, order_id, amount, &currency, &method)
-                .await
-        },
-    )
-    .await
 }
 
 /// True when the parcel changes: its units or its address.

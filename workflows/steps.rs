@@ -2,7 +2,7 @@
 //! key of its step occurrence; each step says what undoes it (see [`super::undo`]).
 
 use super::saga::{Saga, Step};
-use crate::domain::{Compensation, Order};
+use crate::domain::{Compensation, Money, Order};
 use crate::downstream::{Capture, DownstreamError, FulfillmentLine, ReservationLine, Reserved};
 
 fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
@@ -60,13 +60,27 @@ pub async fn charge_payment(
     method: &str,
     attempt: u32,
 ) -> Step<Capture> {
+    let key = format!("{}:charge#{attempt}", order.id);
+    charge(saga, order, order.amount_due(), method, key).await
+}
+
+/// `charge_payment` of `amount` with `method` under `key`, which must name the
+/// charge for good (a payment attempt, a change): a replay or a retry meets the
+/// same charge. Cancelled while in doubt, it is looked up and refunded if made.
+pub async fn charge(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    amount: Money,
+    method: &str,
+    key: String,
+) -> Step<Capture> {
     let payment = saga.deps.downstream.payment.clone();
-    let (order_id, amount, currency) = (order.id, order.amount_due(), order.currency.clone());
+    let (order_id, currency) = (order.id, order.currency.clone());
     let method = method.to_owned();
     let in_doubt_method = method.clone();
     saga.forward_under(
         "charge_payment",
-        format!("{order_id}:charge#{attempt}"),
+        key,
         |key| {
             Some(Compensation::RefundChargeUnder {
                 key,

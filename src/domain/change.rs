@@ -364,15 +364,17 @@ impl Order {
                 format!("must hold 1 to {MAX_OPERATIONS} operations"),
             ));
         }
-        let mut items = self.items.clone();
-        let mut bases = self.bases.clone();
+        let mut draft = Draft {
+            items: self.items.clone(),
+            bases: self.bases.clone(),
+            stock: StockMoves::default(),
+            lines: Vec::new(),
+            next_id: self.items.iter().map(|i| i.id).max().unwrap_or(0) + 1,
+        };
         let mut shipping_amount = self.shipping_amount;
         let mut address = self.shipping_address.clone();
-        let mut lines = Vec::new();
-        let mut stock = StockMoves::default();
         let mut named: Vec<i32> = Vec::new();
         let (mut address_set, mut amount_set) = (false, false);
-        let mut next_id = items.iter().map(|i| i.id).max().unwrap_or(0) + 1;
 
         for (at, op) in ops.iter().enumerate() {
             let field = |name: &str| format!("operations[{at}].{name}");
@@ -383,7 +385,7 @@ impl Order {
                         "names an item another operation names",
                     ));
                 }
-                if !items.iter().any(|i| i.id == id) {
+                if !draft.items.iter().any(|i| i.id == id) {
                     return Err(invalid(
                         field("item_id"),
                         format!("the order has no item {id}"),
@@ -393,11 +395,7 @@ impl Order {
             }
             match op {
                 Operation::AddItem(new) => {
-                    let line = self.add_item(new, next_id, at, &field)?;
-                    stock.reserve.push(stock_line(&line.0, line.0.quantity));
-                    lines.push(line.1);
-                    items.push(line.0);
-                    next_id += 1;
+                    self.add_item(&mut draft, new, at, &field)?;
                 }
                 Operation::SetQuantity {
                     item_id,
@@ -421,9 +419,7 @@ impl Order {
                         discount: *discount_amount,
                         tax: *tax_amount,
                     };
-                    self.rework(
-                        &mut items, &mut bases, &mut stock, &mut lines, item, target, at,
-                    )?;
+                    self.rework(&mut draft, item, target, at)?;
                 }
                 Operation::RemoveItem { item_id } => {
                     let item = self.item(*item_id);
@@ -432,9 +428,7 @@ impl Order {
                         discount: None,
                         tax: None,
                     };
-                    self.rework(
-                        &mut items, &mut bases, &mut stock, &mut lines, item, target, at,
-                    )?;
+                    self.rework(&mut draft, item, target, at)?;
                 }
                 Operation::ReplaceItem {
                     item_id,
@@ -454,15 +448,9 @@ impl Order {
                         discount: None,
                         tax: None,
                     };
-                    self.rework(
-                        &mut items, &mut bases, &mut stock, &mut lines, item, target, at,
-                    )?;
+                    self.rework(&mut draft, item, target, at)?;
                     let field = |name: &str| format!("operations[{at}].new_item.{name}");
-                    let line = self.add_item(new_item, next_id, at, &field)?;
-                    stock.reserve.push(stock_line(&line.0, line.0.quantity));
-                    lines.push(line.1);
-                    items.push(line.0);
-                    next_id += 1;
+                    self.add_item(&mut draft, new_item, at, &field)?;
                 }
                 Operation::SetItemDiscount {
                     item_id,
@@ -475,9 +463,7 @@ impl Order {
                         discount: Some(*discount_amount),
                         tax: *tax_amount,
                     };
-                    self.rework(
-                        &mut items, &mut bases, &mut stock, &mut lines, item, target, at,
-                    )?;
+                    self.rework(&mut draft, item, target, at)?;
                 }
                 Operation::SetShippingAddress { address: a } => {
                     if std::mem::replace(&mut address_set, true) {
@@ -497,6 +483,13 @@ impl Order {
             }
         }
 
+        let Draft {
+            items,
+            bases,
+            stock,
+            lines,
+            ..
+        } = draft;
         if items.len() > MAX_ITEMS {
             return Err(invalid(
                 "operations",
@@ -563,11 +556,12 @@ impl Order {
     /// A new item `id` from `new`, with its line.
     fn add_item(
         &self,
+        draft: &mut Draft,
         new: &NewItem,
-        id: i32,
         at: usize,
         field: &dyn Fn(&str) -> String,
-    ) -> Result<(OrderItem, ChangeLine), ChangeError> {
+    ) -> Result<(), ChangeError> {
+        let id = draft.next_id;
         let mut errors = Vec::new();
         new.validate(&field(""), &mut errors);
         if let Some(e) = errors.into_iter().next() {
@@ -602,17 +596,17 @@ impl Order {
             after: LineTerms::from(&item),
             delta: Delta::between(Money::ZERO, total),
         };
-        Ok((item, line))
+        draft.stock.reserve.push(stock_line(&item, item.quantity));
+        draft.lines.push(line);
+        draft.items.push(item);
+        draft.next_id += 1;
+        Ok(())
     }
 
     /// Sets `item` to `target`, rebasing it, and records its line and stock.
-    #[allow(clippy::too_many_arguments)]
     fn rework(
         &self,
-        items: &mut [OrderItem],
-        bases: &mut Vec<Basis>,
-        stock: &mut StockMoves,
-        lines: &mut Vec<ChangeLine>,
+        draft: &mut Draft,
         item: &OrderItem,
         target: Target,
         at: usize,
@@ -668,7 +662,8 @@ impl Order {
         }
         let before_given_discount = sub(item.discount_amount, discount_left)?;
         let before_given_tax = sub(item.tax_amount, tax_left)?;
-        let changed = items
+        let changed = draft
+            .items
             .iter_mut()
             .find(|i| i.id == item.id)
             .expect("a known item");
@@ -683,8 +678,8 @@ impl Order {
             .and_then(|g| g.checked_sub(changed.discount_amount))
             .and_then(|g| g.checked_add(changed.tax_amount))
             .ok_or_else(overflow)?;
-        bases.retain(|b| b.item_id != item.id);
-        bases.push(Basis {
+        draft.bases.retain(|b| b.item_id != item.id);
+        draft.bases.push(Basis {
             item_id: item.id,
             given,
             quantity: target.left,
@@ -692,11 +687,17 @@ impl Order {
             tax,
         });
         match target.left.cmp(&left) {
-            std::cmp::Ordering::Greater => stock.reserve.push(stock_line(item, target.left - left)),
-            std::cmp::Ordering::Less => stock.release.push(stock_line(item, left - target.left)),
+            std::cmp::Ordering::Greater => draft
+                .stock
+                .reserve
+                .push(stock_line(item, target.left - left)),
+            std::cmp::Ordering::Less => draft
+                .stock
+                .release
+                .push(stock_line(item, left - target.left)),
             std::cmp::Ordering::Equal => {}
         }
-        lines.push(ChangeLine {
+        draft.lines.push(ChangeLine {
             op_index: at,
             item_id: Some(item.id),
             product_sku: item.product_sku.clone(),
@@ -806,6 +807,16 @@ impl Order {
         }
         self.holds.retain(|h| h.quantity > 0);
     }
+}
+
+/// A change being priced: the items, bases, stock and lines so far.
+struct Draft {
+    items: Vec<OrderItem>,
+    bases: Vec<Basis>,
+    stock: StockMoves,
+    lines: Vec<ChangeLine>,
+    /// The id the next new item takes.
+    next_id: i32,
 }
 
 /// Units left an item is set to, and the discount and tax given for them.
