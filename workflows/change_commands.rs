@@ -83,29 +83,36 @@ fn priced_refusal(error: ChangeError) -> Refusal {
     }
 }
 
-/// Quotes `req` on the order, holding its added units when asked.
+/// When an open quote's timer is to fire.
+pub struct Expiry {
+    pub quote_id: Uuid,
+    pub after: std::time::Duration,
+}
+
+/// Quotes `req` on the order, holding its added units when asked; an open quote
+/// comes with the expiry its timer must fire at.
 pub async fn quote(
     ctx: &ObjectContext<'_>,
     deps: &Deps,
     req: QuoteRequest,
-) -> Result<CommandOutcome, TerminalError> {
+) -> Result<(CommandOutcome, Option<Expiry>), TerminalError> {
     let (Some(order), _) = current(ctx, deps).await? else {
-        return Ok(Refusal::OrderNotFound.into());
+        return Ok((Refusal::OrderNotFound.into(), None));
     };
     let mut book = book(ctx).await?;
     if book.quote(req.quote_id).is_some() {
-        return Ok(CommandOutcome::Done(Rested::from(&order)));
+        return Ok((CommandOutcome::Done(Rested::from(&order)), None));
     }
     if let Some(refusal) = not_editable(&order) {
-        return Ok(refusal.into());
+        return Ok((refusal.into(), None));
     }
     if let Some(active) = book.active() {
         let change_id = active.change_id;
-        return Ok(Refusal::ChangeInProgress { change_id }.into());
+        return Ok((Refusal::ChangeInProgress { change_id }.into(), None));
     }
     let plan = match order.plan_change(&req.operations, req.method.as_deref()) {
         Ok(plan) => plan,
-        Err(e) => return Ok(priced_refusal(e).into()),
+        Err(e) => return Ok((priced_refusal(e).into(), None)),
     };
 
     let name = format!("quote_change:{}", req.quote_id);
@@ -148,13 +155,14 @@ pub async fn quote(
             .as_ref()
             .map(|f| f.message.clone())
             .unwrap_or_default();
-        return Ok(Refusal::InsufficientStock { sku, message }.into());
+        return Ok((Refusal::InsufficientStock { sku, message }.into(), None));
     }
     let after = (quote.expires_at - at).to_std().unwrap_or_default();
-    ctx.object_client::<super::order::OrderObjectClient>(ctx.key())
-        .expire_quote(Json(quote.quote_id))
-        .send_after(after);
-    Ok(CommandOutcome::Done(Rested::from(&order)))
+    let expiry = Expiry {
+        quote_id: quote.quote_id,
+        after,
+    };
+    Ok((CommandOutcome::Done(Rested::from(&order)), Some(expiry)))
 }
 
 /// Releases quote `quote_id` now; a quote that holds nothing any more is left as

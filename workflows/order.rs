@@ -309,7 +309,17 @@ impl OrderObject {
         input: Signed<QuoteRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
         let (req, key) = self.admit(&ctx, "quote_change", input)?;
-        let command = change_commands::quote(&ctx, &self.deps, req);
+        let command = async {
+            let (outcome, expiry) = change_commands::quote(&ctx, &self.deps, req).await?;
+            // The quote's timer: kept by Restate, it fires even if every process
+            // restarts meanwhile.
+            if let Some(expiry) = expiry {
+                ctx.object_client::<OrderObjectClient>(ctx.key())
+                    .expire_quote(Json(expiry.quote_id))
+                    .send_after(expiry.after);
+            }
+            Ok(outcome)
+        };
         once(&ctx, "quote_change", key, command).await
     }
 

@@ -7,7 +7,7 @@
 //! earlier ones, still sum to its `total_price` exactly.
 
 use super::order::FieldError;
-use super::proration::Line;
+use super::proration::{Basis, Line};
 use super::{Money, NewItem, Order, OrderItem, SkuQuantity, MAX_ITEMS, MAX_QUANTITY};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -151,17 +151,6 @@ impl utoipa::PartialSchema for Delta {
             .pattern(Some(r"^-?[0-9]{1,11}\.[0-9]{2}$"))
             .into()
     }
-}
-
-/// Where the cumulative rule of a rebased item starts: `given` units were given
-/// back before, and the places `0..quantity` after them share `discount` and `tax`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Basis {
-    pub item_id: i32,
-    pub given: i64,
-    pub quantity: i64,
-    pub discount: Money,
-    pub tax: Money,
 }
 
 /// An item's money terms, before or after a change.

@@ -16,8 +16,8 @@ mod schema;
 mod status;
 
 pub use change::{
-    AddressChange, Basis, ChangeError, ChangeLine, ChangePlan, ChangedOrder, Delta, LineTerms,
-    Operation, PlannedCharge, PlannedRefund, Settlement, StockLine, StockMoves, Totals, TotalsOf,
+    AddressChange, ChangeError, ChangeLine, ChangePlan, ChangedOrder, Delta, LineTerms, Operation,
+    PlannedCharge, PlannedRefund, Settlement, StockLine, StockMoves, Totals, TotalsOf,
     MAX_OPERATIONS,
 };
 pub use change_book::{
@@ -35,6 +35,7 @@ pub use order::{
     NewPayment, Order, OrderEvent, OrderItem, OrderNotification, OrderView, OutsideRefund,
     PaymentAttempt, StatusChange, MAX_ITEMS, MAX_QUANTITY,
 };
+pub use proration::Basis;
 pub use refusal::Refusal;
 pub use returns::{Return, ReturnItem, ReturnStatus};
 pub use status::{OrderStatus, PaymentStatus};

@@ -513,7 +513,7 @@ pub struct Order {
     pub outside_refunds: Vec<OutsideRefund>,
     /// Where the cumulative rule of each item a change named restarts.
     #[serde(default)]
-    pub bases: Vec<super::change::Basis>,
+    pub bases: Vec<super::proration::Basis>,
     /// Reservations changes made, beside the create's, and what each holds.
     #[serde(default)]
     pub holds: Vec<Hold>,

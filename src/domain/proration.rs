@@ -18,6 +18,17 @@ pub struct Run {
     pub quantity: i64,
 }
 
+/// Where the cumulative rule of a rebased item starts: `given` units were given
+/// back before, and the places `0..quantity` after them share `discount` and `tax`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Basis {
+    pub item_id: i32,
+    pub given: i64,
+    pub quantity: i64,
+    pub discount: Money,
+    pub tax: Money,
+}
+
 /// The money terms of one order line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Line {
