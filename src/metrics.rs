@@ -6,7 +6,7 @@
 //! so each fact counts once. Step attempts are counted as they run, since an
 //! attempt is what they measure.
 
-use crate::domain::{Order, OrderStatus};
+use crate::domain::{Change, ChangeStatus, Order, OrderStatus, Quote, QuoteStatus};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -45,6 +45,27 @@ fn describe() {
         "http_request_duration_seconds",
         Unit::Seconds,
         "Time to answer an API request, by method, route and status."
+    );
+    describe_counter!(
+        "order_change_quotes_total",
+        "Change quotes that ended, by outcome (used, expired, released, refused)."
+    );
+    describe_counter!(
+        "order_changes_total",
+        "Changes that came to rest, by outcome (applied, rolled_back, needs_attention...)."
+    );
+    describe_counter!(
+        "order_change_failures_total",
+        "Changes that did not apply, by failure code."
+    );
+    describe_histogram!(
+        "order_change_duration_seconds",
+        Unit::Seconds,
+        "Time from a change's request to its rest."
+    );
+    describe_gauge!(
+        "order_change_settled_value",
+        "Money settled by applied changes, by currency and direction (charge, refund); only grows."
     );
     describe_counter!(
         "order_created_total",
@@ -126,6 +147,46 @@ pub fn count_commit(saga: &str, before: &Order, after: &Order, compensated: &[&s
     for step in compensated {
         let labels = [("saga", saga.to_owned()), ("step", step.to_string())];
         counter!("order_saga_compensations_total", &labels).increment(1);
+    }
+}
+
+/// Counts a quote that ended (`used`, `expired`, `released`, `refused`), once:
+/// the caller counts only a state it wrote first.
+pub fn count_quote(quote: &Quote) {
+    if matches!(quote.status, QuoteStatus::Open | QuoteStatus::Holding) {
+        return;
+    }
+    counter!("order_change_quotes_total", "outcome" => quote.status.as_str()).increment(1);
+}
+
+/// Counts a change that came to rest, once: its outcome, its failure, how long it
+/// took from request to rest, and the money it settled.
+pub fn count_change(change: &Change) {
+    if change.status == ChangeStatus::Applying {
+        return;
+    }
+    counter!("order_changes_total", "outcome" => change.status.as_str()).increment(1);
+    if let Some(failure) = &change.failure {
+        counter!("order_change_failures_total", "code" => failure.code.clone()).increment(1);
+    }
+    let rested = change
+        .closed_at
+        .or(change.applied_at)
+        .unwrap_or(change.created_at);
+    let took = (rested - change.created_at).to_std().unwrap_or_default();
+    histogram!("order_change_duration_seconds").record(took.as_secs_f64());
+    if change.status == ChangeStatus::Applied {
+        let currency = change.currency.to_string();
+        let value =
+            |m: crate::domain::Money| f64::try_from(rust_decimal::Decimal::from(m)).unwrap_or(0.0);
+        for charge in &change.moved.charges {
+            gauge!("order_change_settled_value", "currency" => currency.clone(), "direction" => "charge")
+                .increment(value(charge.amount));
+        }
+        for refund in &change.moved.refunds {
+            gauge!("order_change_settled_value", "currency" => currency.clone(), "direction" => "refund")
+                .increment(value(refund.amount));
+        }
     }
 }
 

@@ -330,6 +330,7 @@ pub async fn apply(
     let change = Change {
         change_id: req.change_id,
         order_id: order.id,
+        currency: order.currency.clone(),
         status: ChangeStatus::Applying,
         quote_id: req.quote_id,
         operations,

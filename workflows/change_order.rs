@@ -28,7 +28,7 @@ use crate::domain::{
     MadeRefund, Order, Quote, QuoteHold, QuoteStatus, StockLine,
 };
 use crate::downstream::{Capture, FulfillmentLine, Rejection, ReservationLine, Reserved};
-use crate::read_model;
+use crate::{metrics, read_model};
 use restate_sdk::prelude::*;
 use uuid::Uuid;
 
@@ -50,7 +50,9 @@ pub async fn keep_quote(
     let quote = book.put_quote(quote);
     saga.ctx.set(CHANGES_STATE, Json(book.clone()));
     let db = saga.deps.db.clone();
-    saga.save(|| read_model::save_quote(&db, &quote)).await?;
+    if saga.save(|| read_model::save_quote(&db, &quote)).await? {
+        metrics::count_quote(&quote);
+    }
     Ok(quote)
 }
 
@@ -63,7 +65,9 @@ pub async fn keep_change(
     let change = book.put_change(change);
     saga.ctx.set(CHANGES_STATE, Json(book.clone()));
     let db = saga.deps.db.clone();
-    saga.save(|| read_model::save_change(&db, &change)).await?;
+    if saga.save(|| read_model::save_change(&db, &change)).await? {
+        metrics::count_change(&change);
+    }
     Ok(change)
 }
 

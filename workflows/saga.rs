@@ -404,18 +404,19 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
 
     /// Writes a document of the read model that lives apart from the order's
     /// version (a quote, a change) with `write`, which must be idempotent, until
-    /// it is done, like a commit.
-    pub async fn save<W, Fut>(&self, mut write: W) -> Result<(), TerminalError>
+    /// it is done, like a commit: true when it wrote (false: a replay found it
+    /// written).
+    pub async fn save<W, Fut>(&self, mut write: W) -> Result<bool, TerminalError>
     where
         W: FnMut() -> Fut,
-        Fut: Future<Output = sqlx::Result<()>>,
+        Fut: Future<Output = sqlx::Result<bool>>,
     {
         self.write_until_done(&[], || {
             let fut = write();
-            async move { fut.await.map(|()| (true, ())) }
+            async move { fut.await.map(|written| (written, ())) }
         })
         .await
-        .map(|_| ())
+        .map(|(written, ())| written)
     }
 
     /// The newest compensation not yet run, taken off the stack.

@@ -191,6 +191,8 @@ pub struct Moved {
 pub struct Change {
     pub change_id: Uuid,
     pub order_id: Uuid,
+    /// The order's currency, for the settled-value metric.
+    pub currency: super::Currency,
     pub status: ChangeStatus,
     pub quote_id: Option<Uuid>,
     pub operations: Vec<Operation>,

@@ -7,8 +7,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Writes the quote as it now stands; an older revision never overwrites a newer.
-pub async fn save_quote(pool: &PgPool, quote: &Quote) -> sqlx::Result<()> {
-    sqlx::query(
+/// True when this call wrote it (false: a replay found it written).
+pub async fn save_quote(pool: &PgPool, quote: &Quote) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "INSERT INTO change_quotes (quote_id, order_id, status, rev, document, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (quote_id) DO UPDATE SET status = EXCLUDED.status, rev = EXCLUDED.rev,
@@ -23,12 +24,13 @@ pub async fn save_quote(pool: &PgPool, quote: &Quote) -> sqlx::Result<()> {
     .bind(quote.created_at)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Writes the change as it now stands; an older revision never overwrites a newer.
-pub async fn save_change(pool: &PgPool, change: &Change) -> sqlx::Result<()> {
-    sqlx::query(
+/// True when this call wrote it (false: a replay found it written).
+pub async fn save_change(pool: &PgPool, change: &Change) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "INSERT INTO order_changes (change_id, order_id, status, rev, document, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (change_id) DO UPDATE SET status = EXCLUDED.status, rev = EXCLUDED.rev,
@@ -43,7 +45,7 @@ pub async fn save_change(pool: &PgPool, change: &Change) -> sqlx::Result<()> {
     .bind(change.created_at)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Quote `id` of order `order_id`.

@@ -284,6 +284,17 @@ async fn a_held_quote_applies_exactly_its_settlement_at_the_next_version() {
         ))
         .await;
     assert_eq!(used["status"], "used");
+    // Each fact counted once: the quote used, the change applied, its charge.
+    let text = crate::metrics::scrape(&app).await;
+    let value = |name, labels: &[(&str, &str)]| crate::metrics::value(&text, name, labels);
+    assert_eq!(
+        value("order_change_quotes_total", &[("outcome", "used")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value("order_changes_total", &[("outcome", "applied")]), 1.0);
+    let settled = [("currency", "USD"), ("direction", "charge")];
+    assert_eq!(value("order_change_settled_value", &settled), 9.95);
     let (_, listed) = app.get(&format!("/orders/{order_id}/changes")).await;
     assert_eq!(listed["changes"].as_array().unwrap().len(), 1);
     let (_, read_back) = app.get(&location.replace("/api/v1", "")).await;
@@ -489,6 +500,12 @@ async fn a_declined_difference_rolls_back_without_touching_the_parcel() {
         "{change}"
     );
     assert_eq!(change["failure"]["code"], "payment_declined");
+    let text = crate::metrics::scrape(&app).await;
+    let failures = [("code", "payment_declined")];
+    assert_eq!(
+        crate::metrics::value(&text, "order_change_failures_total", &failures),
+        1.0
+    );
     assert_eq!(change["version_after"], Value::Null);
     let ledger = app.ledger();
     let of = OrderLedger::of(&ledger, &order_id);
