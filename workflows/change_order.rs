@@ -27,7 +27,7 @@ use crate::domain::{
     AddedBy, Change, ChangeBook, ChangePlan, ChangeStatus, Compensation, Failure, Hold, MadeCharge,
     MadeRefund, Order, Quote, QuoteHold, QuoteStatus, StockLine,
 };
-use crate::downstream::{Capture, FulfillmentLine, Rejection, ReservationLine, Reserved};
+use crate::downstream::{Capture, Rejection, ReservationLine, Reserved};
 use crate::{metrics, read_model};
 use restate_sdk::prelude::*;
 use uuid::Uuid;
@@ -71,15 +71,13 @@ pub async fn keep_change(
     Ok(change)
 }
 
-/// `reserve_stock` of `lines` for order `order_id`; should the saga be cancelled
-/// while it runs, a lookup under its key finds what to release.
+/// `reserve_stock` of a change's added units for order `order_id`.
 pub async fn reserve(
     saga: &mut Saga<'_, '_>,
     order_id: Uuid,
     lines: &[StockLine],
 ) -> Step<Reserved> {
-    let warehouse = saga.deps.downstream.warehouse.clone();
-    let lines: Vec<ReservationLine> = lines
+    let lines = lines
         .iter()
         .map(|l| ReservationLine {
             product_id: l.product_id,
@@ -88,13 +86,7 @@ pub async fn reserve(
             quantity: l.quantity,
         })
         .collect();
-    saga.forward(
-        "reserve_stock",
-        |key| Some(Compensation::ReleaseStockReservedUnder { key }),
-        |r: &Reserved| Some(release_all(&r.reservation_id)),
-        move |key| async move { warehouse.reserve(&key, order_id, &lines).await },
-    )
-    .await
+    steps::reserve_lines(saga, order_id, lines).await
 }
 
 /// `release_stock` of everything a quote holds, which must finish once started.
@@ -375,17 +367,7 @@ async fn update_fulfillment(
     plan: &ChangePlan,
 ) -> Step<()> {
     let fulfillment = saga.deps.downstream.fulfillment.clone();
-    let lines: Vec<FulfillmentLine> = plan
-        .result
-        .items
-        .iter()
-        .filter(|i| i.units_left() > 0)
-        .map(|i| FulfillmentLine {
-            sku: i.product_sku.clone(),
-            warehouse_id: i.warehouse_id,
-            quantity: i.units_left(),
-        })
-        .collect();
+    let lines = steps::fulfillment_lines(&plan.result.items);
     let (order_id, fulfillment_id) = (order.id, fulfillment_id.to_owned());
     let address = plan.result.shipping_address.clone();
     saga.forward(

@@ -2,7 +2,7 @@
 //! key of its step occurrence; each step says what undoes it (see [`super::undo`]).
 
 use super::saga::{Saga, Step};
-use crate::domain::{Compensation, Money, Order};
+use crate::domain::{Compensation, Money, Order, OrderItem};
 use crate::downstream::{Capture, DownstreamError, FulfillmentLine, ReservationLine, Reserved};
 
 fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
@@ -18,24 +18,33 @@ fn reservation_lines(order: &Order) -> Vec<ReservationLine> {
         .collect()
 }
 
-fn fulfillment_lines(order: &Order) -> Vec<FulfillmentLine> {
-    order
-        .items
+/// The parcel of `items`: every unit left of each.
+pub fn fulfillment_lines(items: &[OrderItem]) -> Vec<FulfillmentLine> {
+    items
         .iter()
         .map(|i| FulfillmentLine {
             sku: i.product_sku.clone(),
             warehouse_id: i.warehouse_id,
             quantity: i.units_left(),
         })
-        // Units cancelled before the payment are not shipped.
+        // Units cancelled before the payment, or given up by a change, are not shipped.
         .filter(|line| line.quantity > 0)
         .collect()
 }
 
 /// `reserve_stock`: holds every line of the order.
 pub async fn reserve_stock(saga: &mut Saga<'_, '_>, order: &Order) -> Step<Reserved> {
+    reserve_lines(saga, order.id, reservation_lines(order)).await
+}
+
+/// `reserve_stock` of `lines` for order `order_id`. Should the saga be cancelled
+/// while it runs, a lookup under its key finds what to release.
+pub async fn reserve_lines(
+    saga: &mut Saga<'_, '_>,
+    order_id: uuid::Uuid,
+    lines: Vec<ReservationLine>,
+) -> Step<Reserved> {
     let warehouse = saga.deps.downstream.warehouse.clone();
-    let (order_id, lines) = (order.id, reservation_lines(order));
     saga.forward(
         "reserve_stock",
         |key| Some(Compensation::ReleaseStockReservedUnder { key }),
@@ -133,7 +142,7 @@ pub async fn commit_stock(saga: &mut Saga<'_, '_>, reservation_id: &str) -> Step
 /// `create_fulfillment`: asks for the order to be shipped.
 pub async fn create_fulfillment(saga: &mut Saga<'_, '_>, order: &Order) -> Step<String> {
     let fulfillment = saga.deps.downstream.fulfillment.clone();
-    let (order_id, lines) = (order.id, fulfillment_lines(order));
+    let (order_id, lines) = (order.id, fulfillment_lines(&order.items));
     let address = order.shipping_address.clone();
     saga.forward(
         "create_fulfillment",

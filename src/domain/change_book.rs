@@ -342,9 +342,10 @@ impl ChangeBook {
     pub fn put_quote(&mut self, mut quote: Quote) -> Quote {
         let rev = self.quote(quote.quote_id).map_or(0, |q| q.rev);
         quote.rev = rev + 1;
-        self.quotes.retain(|q| q.quote_id != quote.quote_id);
-        self.quotes.push(quote.clone());
-        self.quotes.sort_by_key(|q| q.created_at);
+        match self.quote_mut(quote.quote_id) {
+            Some(kept) => *kept = quote.clone(),
+            None => self.quotes.push(quote.clone()),
+        }
         quote
     }
 
