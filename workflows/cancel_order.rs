@@ -51,8 +51,9 @@ pub async fn cancel_units(
     }
 
     // Run newest first: the stock goes back before the money.
-    let refund = order
+    let (refund, clears) = order
         .refund_for(&plan)
+        .and_then(|r| Ok((r, order.clears_for(&plan)?)))
         .map_err(|e| TerminalError::new(e.to_string()))?;
     // Across the payments, newest first (a change may have charged a second one).
     for (payment_id, amount) in order.refund_split(refund).into_iter().rev() {
@@ -100,6 +101,7 @@ pub async fn cancel_units(
     let order = saga
         .commit(&order, topics, Some(notify), move |o, at| {
             apply(o, &undone, at)?;
+            o.clear_owed(clears, at);
             match scope {
                 Scope::Whole => o.holds.clear(),
                 Scope::Items => o.take_holds(&skus),

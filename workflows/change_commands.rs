@@ -3,14 +3,15 @@
 //! api-changes.md gives, then runs its steps ([`super::change_order`]).
 
 use super::change_order::{
-    apply_change, book, hold_refused, keep_change, keep_quote, release_hold, reserve,
+    apply_change, book, cancel_waiting, deadline_reached, hold_refused, keep_change, keep_quote,
+    pay_change, release_hold, reserve,
 };
 use super::killed::current;
 use super::outcome::{CommandOutcome, Rested};
 use super::saga::Saga;
-use super::Deps;
+use super::{steps, Deps};
 use crate::domain::{
-    Actor, Change, ChangeBook, ChangeError, ChangeStatus, Delta, Moved, Operation, Order,
+    Actor, Change, ChangeBook, ChangeError, ChangeStatus, Delta, Money, Moved, Operation, Order,
     OrderStatus, Quote, QuoteHold, QuoteStatus, Refusal,
 };
 use restate_sdk::prelude::*;
@@ -141,6 +142,7 @@ pub async fn quote(
                 quote.hold = Some(QuoteHold {
                     reservation_id: reserved.reservation_id,
                     items: quote.plan.stock.reserve.clone(),
+                    expires_at: reserved.expires_at,
                 });
             }
             Err(refused) => hold_refused(&mut quote, &refused),
@@ -239,22 +241,24 @@ async fn end_quote(
 }
 
 /// Applies a change after the checks of api-changes.md §2, in their order.
+/// A waiting change comes with the deadline its timer must fire at.
 pub async fn apply(
     ctx: &ObjectContext<'_>,
     deps: &Deps,
     req: ApplyRequest,
-) -> Result<CommandOutcome, TerminalError> {
+) -> Result<(CommandOutcome, Option<Deadline>), TerminalError> {
+    let outcome = |o: CommandOutcome| Ok((o, None));
     let (Some(order), _) = current(ctx, deps).await? else {
-        return Ok(Refusal::OrderNotFound.into());
+        return outcome(Refusal::OrderNotFound.into());
     };
     let mut book = book(ctx).await?;
     if book.change(req.change_id).is_some() {
-        return Ok(CommandOutcome::Done(Rested::from(&order)));
+        return outcome(CommandOutcome::Done(Rested::from(&order)));
     }
     let quote = match req.quote_id {
         Some(id) => match book.quote(id) {
             Some(q) => Some(q.clone()),
-            None => return Ok(Refusal::QuoteNotFound.into()),
+            None => return outcome(Refusal::QuoteNotFound.into()),
         },
         None => None,
     };
@@ -273,33 +277,37 @@ pub async fn apply(
                         .unwrap_or("closed")
                 ),
             };
-            return Ok(Refusal::QuoteExpired { message }.into());
+            return outcome(Refusal::QuoteExpired { message }.into());
         }
     }
     if req.if_match != order.version {
         let (asked, current_version) = (req.if_match, order.version);
-        return Ok(Refusal::VersionConflict {
-            asked,
-            current_version,
-        }
-        .into());
+        return outcome(
+            Refusal::VersionConflict {
+                asked,
+                current_version,
+            }
+            .into(),
+        );
     }
     if let Some(q) = &quote {
         if q.plan.order_version != order.version {
             let (quote_version, current_version) = (q.plan.order_version, order.version);
-            return Ok(Refusal::QuoteSuperseded {
-                quote_version,
-                current_version,
-            }
-            .into());
+            return outcome(
+                Refusal::QuoteSuperseded {
+                    quote_version,
+                    current_version,
+                }
+                .into(),
+            );
         }
     }
     if let Some(active) = book.active() {
         let change_id = active.change_id;
-        return Ok(Refusal::ChangeInProgress { change_id }.into());
+        return outcome(Refusal::ChangeInProgress { change_id }.into());
     }
     if let Some(refusal) = not_editable(&order) {
-        return Ok(refusal.into());
+        return outcome(refusal.into());
     }
     let (operations, mut plan) = match &quote {
         Some(q) => (q.operations.clone(), q.plan.clone()),
@@ -307,7 +315,7 @@ pub async fn apply(
             let operations = req.operations.clone().unwrap_or_default();
             match order.plan_change(&operations, req.method.as_deref()) {
                 Ok(plan) => (operations, plan),
-                Err(e) => return Ok(priced_refusal(e).into()),
+                Err(e) => return outcome(priced_refusal(e).into()),
             }
         }
     };
@@ -318,7 +326,7 @@ pub async fn apply(
     if let Some(expected) = req.expected_delta {
         if expected != plan.settlement.delta {
             let delta = plan.settlement.delta.to_string();
-            return Ok(Refusal::AmountMismatch { delta }.into());
+            return outcome(Refusal::AmountMismatch { delta }.into());
         }
     }
 
@@ -352,14 +360,35 @@ pub async fn apply(
         applied_at: None,
         closed_at: None,
         rev: 0,
+        hold: None,
+        amount_due: Money::ZERO,
+        pay_by: None,
+        outstanding: Money::ZERO,
     };
-    let mut change = keep_change(&saga, &mut book, change).await?;
+    let mut change = keep_change(&saga, &mut book, change, &order).await?;
     let result = apply_change(&mut saga, order.clone(), &mut change, hold).await;
-    let order = match result {
-        Ok(order) => order,
+    let order = rest(&mut saga, &mut book, change.clone(), &order, result).await?;
+    let deadline = deadline_of(book.change(req.change_id));
+    Ok((CommandOutcome::Done(Rested::from(&order)), deadline))
+}
+
+/// Keeps `change` as its saga left it and finishes the saga. A saga that failed
+/// (cancelled through Restate, or an error no retry passes) leaves the change
+/// waiting for an operator, as its order does.
+async fn rest(
+    saga: &mut Saga<'_, '_>,
+    book: &mut ChangeBook,
+    mut change: Change,
+    before: &Order,
+    result: Result<Order, TerminalError>,
+) -> Result<Order, TerminalError> {
+    match result {
+        Ok(order) => {
+            keep_change(saga, book, change, &order).await?;
+            saga.finish().await;
+            Ok(order)
+        }
         Err(e) => {
-            // Cancelled through Restate, or an error no retry passes: the change
-            // waits for an operator, as its order does.
             let at = saga.now().await?;
             change.attention = Some(crate::domain::Attention {
                 step: "apply_change".into(),
@@ -368,14 +397,228 @@ pub async fn apply(
                 since: at,
             });
             change.close(ChangeStatus::NeedsAttention, None, at);
-            keep_change(&saga, &mut book, change).await?;
+            let order = saga.latest().cloned().unwrap_or_else(|| before.clone());
+            keep_change(saga, book, change, &order).await?;
             saga.finish().await;
-            return Err(e);
+            Err(e)
+        }
+    }
+}
+
+/// When a waiting change's deadline timer must fire: `pay_by`, set as it began
+/// to wait, just now.
+pub struct Deadline {
+    pub change_id: Uuid,
+    pub after: std::time::Duration,
+}
+
+fn deadline_of(change: Option<&Change>) -> Option<Deadline> {
+    let change = change.filter(|c| c.status == ChangeStatus::AwaitingPayment)?;
+    Some(Deadline {
+        change_id: change.change_id,
+        after: std::time::Duration::from_secs(change.payment_deadline_seconds.into()),
+    })
+}
+
+/// A payment of a change (`POST /orders/{id}/changes/{change_id}/payments`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayChangeRequest {
+    pub change_id: Uuid,
+    pub method: String,
+    #[serde(default)]
+    pub amount: Option<Money>,
+    /// Names this payment's charge for good (from the request's key).
+    pub payment_key: String,
+}
+
+/// A command on change `change_id` (cancel), or its timer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeCommand {
+    pub change_id: Uuid,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Pays a waiting change (its saga goes on from `commit_stock`), or what an
+/// applied one left owed (api-changes.md §3).
+pub async fn pay(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    req: PayChangeRequest,
+) -> Result<CommandOutcome, TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(Refusal::OrderNotFound.into());
+    };
+    let mut book = book(ctx).await?;
+    let Some(mut change) = book.change(req.change_id).cloned() else {
+        return Ok(Refusal::ChangeNotFound.into());
+    };
+    let due = match change.status {
+        ChangeStatus::AwaitingPayment => change.amount_due,
+        ChangeStatus::Applied
+            if change.outstanding > Money::ZERO && order.outstanding_amount > Money::ZERO =>
+        {
+            change.outstanding.min(order.outstanding_amount)
+        }
+        status => {
+            let message = format!("a change that is {} has nothing to pay", status.as_str());
+            return Ok(Refusal::InvalidTransition { message }.into());
         }
     };
-    keep_change(&saga, &mut book, change).await?;
+    if req.amount.is_some_and(|a| a != due) {
+        let delta = due.to_string();
+        return Ok(Refusal::AmountMismatch { delta }.into());
+    }
+    let name = format!("pay_change:{}", req.change_id);
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", None);
+    let key = format!(
+        "{}:change:{}:pay:{}",
+        order.id, change.change_id, req.payment_key
+    );
+    if change.status == ChangeStatus::Applied {
+        return pay_owed(&mut saga, &mut book, change, order, due, &req.method, key).await;
+    }
+    let result = pay_change(&mut saga, order.clone(), &mut change, &req.method, key).await;
+    let (result, declined) = match result {
+        Ok(Ok(order)) => (Ok(order), false),
+        Ok(Err(_)) => (Ok(order.clone()), true),
+        Err(e) => (Err(e), false),
+    };
+    let order = rest(&mut saga, &mut book, change, &order, result).await?;
+    Ok(match declined {
+        true => Refusal::PaymentDeclined.into(),
+        false => CommandOutcome::Done(Rested::from(&order)),
+    })
+}
+
+/// Charges `amount` of what applied change `change` left owed, and lowers what the
+/// order and the change owe by it.
+async fn pay_owed(
+    saga: &mut Saga<'_, '_>,
+    book: &mut ChangeBook,
+    mut change: Change,
+    order: Order,
+    amount: Money,
+    method: &str,
+    key: String,
+) -> Result<CommandOutcome, TerminalError> {
+    saga.begin_with(&order);
+    let capture = match steps::charge(saga, &order, amount, method, key.clone()).await? {
+        Ok(capture) => capture,
+        Err(_) => {
+            saga.finish().await;
+            return Ok(Refusal::PaymentDeclined.into());
+        }
+    };
+    let (method, charged_with) = (method.to_owned(), method.to_owned());
+    let made = capture.clone();
+    let order = saga
+        .commit(&order, &["order.payment_added"], None, move |o, at| {
+            let attempt = o.next_payment_attempt();
+            o.record_capture(attempt, &method, &made.payment_id, made.amount, at);
+            o.tag_latest_payment("apply_change", &key);
+            o.clear_owed(made.amount, at);
+            Ok(())
+        })
+        .await?;
+    change.outstanding = change
+        .outstanding
+        .checked_sub(capture.amount)
+        .unwrap_or(Money::ZERO);
+    change.moved.charges.push(crate::domain::MadeCharge {
+        payment_id: capture.payment_id,
+        method: charged_with,
+        amount: capture.amount,
+    });
+    keep_change(saga, book, change, &order).await?;
     saga.finish().await;
     Ok(CommandOutcome::Done(Rested::from(&order)))
+}
+
+/// The deadline of a waiting change: a timer that finds it in another state does
+/// nothing.
+pub async fn deadline(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    change_id: Uuid,
+) -> Result<(), TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(());
+    };
+    let mut book = book(ctx).await?;
+    let Some(mut change) = book.change(change_id).cloned() else {
+        return Ok(());
+    };
+    if change.status != ChangeStatus::AwaitingPayment {
+        return Ok(());
+    }
+    let name = format!("change_payment_deadline:{change_id}");
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("system", None);
+    let result = deadline_reached(&mut saga, order.clone(), &mut change).await;
+    rest(&mut saga, &mut book, change, &order, result).await?;
+    Ok(())
+}
+
+/// Cancels a change (api-changes.md §4). A running one was asked to stop at its
+/// next step boundary before this runs (the object runs one command at a time), so
+/// it is found at rest: a waiting change is undone here, a cancelled one answers
+/// the same again, one past its point of no return is refused.
+pub async fn cancel(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    req: ChangeCommand,
+) -> Result<CommandOutcome, TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(Refusal::OrderNotFound.into());
+    };
+    let mut book = book(ctx).await?;
+    let Some(mut change) = book.change(req.change_id).cloned() else {
+        return Ok(Refusal::ChangeNotFound.into());
+    };
+    let status = change.status;
+    match status {
+        ChangeStatus::Cancelled => return Ok(CommandOutcome::Done(Rested::from(&order))),
+        ChangeStatus::AwaitingPayment => {}
+        _ if change.point_of_no_return => {
+            let (change_id, status) = (change.change_id, status.as_str().to_owned());
+            return Ok(Refusal::PastPointOfNoReturn { change_id, status }.into());
+        }
+        _ => {
+            let message = format!("a change that is {} cannot be cancelled", status.as_str());
+            return Ok(Refusal::InvalidTransition { message }.into());
+        }
+    }
+    let name = format!("cancel_change:{}", req.change_id);
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", req.reason);
+    let result = cancel_waiting(&mut saga, order.clone(), &mut change).await;
+    let order = rest(&mut saga, &mut book, change, &order, result).await?;
+    Ok(CommandOutcome::Done(Rested::from(&order)))
+}
+
+/// `409 change_in_progress` while a change of the order is under way: no other
+/// give-back or change may start (api-changes.md, "One change at a time").
+pub async fn change_in_progress(ctx: &ObjectContext<'_>) -> Result<Option<Refusal>, TerminalError> {
+    let book = book(ctx).await?;
+    Ok(book.active().map(|c| Refusal::ChangeInProgress {
+        change_id: c.change_id,
+    }))
+}
+
+/// Before a whole cancel: cancels the change that waits for its payment, if any,
+/// releasing its hold. The order comes back as it then stands.
+pub async fn cancel_waiting_change(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    order: Order,
+) -> Result<Order, TerminalError> {
+    let mut book = book(ctx).await?;
+    let Some(mut change) = book.active().cloned() else {
+        return Ok(order);
+    };
+    let name = format!("cancel_change:{}", change.change_id);
+    let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", None);
+    let result = cancel_waiting(&mut saga, order.clone(), &mut change).await;
+    rest(&mut saga, &mut book, change, &order, result).await
 }
 
 /// The open quotes that hold stock, and their reservations.

@@ -25,7 +25,7 @@ use super::steps;
 use super::undo::{apply, compensate, Undone};
 use crate::domain::{
     AddedBy, Change, ChangeBook, ChangePlan, ChangeStatus, Compensation, Failure, Hold, MadeCharge,
-    MadeRefund, Order, Quote, QuoteHold, QuoteStatus, StockLine,
+    MadeRefund, Money, Order, Quote, QuoteHold, QuoteStatus, StockLine,
 };
 use crate::downstream::{Capture, Rejection, ReservationLine, Reserved};
 use crate::{metrics, read_model};
@@ -56,16 +56,34 @@ pub async fn keep_quote(
     Ok(quote)
 }
 
-/// Keeps `change` in the book and the read model.
+/// Keeps `change` of `order` in the book and the read model, with the event and
+/// notification its status tells (into the outbox, in the same statement).
 pub async fn keep_change(
     saga: &Saga<'_, '_>,
     book: &mut ChangeBook,
     change: Change,
+    order: &Order,
 ) -> Result<Change, TerminalError> {
     let change = book.put_change(change);
     saga.ctx.set(CHANGES_STATE, Json(book.clone()));
+    let at = saga.clock().max(change.created_at);
+    let (topic, template) = change.tells();
+    let events: Vec<_> = topic
+        .map(|t| change.event(t, order.version, at))
+        .into_iter()
+        .collect();
+    let notification = template.map(|t| change.notification(t, order));
     let db = saga.deps.db.clone();
-    if saga.save(|| read_model::save_change(&db, &change)).await? {
+    let save = || {
+        let told = read_model::Told {
+            events: &events,
+            notification: notification.as_ref(),
+            version: order.version,
+            at,
+        };
+        read_model::save_change(&db, &change, told)
+    };
+    if saga.save(save).await? {
         metrics::count_change(&change);
     }
     Ok(change)
@@ -124,8 +142,12 @@ fn failure_of(step: &str, refused: &Rejection) -> Failure {
     }
 }
 
+/// A charge a change made: the capture, its method and its key.
+pub type Charged = (Capture, String, String);
+
 /// Runs the saga `apply_change` of `change` on `order`, with the stock `hold` of its
-/// quote, and ends the change (`applied`, `rolled_back` or `needs_attention`).
+/// quote, until the change rests: `applied`, `awaiting_payment` (the customer
+/// pays, or its deadline comes), `rolled_back`, `cancelled` or `needs_attention`.
 pub async fn apply_change(
     saga: &mut Saga<'_, '_>,
     order: Order,
@@ -136,51 +158,199 @@ pub async fn apply_change(
     let plan = change.plan.clone();
 
     // 1. reserve_stock
-    let mut reservation: Option<(String, Vec<StockLine>)> = None;
+    let mut reservation = None;
     if !plan.stock.reserve.is_empty() {
         match hold {
             Some(h) => {
                 saga.on_rejection(release_all(&h.reservation_id));
-                reservation = Some((h.reservation_id, h.items));
+                reservation = Some(h);
             }
             None => match reserve(saga, order.id, &plan.stock.reserve).await? {
-                Ok(r) => reservation = Some((r.reservation_id, plan.stock.reserve.clone())),
+                Ok(r) => reservation = Some(held(r, &plan.stock.reserve)),
                 Err(refused) => {
-                    return roll_back(
-                        saga,
-                        order,
-                        change,
-                        None,
-                        failure_of("reserve_stock", &refused),
-                    )
-                    .await
+                    let failure = failure_of("reserve_stock", &refused);
+                    return end_unapplied(saga, order, change, None, Ending::RolledBack(failure))
+                        .await;
                 }
             },
         }
     }
 
-    // 2. charge_payment
-    let mut charged: Option<(Capture, String, String)> = None;
-    if let Some(charge) = &plan.settlement.charge {
-        let key = format!("{}:change:{}:charge", order.id, change.change_id);
-        match steps::charge(saga, &order, charge.amount, &charge.method, key.clone()).await? {
-            Ok(capture) => charged = Some((capture, charge.method.clone(), key)),
-            Err(refused) => {
-                let failure = failure_of("charge_payment", &refused);
-                return roll_back(saga, order, change, None, failure).await;
-            }
+    // 2. charge_payment, or wait for the customer to pay.
+    let Some(charge) = plan.settlement.charge.clone() else {
+        return go_on(saga, order, change, reservation, None).await;
+    };
+    if let Some(ending) = stop_asked(saga, change).await? {
+        return end_unapplied(saga, order, change, None, ending).await;
+    }
+    if change.collect == "await_customer" {
+        return await_payment(saga, order, change, reservation, charge.amount).await;
+    }
+    let key = format!("{}:change:{}:charge", order.id, change.change_id);
+    match steps::charge(saga, &order, charge.amount, &charge.method, key.clone()).await? {
+        Ok(capture) => {
+            let charged = Some((capture, charge.method, key));
+            go_on(saga, order, change, reservation, charged).await
+        }
+        Err(refused) if refused.status == 402 && change.payment_deadline_seconds > 0 => {
+            await_payment(saga, order, change, reservation, charge.amount).await
+        }
+        Err(refused) => {
+            let failure = failure_of("charge_payment", &refused);
+            end_unapplied(saga, order, change, None, Ending::RolledBack(failure)).await
         }
     }
+}
+
+/// The stock a reservation of `lines` holds.
+fn held(reserved: Reserved, lines: &[StockLine]) -> QuoteHold {
+    QuoteHold {
+        reservation_id: reserved.reservation_id,
+        items: lines.to_vec(),
+        expires_at: reserved.expires_at,
+    }
+}
+
+/// A change that waits for its payment (api-changes.md §3): it keeps its new
+/// stock, leaves the order as it is, and owes `amount` by its deadline.
+async fn await_payment(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+    reservation: Option<QuoteHold>,
+    amount: Money,
+) -> Result<Order, TerminalError> {
+    // The hold is the change's now: its end releases it, not this run.
+    saga.drop_compensations();
+    let at = saga.now().await?;
+    let deadline = chrono::Duration::seconds(i64::from(change.payment_deadline_seconds));
+    change.hold = reservation;
+    change.amount_due = amount;
+    change.pay_by = Some(at + deadline);
+    change.status = ChangeStatus::AwaitingPayment;
+    Ok(order)
+}
+
+/// Takes the stock of a waiting change again: its hold, or a new reservation when
+/// the hold lapsed (refused: `insufficient_stock`).
+pub async fn take_hold(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    change: &Change,
+) -> Result<Result<Option<QuoteHold>, Failure>, TerminalError> {
+    let Some(hold) = change.hold.clone() else {
+        return Ok(Ok(None));
+    };
+    let now = saga.now().await?;
+    if !hold.lapsed(now) {
+        saga.on_rejection(release_all(&hold.reservation_id));
+        return Ok(Ok(Some(hold)));
+    }
+    match reserve(saga, order.id, &hold.items).await? {
+        Ok(r) => Ok(Ok(Some(held(r, &hold.items)))),
+        Err(refused) => Ok(Err(failure_of("reserve_stock", &refused))),
+    }
+}
+
+/// Pays waiting change `change` with `method`: a charge of `amount_due` under
+/// `key`, then the saga goes on from `commit_stock`. A decline leaves the change
+/// waiting and comes back as `Ok(Err(..))`.
+pub async fn pay_change(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+    method: &str,
+    key: String,
+) -> Result<Result<Order, Rejection>, TerminalError> {
+    saga.begin_with(&order);
+    let reservation = match take_hold(saga, &order, change).await? {
+        Ok(r) => r,
+        Err(failure) => {
+            let ending = Ending::RolledBack(failure);
+            return end_unapplied(saga, order, change, None, ending)
+                .await
+                .map(Ok);
+        }
+    };
+    let amount = change.amount_due;
+    match steps::charge(saga, &order, amount, method, key.clone()).await? {
+        Ok(capture) => {
+            let charged = Some((capture, method.to_owned(), key));
+            go_on(saga, order, change, reservation, charged)
+                .await
+                .map(Ok)
+        }
+        Err(refused) => {
+            // Still waiting, with the stock it holds now.
+            saga.drop_compensations();
+            change.hold = reservation;
+            Ok(Err(refused))
+        }
+    }
+}
+
+/// The deadline of waiting change `change` came: under `revert` it is undone and
+/// ends `expired`; under `keep_owed` it applies unpaid, its difference owed.
+pub async fn deadline_reached(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+) -> Result<Order, TerminalError> {
+    saga.begin_with(&order);
+    if change.on_unpaid != "keep_owed" {
+        if let Some(hold) = &change.hold {
+            saga.on_rejection(release_all(&hold.reservation_id));
+        }
+        return end_unapplied(saga, order, change, None, Ending::Expired).await;
+    }
+    match take_hold(saga, &order, change).await? {
+        Ok(reservation) => {
+            change.outstanding = change.amount_due;
+            go_on(saga, order, change, reservation, None).await
+        }
+        Err(failure) => end_unapplied(saga, order, change, None, Ending::RolledBack(failure)).await,
+    }
+}
+
+/// Cancels waiting change `change`: its hold is released and it ends `cancelled`.
+pub async fn cancel_waiting(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+) -> Result<Order, TerminalError> {
+    saga.begin_with(&order);
+    if let Some(hold) = &change.hold {
+        saga.on_rejection(release_all(&hold.reservation_id));
+    }
+    end_unapplied(saga, order, change, None, Ending::Cancelled).await
+}
+
+/// Steps 3 to 9 of `apply_change`, once the difference is paid (or kept owed).
+async fn go_on(
+    saga: &mut Saga<'_, '_>,
+    order: Order,
+    change: &mut Change,
+    reservation: Option<QuoteHold>,
+    charged: Option<Charged>,
+) -> Result<Order, TerminalError> {
+    let plan = change.plan.clone();
 
     // 3. commit_stock
-    if let Some((reservation_id, _)) = &reservation {
-        if let Err(refused) = steps::commit_stock(saga, reservation_id).await? {
+    if let Some(hold) = &reservation {
+        if let Some(ending) = stop_asked(saga, change).await? {
+            return end_unapplied(saga, order, change, charged, ending).await;
+        }
+        if let Err(refused) = steps::commit_stock(saga, &hold.reservation_id).await? {
             let failure = failure_of("commit_stock", &refused);
-            return roll_back(saga, order, change, charged, failure).await;
+            let ending = Ending::RolledBack(failure);
+            return end_unapplied(saga, order, change, charged, ending).await;
         }
     }
 
     // 4. update_fulfillment: the point of no return.
+    if let Some(ending) = stop_asked(saga, change).await? {
+        return end_unapplied(saga, order, change, charged, ending).await;
+    }
     change.point_of_no_return = true;
     if let (Some(fulfillment_id), true) = (order.fulfillment_id.clone(), parcel_changes(&plan)) {
         let updated =
@@ -188,7 +358,8 @@ pub async fn apply_change(
         if let Err(refused) = updated {
             change.point_of_no_return = false;
             let failure = failure_of("update_fulfillment", &refused);
-            return roll_back(saga, order, change, charged, failure).await;
+            let ending = Ending::RolledBack(failure);
+            return end_unapplied(saga, order, change, charged, ending).await;
         }
     }
     saga.drop_compensations();
@@ -214,15 +385,16 @@ pub async fn apply_change(
         .iter()
         .any(|u| matches!(u, Undone::RefundedOn { .. }));
     let topics: &'static [&'static str] = match (charged.is_some(), refunded) {
-        (true, _) => &["order.changed", "order.payment_added"],
-        (false, true) => &["order.changed", "order.refunded"],
-        (false, false) => &["order.changed"],
+        (true, _) => &["order.payment_added"],
+        (false, true) => &["order.refunded"],
+        (false, false) => &[],
     };
     let notify = change.notify_customer.then_some("order_changed");
     let change_id = change.change_id;
     let (kept, released) = (reservation.clone(), StockLine::skus(&plan.stock.release));
     let made = charged.clone();
     let undone_kept = undone.clone();
+    let owed = change.outstanding;
     let order = saga
         .commit(&order, topics, notify, move |o, at| {
             let before: Vec<i32> = o.items.iter().map(|i| i.id).collect();
@@ -238,10 +410,12 @@ pub async fn apply_change(
                 o.record_capture(attempt, method, &capture.payment_id, capture.amount, at);
                 o.tag_latest_payment("apply_change", key);
             }
+            o.clear_owed(plan.settlement.clears_outstanding, at);
+            o.owe(owed, at);
             o.take_holds(&released);
-            if let Some((reservation_id, items)) = &kept {
-                o.holds.extend(items.iter().map(|l| Hold {
-                    reservation_id: reservation_id.clone(),
+            if let Some(hold) = &kept {
+                o.holds.extend(hold.items.iter().map(|l| Hold {
+                    reservation_id: hold.reservation_id.clone(),
                     sku: l.sku.clone(),
                     quantity: l.quantity,
                 }));
@@ -251,6 +425,8 @@ pub async fn apply_change(
         .await?;
 
     change.version_after = Some(order.version);
+    change.hold = None;
+    change.amount_due = Money::ZERO;
     record_moves(change, charged.map(|(c, m, _)| (c, m)), &undone);
     let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
     change.attention = order.attention.clone().filter(|_| refused);
@@ -262,15 +438,44 @@ pub async fn apply_change(
     Ok(order)
 }
 
-/// Undoes what the change did before step 4 and ends it `rolled_back` with
-/// `failure`. The order moves a version only when money moved and was given back,
-/// or a compensation was refused (it then waits for an operator).
-async fn roll_back(
+/// How a change ends without applying.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    /// A step was refused before the point of no return.
+    RolledBack(Failure),
+    /// Cancelled (api-changes.md §4).
+    Cancelled,
+    /// Unpaid at its deadline, under `revert`.
+    Expired,
+}
+
+/// A cancel asked for while the change runs (api-changes.md §4), looked at each
+/// step boundary before the point of no return, as a journaled step.
+async fn stop_asked(
+    saga: &mut Saga<'_, '_>,
+    change: &Change,
+) -> Result<Option<Ending>, TerminalError> {
+    let (db, change_id) = (saga.deps.db.clone(), change.change_id);
+    let asked = saga
+        .ctx
+        .run(|| async move {
+            let asked = read_model::cancel_asked(&db, change_id).await;
+            Ok(Json(asked.map_err(HandlerError::from)?.is_some()))
+        })
+        .name("cancel_asked")
+        .await?;
+    Ok(asked.into_inner().then_some(Ending::Cancelled))
+}
+
+/// Undoes what the change did before step 4 and ends it as `ending` says. The
+/// order moves a version only when money moved and was given back, or a
+/// compensation was refused (it then waits for an operator).
+async fn end_unapplied(
     saga: &mut Saga<'_, '_>,
     order: Order,
     change: &mut Change,
-    charged: Option<(Capture, String, String)>,
-    failure: Failure,
+    charged: Option<Charged>,
+    ending: Ending,
 ) -> Result<Order, TerminalError> {
     let undone = compensate(saga).await?;
     let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
@@ -281,7 +486,11 @@ async fn roll_back(
     let order = if moved || refused {
         let made = charged.clone();
         let undone = undone.clone();
-        saga.commit(&order, &["order.change_rolled_back"], None, move |o, at| {
+        let topics: &'static [&'static str] = match moved {
+            true => &["order.payment_added", "order.refunded"],
+            false => &[],
+        };
+        saga.commit(&order, topics, None, move |o, at| {
             if let Some((capture, method, key)) = &made {
                 let attempt = o.next_payment_attempt();
                 o.record_capture(attempt, method, &capture.payment_id, capture.amount, at);
@@ -299,11 +508,15 @@ async fn roll_back(
     record_moves(change, charged.map(|(c, m, _)| (c, m)), &undone);
     let at = saga.now().await?;
     change.attention = order.attention.clone().filter(|_| refused);
-    let status = match refused {
-        true => ChangeStatus::NeedsAttention,
-        false => ChangeStatus::RolledBack,
+    change.hold = None;
+    let (status, failure) = match (refused, ending) {
+        (true, Ending::RolledBack(failure)) => (ChangeStatus::NeedsAttention, Some(failure)),
+        (true, _) => (ChangeStatus::NeedsAttention, None),
+        (false, Ending::RolledBack(failure)) => (ChangeStatus::RolledBack, Some(failure)),
+        (false, Ending::Cancelled) => (ChangeStatus::Cancelled, None),
+        (false, Ending::Expired) => (ChangeStatus::Expired, None),
     };
-    change.close(status, Some(failure), at);
+    change.close(status, failure, at);
     Ok(order)
 }
 

@@ -19,7 +19,9 @@ mod steps;
 mod undo;
 
 pub use admit::BAD_INPUT;
-pub use change_commands::{ApplyRequest, QuoteCommand, QuoteRequest};
+pub use change_commands::{
+    ApplyRequest, ChangeCommand, PayChangeRequest, QuoteCommand, QuoteRequest,
+};
 pub use faults::Faults;
 pub use killed::SAGA_KILLED;
 pub use order::{

@@ -4,7 +4,9 @@
 
 use super::admit::{admit_command, admit_read, check_units, order_id, Signed, Unadmitted};
 use super::cancel_order::{cancel_units, Scope};
-use super::change_commands::{self, ApplyRequest, QuoteCommand, QuoteRequest};
+use super::change_commands::{
+    self, ApplyRequest, ChangeCommand, Deadline, PayChangeRequest, QuoteCommand, QuoteRequest,
+};
 use super::change_order;
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
@@ -356,8 +358,48 @@ impl OrderObject {
         input: Signed<ApplyRequest>,
     ) -> HandlerResult<Json<CommandOutcome>> {
         let (req, key) = self.admit(&ctx, "apply_change", input)?;
-        let command = change_commands::apply(&ctx, &self.deps, req);
+        let command = async {
+            let (outcome, deadline) = change_commands::apply(&ctx, &self.deps, req).await?;
+            schedule_deadline(&ctx, deadline);
+            Ok(outcome)
+        };
         once(&ctx, "apply_change", key, command).await
+    }
+
+    /// Pays a change that waits for its payment, or what an applied one left owed.
+    #[handler]
+    async fn pay_change(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<PayChangeRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "pay_change", input)?;
+        let command = change_commands::pay(&ctx, &self.deps, req);
+        once(&ctx, "pay_change", key, command).await
+    }
+
+    /// Cancels a change before its point of no return.
+    #[handler]
+    async fn cancel_change(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ChangeCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "cancel_change", input)?;
+        let command = change_commands::cancel(&ctx, &self.deps, req);
+        once(&ctx, "cancel_change", key, command).await
+    }
+
+    /// Fired by a waiting change's timer at its `pay_by`. Only Restate calls it.
+    #[handler(ingress_private)]
+    async fn change_payment_deadline(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(change_id): Json<Uuid>,
+    ) -> HandlerResult<()> {
+        change_commands::deadline(&ctx, &self.deps, change_id)
+            .await
+            .map_err(Into::into)
     }
 
     /// The order as the object holds it, for inspection while a saga runs.
@@ -426,6 +468,14 @@ impl OrderObject {
                 return Ok(Refusal::InvalidTransition { message }.into());
             }
         }
+        // A whole cancel first cancels a change that waits for its payment.
+        let order = match scope {
+            Scope::Whole => change_commands::cancel_waiting_change(ctx, &self.deps, order).await?,
+            Scope::Items => match change_commands::change_in_progress(ctx).await? {
+                Some(refusal) => return Ok(refusal.into()),
+                None => order,
+            },
+        };
         let plan = match scope {
             Scope::Whole => order.plan_cancel_all(),
             Scope::Items => order.plan_cancel(&req.items),
@@ -485,6 +535,9 @@ impl OrderObject {
                 order.status
             );
             return Ok(Refusal::InvalidTransition { message }.into());
+        }
+        if let Some(refusal) = change_commands::change_in_progress(ctx).await? {
+            return Ok(refusal.into());
         }
         let name = format!("request_return@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("api", req.reason);
@@ -574,6 +627,9 @@ impl OrderObject {
                 order.status
             );
             return Ok(Refusal::InvalidTransition { message }.into());
+        }
+        if let Some(refusal) = change_commands::change_in_progress(ctx).await? {
+            return Ok(refusal.into());
         }
         let plan = match order.plan_refund(&req.items) {
             Ok(plan) => plan,
@@ -785,6 +841,16 @@ async fn operator_command(
 fn saga_span(ctx: &ObjectContext<'_>, name: &str) -> tracing::Span {
     let parent = ctx.headers().get(crate::telemetry::TRACEPARENT);
     crate::telemetry::span("saga", name, parent.map(String::as_str))
+}
+
+/// A waiting change's deadline: kept by Restate, the timer fires even if every
+/// process restarts meanwhile.
+fn schedule_deadline(ctx: &ObjectContext<'_>, deadline: Option<Deadline>) {
+    if let Some(d) = deadline {
+        ctx.object_client::<OrderObjectClient>(ctx.key())
+            .change_payment_deadline(Json(d.change_id))
+            .send_after(d.after);
+    }
 }
 
 #[cfg(test)]

@@ -109,8 +109,9 @@ pub async fn receive_return(
             o.park("restock", "step_refused", &refused.to_string(), at);
         }
     };
-    let amount = order
+    let (amount, clears) = order
         .refund_for(&plan)
+        .and_then(|r| Ok((r, order.clears_for(&plan)?)))
         .map_err(|e| TerminalError::new(e.to_string()))?;
     match refund(saga, &order, amount).await? {
         Ok(refunded) => {
@@ -120,6 +121,7 @@ pub async fn receive_return(
                 Some("refund_issued"),
                 move |o, at| {
                     park_restock(o, at);
+                    o.clear_owed(clears, at);
                     o.record_return_refunded(return_id, refunded, at)
                 },
             )
@@ -128,6 +130,7 @@ pub async fn receive_return(
         Err(refused) => {
             saga.commit(&order, &["order.return_received"], None, move |o, at| {
                 park_restock(o, at);
+                o.clear_owed(clears, at);
                 o.record_return_received(return_id, at)?;
                 owe_refund(o, return_id, amount, &refused, at);
                 Ok(())
@@ -159,8 +162,9 @@ pub async fn close_return(
 /// Refunds the units of `plan` without a return. A refund the payment service
 /// refuses changes nothing and comes back as `Ok(Err(..))`.
 pub async fn refund_items(saga: &mut Saga<'_, '_>, order: Order, plan: GiveBack) -> Step<Order> {
-    let amount = order
+    let (amount, clears) = order
         .refund_for(&plan)
+        .and_then(|r| Ok((r, order.clears_for(&plan)?)))
         .map_err(|e| TerminalError::new(e.to_string()))?;
     let refunded = match refund(saga, &order, amount).await? {
         Ok(refunded) => refunded,
@@ -171,7 +175,10 @@ pub async fn refund_items(saga: &mut Saga<'_, '_>, order: Order, plan: GiveBack)
             &order,
             &["order.refunded"],
             Some("refund_issued"),
-            move |o, at| o.record_items_refunded(&plan, refunded, at),
+            move |o, at| {
+                o.clear_owed(clears, at);
+                o.record_items_refunded(&plan, refunded, at)
+            },
         )
         .await?;
     Ok(Ok(order))

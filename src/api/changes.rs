@@ -10,13 +10,14 @@ use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
 use crate::domain::{
-    Actor, ChangeView, Delta, FieldError, Ledger, Operation, QuoteView, Refusal, MAX_OPERATIONS,
+    Actor, ChangeView, Delta, FieldError, Ledger, NewPayment, Operation, QuoteView, Refusal,
+    MAX_OPERATIONS,
 };
 use crate::read_model;
-use crate::workflows::{ApplyRequest, QuoteCommand, QuoteRequest};
+use crate::workflows::{ApplyRequest, ChangeCommand, PayChangeRequest, QuoteCommand, QuoteRequest};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -36,6 +37,14 @@ pub fn router() -> Router<ApiState> {
         )
         .route("/orders/{id}/changes", get(list_changes).post(apply_change))
         .route("/orders/{id}/changes/{change_id}", get(get_change))
+        .route(
+            "/orders/{id}/changes/{change_id}/payments",
+            post(pay_change),
+        )
+        .route(
+            "/orders/{id}/changes/{change_id}/cancel",
+            post(cancel_change),
+        )
         .route("/orders/{id}/ledger", get(get_ledger))
 }
 
@@ -269,7 +278,8 @@ struct ApplyBody {
     expected_delta: Option<Delta>,
     #[serde(default)]
     payment: Option<PaymentBody>,
-    /// `order_method` (default); `await_customer` is not offered yet.
+    /// `order_method` (default): the difference is charged at once; `await_customer`:
+    /// the change waits for the customer to pay it.
     #[serde(default)]
     #[schema(value_type = Option<Collect>)]
     collect: Option<String>,
@@ -277,9 +287,11 @@ struct ApplyBody {
     #[serde(default)]
     #[schema(value_type = Option<OnUnpaid>)]
     on_unpaid: Option<String>,
-    /// `0` (default): a payment deadline is not offered yet.
+    /// How long an unpaid difference may wait: `0` (the default with
+    /// `order_method`: a declined charge rolls the change back) to 604800; with
+    /// `await_customer` 86400 by default, and `0` is refused.
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 0)]
+    #[schema(minimum = 0, maximum = 604800)]
     payment_deadline_seconds: Option<i64>,
     /// Sends `order_changed` (default true).
     #[serde(default)]
@@ -304,14 +316,15 @@ impl Rules for ApplyBody {
             )),
         }
         payment_rules(&self.payment, &mut errors);
-        match self.collect.as_deref() {
-            None | Some("order_method") => {}
-            Some("await_customer") => errors.push(FieldError::new(
-                "collect",
-                "await_customer is not offered yet: the difference is charged to the order's method",
-            )),
-            Some(_) => errors.push(FieldError::new("collect", "must be order_method or await_customer")),
-        }
+        let awaits = match self.collect.as_deref() {
+            None | Some("order_method") => false,
+            Some("await_customer") => true,
+            Some(_) => {
+                let message = "must be order_method or await_customer";
+                errors.push(FieldError::new("collect", message));
+                false
+            }
+        };
         if !matches!(
             self.on_unpaid.as_deref(),
             None | Some("revert") | Some("keep_owed")
@@ -319,11 +332,11 @@ impl Rules for ApplyBody {
             errors.push(FieldError::new("on_unpaid", "must be revert or keep_owed"));
         }
         match self.payment_deadline_seconds {
-            None | Some(0) => {}
-            Some(1..=604_800) => errors.push(FieldError::new(
+            Some(0) if awaits => errors.push(FieldError::new(
                 "payment_deadline_seconds",
-                "a payment deadline is not offered yet: a declined charge rolls the change back",
+                "must be from 1 to 604800 with await_customer: the customer needs time to pay",
             )),
+            None | Some(0..=604_800) => {}
             Some(_) => errors.push(FieldError::new(
                 "payment_deadline_seconds",
                 "must be from 0 to 604800",
@@ -333,12 +346,23 @@ impl Rules for ApplyBody {
     }
 }
 
-/// How a positive difference is collected (only from the order's method for now).
+impl ApplyBody {
+    /// The deadline of an unpaid difference, defaults applied.
+    fn deadline(&self) -> u32 {
+        let awaits = self.collect.as_deref() == Some("await_customer");
+        let default = if awaits { 86_400 } else { 0 };
+        self.payment_deadline_seconds.unwrap_or(default) as u32
+    }
+}
+
+/// How a positive difference is collected: charged to the order's method at
+/// once, or paid by the customer (`POST .../changes/{change_id}/payments`).
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
 enum Collect {
     OrderMethod,
+    AwaitCustomer,
 }
 
 /// What an unpaid difference does at its deadline.
@@ -418,6 +442,7 @@ async fn apply_change(
     let version = if_match(&headers)?.ok_or(ApiError::PreconditionRequired)?;
     let (role, sub) = caller.actor();
     let request = json!({ "if_match": version, "body": raw });
+    let deadline = body.deadline();
     let payload = |change_id| ApplyRequest {
         change_id,
         if_match: version,
@@ -427,7 +452,7 @@ async fn apply_change(
         method: body.payment.map(|p| p.method),
         collect: body.collect.unwrap_or_else(|| "order_method".into()),
         on_unpaid: body.on_unpaid.unwrap_or_else(|| "revert".into()),
-        payment_deadline_seconds: body.payment_deadline_seconds.unwrap_or(0) as u32,
+        payment_deadline_seconds: deadline,
         notify_customer: body.notify_customer.unwrap_or(true),
         reason: body.reason,
         actor: Actor {
@@ -522,6 +547,124 @@ async fn get_change(
     let change_id: Uuid = change_id.parse().map_err(|_| Refusal::ChangeNotFound)?;
     let change = read_model::get_change(&state.db, id, change_id).await?;
     Ok(Json(change.ok_or(Refusal::ChangeNotFound)?))
+}
+
+/// The change `change_id` of order `id`, as the read model holds it.
+async fn change_of(state: &ApiState, id: Uuid, change_id: &str) -> Result<Value, ApiError> {
+    let change_id: Uuid = change_id.parse().map_err(|_| Refusal::ChangeNotFound)?;
+    let change = read_model::get_change(&state.db, id, change_id).await?;
+    change.ok_or_else(|| Refusal::ChangeNotFound.into())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/changes/{change_id}/payments",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), ("change_id" = Uuid, Path, description = "The change's id."), IdempotencyKey),
+    request_body = NewPayment,
+    responses(
+        (status = 200, description = "Paid: a waiting change charged `amount_due` and went on (`applied`, or `rolled_back` when its lapsed hold could not be taken again); on an `applied` change, the lesser of its `outstanding` and the order's `outstanding_amount` was charged.", body = ChangeView),
+        (status = 202, description = "The change has not rested within a few seconds and goes on: the change as it stands.", body = ChangeView),
+        (status = 402, description = "`payment_declined`: the change keeps waiting; pay again with a new `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `change_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: the change owes nothing.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, `amount_mismatch` (`amount`, when given, is not what is due; with `delta`) or `idempotency_key_reused`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// `POST /orders/{id}/changes/{change_id}/payments`: pays what a change owes.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn pay_change(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, change_id)): Path<(String, String)>,
+    key: IdemKey,
+    Valid {
+        body: payment,
+        json,
+    }: Valid<NewPayment>,
+) -> Result<Reply, ApiError> {
+    existing(&state, &caller, id).await?;
+    let change = change_of(&state, id, &change_id).await?;
+    let change_id = uuid_of(&change);
+    let key = key.checked()?;
+    let payload = |bound: Uuid| PayChangeRequest {
+        change_id,
+        method: payment.method.trim().to_owned(),
+        amount: payment.amount,
+        payment_key: bound.to_string(),
+    };
+    let answer = Answer::Change(change_id);
+    command(&state, id, "pay_change", key, &json, payload, answer).await
+}
+
+/// The body of `POST /orders/{id}/changes/{change_id}/cancel`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CancelChangeRequest)]
+struct CancelBody {
+    #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
+    reason: Option<String>,
+}
+
+impl Rules for CancelBody {
+    fn rules(&self) -> Vec<FieldError> {
+        reason_rules(&self.reason)
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/changes/{change_id}/cancel",
+    tag = "changes",
+    params(("id" = Uuid, Path, description = "The order's id."), ("change_id" = Uuid, Path, description = "The change's id."), IdempotencyKey),
+    request_body = CancelBody,
+    responses(
+        (status = 200, description = "`cancelled`: an `applying` change stopped at its next step boundary, or an `awaiting_payment` one, and what it did was undone; a `cancelled` change answers the same again.", body = ChangeView),
+        (status = 202, description = "The change has not rested within a few seconds: the change as it stands.", body = ChangeView),
+        (status = 403, description = "`forbidden`: for staff, services and operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `change_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`past_point_of_no_return` (with `change_id` and `status`): the fulfilment update was reached; `invalid_transition`: the change is `rolled_back` or `expired`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` or `idempotency_key_reused`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine did not accept the request; retry with the same `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// `POST /orders/{id}/changes/{change_id}/cancel`: cancels a change before its
+/// point of no return. A running change is asked to stop first (its saga looks
+/// at each step boundary); the order's object then answers once it rests.
+#[tracing::instrument(skip_all, fields(order.id = %id))]
+async fn cancel_change(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, change_id)): Path<(String, String)>,
+    key: IdemKey,
+    Valid { body, json }: Valid<CancelBody>,
+) -> Result<Reply, ApiError> {
+    existing(&state, &caller, id).await?;
+    staff_only(&caller)?;
+    let change = change_of(&state, id, &change_id).await?;
+    let change_id = uuid_of(&change);
+    let key = key.checked()?;
+    read_model::ask_cancel(&state.db, id, change_id, body.reason.as_deref()).await?;
+    let payload = |_| ChangeCommand {
+        change_id,
+        reason: body.reason,
+    };
+    let answer = Answer::Change(change_id);
+    command(&state, id, "cancel_change", key, &json, payload, answer).await
+}
+
+fn uuid_of(change: &Value) -> Uuid {
+    change["change_id"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_default()
 }
 
 /// Quotes and changes are the shop's to make: a customer is `403`, after the

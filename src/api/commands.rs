@@ -48,6 +48,8 @@ pub(super) enum Answer {
     NewChange,
     /// `204`, nothing to show.
     Deleted,
+    /// `200` with change `0` as it rests (`202` with it as it stands).
+    Change(Uuid),
 }
 
 /// Runs `handler` of order `id` with `payload` once per `Idempotency-Key` and
@@ -109,16 +111,25 @@ pub(super) async fn command<Req: Serialize>(
             Ok(CommandOutcome::Done(rested)) if answer == Answer::NewQuote => Reply {
                 status: StatusCode::CREATED,
                 produced: Some(rested.version),
-                body: read_model::get_quote(&state.db, id, bound).await?.ok_or_else(|| {
-                    anyhow::anyhow!("quote {bound} was made but is not in the read model")
-                })?,
+                body: read_model::get_quote(&state.db, id, bound)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("quote {bound} was made but is not in the read model")
+                    })?,
             },
             Ok(CommandOutcome::Done(rested)) if answer == Answer::NewChange => Reply {
                 status: StatusCode::CREATED,
                 produced: Some(rested.version),
-                body: read_model::get_change(&state.db, id, bound).await?.ok_or_else(|| {
-                    anyhow::anyhow!("change {bound} rested but is not in the read model")
-                })?,
+                body: read_model::get_change(&state.db, id, bound)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("change {bound} rested but is not in the read model")
+                    })?,
+            },
+            Ok(CommandOutcome::Done(rested)) if matches!(answer, Answer::Change(_)) => Reply {
+                status: StatusCode::OK,
+                produced: Some(rested.version),
+                body: change_body(state, id, answer, bound).await?,
             },
             Ok(CommandOutcome::Done(rested)) if answer == Answer::Deleted => Reply {
                 status: StatusCode::NO_CONTENT,
@@ -135,12 +146,14 @@ pub(super) async fn command<Req: Serialize>(
                 let mut reply = accepted_or_unavailable(state, id, e).await?;
                 if reply.status == StatusCode::ACCEPTED {
                     reply.body = match answer {
-                        Answer::NewChange => read_model::get_change(&state.db, id, bound)
-                            .await?
-                            .unwrap_or_else(|| json!({"change_id": bound, "order_id": id, "status": "applying"})),
+                        Answer::NewChange | Answer::Change(_) => {
+                            change_body(state, id, answer, bound).await?
+                        }
                         Answer::NewQuote => read_model::get_quote(&state.db, id, bound)
                             .await?
-                            .unwrap_or_else(|| json!({"quote_id": bound, "order_id": id, "status": "holding"})),
+                            .unwrap_or_else(
+                                || json!({"quote_id": bound, "order_id": id, "status": "holding"}),
+                            ),
                         _ => reply.body,
                     };
                 }
@@ -149,6 +162,22 @@ pub(super) async fn command<Req: Serialize>(
         })
     })
     .await
+}
+
+/// The change a command answers with: the one it names, or the one it made.
+async fn change_body(
+    state: &ApiState,
+    id: Uuid,
+    answer: Answer,
+    bound: Uuid,
+) -> Result<Value, ApiError> {
+    let change_id = match answer {
+        Answer::Change(change_id) => change_id,
+        _ => bound,
+    };
+    let change = read_model::get_change(&state.db, id, change_id).await?;
+    Ok(change
+        .unwrap_or_else(|| json!({"change_id": change_id, "order_id": id, "status": "applying"})))
 }
 
 /// The order from the read model, which the saga wrote before it rested.

@@ -105,6 +105,7 @@ fn refusal_answer(refusal: &Refusal) -> (StatusCode, &'static str) {
         Refusal::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
         Refusal::QuoteSuperseded { .. } => (StatusCode::CONFLICT, "quote_superseded"),
         Refusal::AmountMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch"),
+        Refusal::PastPointOfNoReturn { .. } => (StatusCode::CONFLICT, "past_point_of_no_return"),
     }
 }
 
@@ -295,6 +296,10 @@ mod tests {
             },
             Refusal::AmountMismatch {
                 delta: "1.00".into(),
+            },
+            Refusal::PastPointOfNoReturn {
+                change_id: uuid::Uuid::nil(),
+                status: "applied".into(),
             },
         ];
         for refusal in refusals {

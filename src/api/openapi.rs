@@ -56,6 +56,8 @@ pub fn router() -> Router<ApiState> {
         changes::apply_change,
         changes::list_changes,
         changes::get_change,
+        changes::pay_change,
+        changes::cancel_change,
         changes::get_ledger,
         ops::stuck,
         ops::retry_all,

@@ -7,7 +7,7 @@ use super::change::{
     AddressChange, ChangeLine, ChangePlan, Delta, Operation, Settlement, StockLine, StockMoves,
     Totals,
 };
-use super::{Attention, Failure, Money};
+use super::{Attention, Failure, Money, OrderEvent, OrderNotification, OrderView};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -46,6 +46,16 @@ impl QuoteStatus {
 pub struct QuoteHold {
     pub reservation_id: String,
     pub items: Vec<StockLine>,
+    /// When the warehouse lets the reservation lapse, if it does.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl QuoteHold {
+    /// True once the reservation has lapsed at `now`.
+    pub fn lapsed(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// A binding change quote.
@@ -133,6 +143,17 @@ impl ChangeStatus {
         matches!(self, ChangeStatus::Applying | ChangeStatus::AwaitingPayment)
     }
 
+    /// A final state: nothing moves the change any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ChangeStatus::Applied
+                | ChangeStatus::RolledBack
+                | ChangeStatus::Expired
+                | ChangeStatus::Cancelled
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeStatus::Applying => "applying",
@@ -214,6 +235,17 @@ pub struct Change {
     pub applied_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
     pub rev: i64,
+    /// The new stock the change holds while it waits for its payment.
+    #[serde(default)]
+    pub hold: Option<QuoteHold>,
+    /// What the customer owes while the change is `awaiting_payment`, by `pay_by`.
+    #[serde(default)]
+    pub amount_due: Money,
+    #[serde(default)]
+    pub pay_by: Option<DateTime<Utc>>,
+    /// The difference kept owed when it applied unpaid (`keep_owed`).
+    #[serde(default)]
+    pub outstanding: Money,
 }
 
 /// The money a change moved, as the API shows it.
@@ -283,9 +315,9 @@ impl Change {
                 charges: self.moved.charges.clone(),
                 refunds: self.moved.refunds.clone(),
                 clears_outstanding: p.settlement.clears_outstanding,
-                amount_due: Money::ZERO,
-                pay_by: None,
-                outstanding: Money::ZERO,
+                amount_due: self.amount_due,
+                pay_by: self.pay_by,
+                outstanding: self.outstanding,
             },
             collect: self.collect.clone(),
             on_unpaid: self.on_unpaid.clone(),
@@ -300,6 +332,64 @@ impl Change {
         }
     }
 
+    /// The event and the notification the change tells on reaching its status.
+    pub fn tells(&self) -> (Option<&'static str>, Option<&'static str>) {
+        match self.status {
+            ChangeStatus::Applied => (Some("order.changed"), None),
+            ChangeStatus::AwaitingPayment => (
+                Some("order.change_awaiting_payment"),
+                Some("change_payment_required"),
+            ),
+            ChangeStatus::RolledBack => (Some("order.change_rolled_back"), None),
+            ChangeStatus::Expired => (Some("order.change_expired"), Some("change_reverted")),
+            ChangeStatus::Cancelled => (Some("order.change_cancelled"), None),
+            ChangeStatus::Applying | ChangeStatus::NeedsAttention => (None, None),
+        }
+    }
+
+    /// The event `topic` about this change, one per change and topic, told at
+    /// order version `version`: the change's lines, totals, settlement and address.
+    pub fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent {
+        let name = format!("{}:{topic}:{}", self.order_id, self.change_id);
+        let v = self.view();
+        OrderEvent {
+            id: Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()),
+            topic: topic.to_owned(),
+            order_id: self.order_id,
+            version,
+            at,
+            data: serde_json::json!({
+                "change_id": v.change_id,
+                "status": v.status,
+                "version_before": v.version_before,
+                "version_after": v.version_after,
+                "lines": v.lines,
+                "totals": v.totals,
+                "settlement": v.settlement,
+                "shipping_address": v.shipping_address,
+                "failure": v.failure,
+            }),
+        }
+    }
+
+    /// The notification `template` about this change, sent once per change.
+    pub fn notification(&self, template: &str, order: &OrderView) -> OrderNotification {
+        OrderNotification {
+            key: format!("{}:notify:{template}:{}", self.order_id, self.change_id),
+            order_id: self.order_id,
+            customer_id: order.customer_id,
+            template: template.to_owned(),
+            data: serde_json::json!({
+                "order_number": order.order_number,
+                "change_id": self.change_id,
+                "amount_due": self.amount_due,
+                "pay_by": self.pay_by,
+                "delta": self.plan.settlement.delta,
+                "currency": order.currency,
+            }),
+        }
+    }
+
     /// Ends the change `status`, at `at`, with `failure` if it did not apply.
     pub fn close(&mut self, status: ChangeStatus, failure: Option<Failure>, at: DateTime<Utc>) {
         self.status = status;
@@ -307,7 +397,7 @@ impl Change {
         if status == ChangeStatus::Applied {
             self.applied_at = Some(at);
         }
-        if status != ChangeStatus::NeedsAttention {
+        if status.is_final() {
             self.closed_at = Some(at);
         }
     }

@@ -230,13 +230,23 @@ impl Order {
     /// What a give-back refunds: its share of what was charged, never more than is
     /// left of the capture once the refunds an operator still owes are set aside.
     /// Nothing before the order was paid.
+    /// What a change's difference kept owed takes first ([`Order::clears_for`]) is
+    /// not refunded.
     pub fn refund_for(&self, plan: &GiveBack) -> Result<Money, DomainError> {
         if self.captured_amount == Money::ZERO {
             return Ok(Money::ZERO);
         }
         let owed = self.owed_refunds()?;
         let available = self.refundable().checked_sub(owed).unwrap_or(Money::ZERO);
-        Ok(plan.amount()?.min(available))
+        let back = plan.amount()?;
+        let refunded = back.checked_sub(self.clears_for(plan)?);
+        Ok(refunded.unwrap_or(Money::ZERO).min(available))
+    }
+
+    /// What a give-back nets against `outstanding_amount` before anything is
+    /// refunded (api-changes.md §10).
+    pub fn clears_for(&self, plan: &GiveBack) -> Result<Money, DomainError> {
+        Ok(plan.amount()?.min(self.outstanding_amount))
     }
 
     /// Records the units of `plan` as cancelled.

@@ -11,7 +11,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Movement {
     pub seq: u32,
-    /// `charge` or `refund`.
+    /// `charge`, `refund`, `owed` (outstanding grows) or `owed_cleared` (paid, or
+    /// netted by a give-back).
     pub kind: String,
     pub amount: Money,
     pub payment_id: Option<String>,
@@ -70,6 +71,33 @@ impl Order {
             version: self.version,
             at,
         });
+    }
+
+    /// Keeps `amount` of a change's difference owed: `outstanding_amount` grows.
+    pub fn owe(&mut self, amount: Money, at: DateTime<Utc>) {
+        if amount.is_zero() {
+            return;
+        }
+        self.resource.outstanding_amount = self
+            .outstanding_amount
+            .checked_add(amount)
+            .unwrap_or(Money::MAX);
+        self.record_movement("owed", amount, None, at);
+    }
+
+    /// Lowers what is owed by `amount` (paid, or netted by a give-back), at most
+    /// what is owed; returns what it lowered.
+    pub fn clear_owed(&mut self, amount: Money, at: DateTime<Utc>) -> Money {
+        let cleared = amount.min(self.outstanding_amount);
+        if cleared.is_zero() {
+            return cleared;
+        }
+        self.resource.outstanding_amount = self
+            .outstanding_amount
+            .checked_sub(cleared)
+            .unwrap_or(Money::ZERO);
+        self.record_movement("owed_cleared", cleared, None, at);
+        cleared
     }
 
     /// Names the refund id of the newest refund movement.

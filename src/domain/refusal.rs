@@ -86,6 +86,12 @@ pub enum Refusal {
     /// `expected_delta` is not what the change comes to.
     #[error("the change comes to {delta}, not the expected_delta given")]
     AmountMismatch { delta: String },
+    /// The change reached its point of no return: it can no longer be cancelled.
+    #[error("change {change_id} is {status} and past its point of no return")]
+    PastPointOfNoReturn {
+        change_id: uuid::Uuid,
+        status: String,
+    },
 }
 
 impl Refusal {

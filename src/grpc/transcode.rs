@@ -174,16 +174,17 @@ pub fn refusal(http_status: u16, problem: &Value) -> Status {
 }
 
 /// The gRPC code of a REST refusal, from the HTTP status the API gave it (decided
-/// once, in `api::error`), as the proto's table says; `order_busy`, a conflict
-/// worth retrying, is the one the table sets apart.
+/// once, in `api::error`), as the proto's table says; `order_busy`,
+/// `version_conflict` and `change_in_progress`, conflicts worth retrying after a
+/// read, are the ones the table sets apart.
 fn grpc_code(code: &str, http_status: u16) -> Code {
     match (code, http_status) {
-        ("order_busy", _) => Code::Aborted,
+        ("order_busy" | "version_conflict" | "change_in_progress", _) => Code::Aborted,
         (_, 400 | 413 | 415 | 422) => Code::InvalidArgument,
         (_, 401) => Code::Unauthenticated,
         (_, 403) => Code::PermissionDenied,
         (_, 404) => Code::NotFound,
-        (_, 402 | 409) => Code::FailedPrecondition,
+        (_, 402 | 409 | 410 | 428) => Code::FailedPrecondition,
         (_, 429) => Code::ResourceExhausted,
         (_, 502..=504) => Code::Unavailable,
         _ => Code::Internal,

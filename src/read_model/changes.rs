@@ -1,9 +1,10 @@
 //! The change quotes and changes of each order, as the API shows them.
 
-use crate::domain::{Change, Quote};
+use crate::domain::{Change, OrderEvent, OrderNotification, Quote};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Writes the quote as it now stands; an older revision never overwrites a newer.
@@ -27,25 +28,76 @@ pub async fn save_quote(pool: &PgPool, quote: &Quote) -> sqlx::Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-/// Writes the change as it now stands; an older revision never overwrites a newer.
-/// True when this call wrote it (false: a replay found it written).
-pub async fn save_change(pool: &PgPool, change: &Change) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO order_changes (change_id, order_id, status, rev, document, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (change_id) DO UPDATE SET status = EXCLUDED.status, rev = EXCLUDED.rev,
+/// What a change tells as it is written: its event and notification, at an order
+/// version.
+pub struct Told<'a> {
+    pub events: &'a [OrderEvent],
+    pub notification: Option<&'a OrderNotification>,
+    pub version: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// Writes the change as it now stands, with what it tells (into the outbox), in
+/// one statement; an older revision never overwrites a newer, and a message is
+/// enqueued once. True when this call wrote the change (false: a replay found it
+/// written).
+pub async fn save_change(pool: &PgPool, change: &Change, told: Told<'_>) -> sqlx::Result<bool> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "WITH written AS (INSERT INTO order_changes (change_id, order_id, status, rev, document,
+            created_at) ",
+    );
+    q.push_values([change], |mut b, c| {
+        b.push_bind(c.change_id)
+            .push_bind(c.order_id)
+            .push_bind(c.status.as_str())
+            .push_bind(c.rev)
+            .push_bind(Json(c.view()))
+            .push_bind(c.created_at);
+    });
+    q.push(
+        " ON CONFLICT (change_id) DO UPDATE SET status = EXCLUDED.status, rev = EXCLUDED.rev,
             document = EXCLUDED.document
-         WHERE order_changes.rev < EXCLUDED.rev",
+         WHERE order_changes.rev < EXCLUDED.rev
+         RETURNING 1)",
+    );
+    let at = (change.order_id, told.version, told.at);
+    super::outbox::push_enqueue(&mut q, at, told.events, told.notification);
+    q.push(" SELECT count(*) FROM written");
+    let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
+    Ok(written == 1)
+}
+
+/// Records that change `change_id` of order `order_id` is asked to stop, while it
+/// is `applying`; its saga looks at each step boundary before its point of no
+/// return ([`cancel_asked`]). True when the change was applying.
+pub async fn ask_cancel(
+    pool: &PgPool,
+    order_id: Uuid,
+    change_id: Uuid,
+    reason: Option<&str>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE order_changes SET cancel_asked_at = coalesce(cancel_asked_at, now()),
+            cancel_reason = coalesce(cancel_reason, $3)
+         WHERE change_id = $1 AND order_id = $2 AND status = 'applying'",
     )
-    .bind(change.change_id)
-    .bind(change.order_id)
-    .bind(change.status.as_str())
-    .bind(change.rev)
-    .bind(Json(change.view()))
-    .bind(change.created_at)
+    .bind(change_id)
+    .bind(order_id)
+    .bind(reason)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Whether change `change_id` was asked to stop, and why.
+pub async fn cancel_asked(pool: &PgPool, change_id: Uuid) -> sqlx::Result<Option<Option<String>>> {
+    sqlx::query_scalar(
+        "SELECT cancel_reason FROM order_changes
+         WHERE change_id = $1 AND cancel_asked_at IS NOT NULL",
+    )
+    .bind(change_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Quote `id` of order `order_id`.

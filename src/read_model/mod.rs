@@ -15,7 +15,10 @@ mod saga_steps;
 pub use analytics::{
     order_analytics, Analytics, CurrencyFigures, StatusCounts, Window, MAX_WINDOW_DAYS,
 };
-pub use changes::{get_change, get_quote, list_changes, list_quotes, save_change, save_quote};
+pub use changes::{
+    ask_cancel, cancel_asked, get_change, get_quote, list_changes, list_quotes, save_change,
+    save_quote, Told,
+};
 pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};
 pub use operators::{

@@ -1,7 +1,7 @@
 //! The outbox: events and notifications written with the order change they tell
 //! about, and the relay's view of what is left to deliver.
 
-use crate::domain::{Order, OrderEvent, OrderNotification};
+use crate::domain::{OrderEvent, OrderNotification};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -42,7 +42,7 @@ pub struct Pending {
 /// ids are fixed per fact.
 pub(super) fn push_enqueue<'q>(
     q: &mut QueryBuilder<'q, Postgres>,
-    order: &'q Order,
+    (order_id, version, at): (Uuid, i64, DateTime<Utc>),
     events: &'q [OrderEvent],
     notification: Option<&'q OrderNotification>,
 ) {
@@ -66,12 +66,12 @@ pub(super) fn push_enqueue<'q>(
         events.chain(notification),
         |mut b, (id, kind, name, payload)| {
             b.push_bind(id)
-                .push_bind(order.id)
-                .push_bind(order.version)
+                .push_bind(order_id)
+                .push_bind(version)
                 .push_bind(kind.as_str())
                 .push_bind(name)
                 .push_bind(payload)
-                .push_bind(order.updated_at);
+                .push_bind(at);
         },
         "ON CONFLICT (message_id) DO NOTHING",
     );

@@ -245,7 +245,8 @@ pub async fn project(
     super::returns::push_upsert(&mut q, order);
     let (author, changes) = edits;
     super::edit_history::push_insert(&mut q, order, author, changes);
-    super::outbox::push_enqueue(&mut q, order, events, notification);
+    let told = (order.id, order.version, order.updated_at);
+    super::outbox::push_enqueue(&mut q, told, events, notification);
 
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;

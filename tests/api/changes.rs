@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use uuid::Uuid;
 
-const VISA: Option<&str> = Some("pm_card_visa");
+pub(crate) const VISA: Option<&str> = Some("pm_card_visa");
 
 /// 3 units at 10.00 with discount 1.00 and tax 0.83, no shipping: the example of
 /// "Money of a change".
@@ -24,7 +24,7 @@ fn example_order() -> Value {
 }
 
 /// A confirmed order made of `body`.
-async fn confirmed(app: &TestApp, body: &Value) -> Value {
+pub(crate) async fn confirmed(app: &TestApp, body: &Value) -> Value {
     let (status, order) = app.create(body).await;
     assert_eq!(
         (status, order["status"].as_str()),
@@ -34,12 +34,12 @@ async fn confirmed(app: &TestApp, body: &Value) -> Value {
     order
 }
 
-fn id(order: &Value) -> String {
+pub(crate) fn id(order: &Value) -> String {
     order["id"].as_str().unwrap().to_owned()
 }
 
 /// The order and its `ETag`.
-async fn order_and_tag(app: &TestApp, order_id: &str) -> (Value, String) {
+pub(crate) async fn order_and_tag(app: &TestApp, order_id: &str) -> (Value, String) {
     let res = app
         .http
         .get(format!("{}/orders/{order_id}", app.api))
@@ -53,7 +53,7 @@ async fn order_and_tag(app: &TestApp, order_id: &str) -> (Value, String) {
 }
 
 /// Sends `method path` with `body`, an `Idempotency-Key` and `If-Match` when given.
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -74,12 +74,12 @@ async fn send(
     read(req.send().await.unwrap()).await
 }
 
-async fn quote(app: &TestApp, order_id: &str, body: &Value) -> Answer {
+pub(crate) async fn quote(app: &TestApp, order_id: &str, body: &Value) -> Answer {
     let path = format!("/orders/{order_id}/change-quotes");
     send(app, reqwest::Method::POST, &path, Some(body), None, None).await
 }
 
-async fn apply(
+pub(crate) async fn apply(
     app: &TestApp,
     order_id: &str,
     body: &Value,
@@ -102,11 +102,11 @@ async fn new_quote(app: &TestApp, order_id: &str, body: &Value) -> Value {
     made
 }
 
-fn set_quantity(item_id: &Value, quantity: i64) -> Value {
+pub(crate) fn set_quantity(item_id: &Value, quantity: i64) -> Value {
     json!({"op": "set_quantity", "item_id": item_id, "quantity": quantity})
 }
 
-fn add_item(sku: &str, quantity: i64, price: &str) -> Value {
+pub(crate) fn add_item(sku: &str, quantity: i64, price: &str) -> Value {
     json!({"op": "add_item", "product_id": Uuid::new_v4(), "product_sku": sku, "product_name": "Saucer",
            "warehouse_id": "6f1c1a54-0000-4000-8000-000000000001", "quantity": quantity, "unit_price": price})
 }

@@ -6,6 +6,7 @@ mod authorization;
 mod bad_requests;
 mod cancel;
 mod cancel_items;
+mod change_payments;
 mod changes;
 mod cluster;
 mod console;

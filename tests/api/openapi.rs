@@ -33,6 +33,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/orders/{id}/changes"),
     ("get", "/api/v1/orders/{id}/changes"),
     ("get", "/api/v1/orders/{id}/changes/{change_id}"),
+    ("post", "/api/v1/orders/{id}/changes/{change_id}/payments"),
+    ("post", "/api/v1/orders/{id}/changes/{change_id}/cancel"),
     ("get", "/api/v1/orders/{id}/ledger"),
     ("get", "/api/v1/ops/orders/stuck"),
     ("post", "/api/v1/ops/orders/retry"),
@@ -574,4 +576,47 @@ async fn a_change_s_quote_change_and_ledger_fit_the_document() {
         )
         .await;
     assert_eq!(ledger.body["charged"], "152.15", "{}", ledger.body);
+
+    // A change left to the customer, paid; another, cancelled while it waits.
+    let mut version = ledger.body["version"].as_i64().unwrap();
+    for (path, body, quantity) in [
+        ("payments", json!({"method": "pm_card_visa"}), 5),
+        (
+            "cancel",
+            json!({"reason": "customer changed their mind"}),
+            6,
+        ),
+    ] {
+        let waiting = it
+            .app
+            .http
+            .post(format!("{}{base}/changes", it.root))
+            .header("If-Match", version.to_string())
+            .json(&json!({"operations": [{"op": "set_quantity", "item_id": item, "quantity": quantity}],
+                          "collect": "await_customer"}))
+            .send()
+            .await
+            .unwrap();
+        let status = waiting.status();
+        let waiting: Value = waiting.json().await.unwrap();
+        assert_eq!(status, 201, "{waiting}");
+        it.fits(
+            schema,
+            &waiting,
+            "201 answer of POST /api/v1/orders/{id}/changes",
+        );
+        let template = format!("/api/v1/orders/{{id}}/changes/{{change_id}}/{path}");
+        let url = format!(
+            "{base}/changes/{}/{path}",
+            waiting["change_id"].as_str().unwrap()
+        );
+        let answer = it.checked(Method::POST, &template, &url, Some(&body)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        if path == "payments" {
+            assert_eq!(answer.body["status"], "applied", "{}", answer.body);
+            version = answer.body["version_after"].as_i64().unwrap();
+        } else {
+            assert_eq!(answer.body["status"], "cancelled", "{}", answer.body);
+        }
+    }
 }
