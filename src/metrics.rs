@@ -108,6 +108,14 @@ fn describe() {
         "Age of the oldest undelivered message, by kind and state."
     );
     describe_gauge!("order_stuck_orders", "Orders in the operators' stuck list.");
+    describe_gauge!(
+        "order_changes_awaiting_payment",
+        "Changes that wait for the customer to pay their difference."
+    );
+    describe_gauge!(
+        "order_outstanding_value",
+        "What applied changes left owed and nobody paid yet, by currency."
+    );
 }
 
 /// The kind of a saga, without what makes its name unique per order
@@ -159,33 +167,61 @@ pub fn count_quote(quote: &Quote) {
     counter!("order_change_quotes_total", "outcome" => quote.status.as_str()).increment(1);
 }
 
-/// Counts a change that came to rest, once: its outcome, its failure, how long it
-/// took from request to rest, and the money it settled.
-pub fn count_change(change: &Change) {
-    if change.status == ChangeStatus::Applying {
-        return;
+/// Counts what a write of `change` tells, given the state it had before
+/// (`before`), once: the caller counts only a write it made first. A change that
+/// reached its end (or an operator's desk) counts its outcome, its failure and
+/// how long it took from request to rest; an applied one, the money it settled
+/// since (a charge of what it left owed, later, counts then).
+pub fn count_change(change: &Change, before: Option<&Change>) {
+    let reached = change.status.is_final() || change.status == ChangeStatus::NeedsAttention;
+    if reached && before.map(|b| b.status) != Some(change.status) {
+        counter!("order_changes_total", "outcome" => change.status.as_str()).increment(1);
+        if let Some(failure) = &change.failure {
+            counter!("order_change_failures_total", "code" => failure.code.clone()).increment(1);
+        }
+        let rested = change
+            .closed_at
+            .or(change.applied_at)
+            .unwrap_or(change.created_at);
+        let took = (rested - change.created_at).to_std().unwrap_or_default();
+        histogram!("order_change_duration_seconds").record(took.as_secs_f64());
     }
-    counter!("order_changes_total", "outcome" => change.status.as_str()).increment(1);
-    if let Some(failure) = &change.failure {
-        counter!("order_change_failures_total", "code" => failure.code.clone()).increment(1);
-    }
-    let rested = change
-        .closed_at
-        .or(change.applied_at)
-        .unwrap_or(change.created_at);
-    let took = (rested - change.created_at).to_std().unwrap_or_default();
-    histogram!("order_change_duration_seconds").record(took.as_secs_f64());
     if change.status == ChangeStatus::Applied {
         let currency = change.currency.to_string();
         let value =
             |m: crate::domain::Money| f64::try_from(rust_decimal::Decimal::from(m)).unwrap_or(0.0);
-        for charge in &change.moved.charges {
+        let counted = before.filter(|b| b.status == ChangeStatus::Applied);
+        let (charges, refunds) =
+            counted.map_or((0, 0), |b| (b.moved.charges.len(), b.moved.refunds.len()));
+        for charge in change.moved.charges.iter().skip(charges) {
             gauge!("order_change_settled_value", "currency" => currency.clone(), "direction" => "charge")
                 .increment(value(charge.amount));
         }
-        for refund in &change.moved.refunds {
+        for refund in change.moved.refunds.iter().skip(refunds) {
             gauge!("order_change_settled_value", "currency" => currency.clone(), "direction" => "refund")
                 .increment(value(refund.amount));
+        }
+    }
+}
+
+/// Sets the gauges of money owed: `order_changes_awaiting_payment`, the changes
+/// that wait for their payment, and `order_outstanding_value{currency}`, what
+/// changes kept owed and nobody paid yet.
+pub fn set_owed(awaiting: i64, outstanding: &[(String, rust_decimal::Decimal)]) {
+    // A currency nobody owes any more reads 0, not its last sum.
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    gauge!("order_changes_awaiting_payment").set(awaiting as f64);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    for currency in seen.iter() {
+        if !outstanding.iter().any(|(c, _)| c == currency) {
+            gauge!("order_outstanding_value", "currency" => currency.clone()).set(0.0);
+        }
+    }
+    for (currency, value) in outstanding {
+        let value = f64::try_from(*value).unwrap_or(0.0);
+        gauge!("order_outstanding_value", "currency" => currency.clone()).set(value);
+        if !seen.contains(currency) {
+            seen.push(currency.clone());
         }
     }
 }

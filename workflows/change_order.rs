@@ -64,6 +64,7 @@ pub async fn keep_change(
     change: Change,
     order: &Order,
 ) -> Result<Change, TerminalError> {
+    let before = book.change(change.change_id).cloned();
     let change = book.put_change(change);
     saga.ctx.set(CHANGES_STATE, Json(book.clone()));
     let at = saga.clock().max(change.created_at);
@@ -84,7 +85,7 @@ pub async fn keep_change(
         read_model::save_change(&db, &change, told)
     };
     if saga.save(save).await? {
-        metrics::count_change(&change);
+        metrics::count_change(&change, before.as_ref());
     }
     Ok(change)
 }

@@ -71,6 +71,10 @@ async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
         // The last count stays; the failure is for the logs, not the scrape.
         Err(e) => tracing::warn!(error = %e, "could not count the stuck orders"),
     }
+    match crate::read_model::owed(&state.db).await {
+        Ok((awaiting, outstanding)) => crate::metrics::set_owed(awaiting, &outstanding),
+        Err(e) => tracing::warn!(error = %e, "could not sum what is owed"),
+    }
     match crate::read_model::outbox::backlog(&state.db).await {
         Ok(backlog) => crate::metrics::set_outbox_backlog(&backlog),
         Err(e) => tracing::warn!(error = %e, "could not count the undelivered messages"),

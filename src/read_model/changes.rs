@@ -163,3 +163,20 @@ pub async fn list_changes(
     .await?;
     Ok(docs.into_iter().map(|d| d.0).collect())
 }
+
+/// How many changes wait for their payment, and what applied changes left owed,
+/// by currency (the gauges of a scrape).
+pub async fn owed(pool: &PgPool) -> sqlx::Result<(i64, Vec<(String, rust_decimal::Decimal)>)> {
+    let awaiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_changes WHERE status = 'awaiting_payment'")
+            .fetch_one(pool)
+            .await?;
+    let outstanding = sqlx::query_as(
+        "SELECT currency, sum((document->>'outstanding_amount')::numeric)
+         FROM orders WHERE (document->>'outstanding_amount')::numeric > 0
+         GROUP BY currency ORDER BY currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok((awaiting, outstanding))
+}

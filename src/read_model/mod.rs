@@ -16,7 +16,7 @@ pub use analytics::{
     order_analytics, Analytics, CurrencyFigures, StatusCounts, Window, MAX_WINDOW_DAYS,
 };
 pub use changes::{
-    ask_cancel, cancel_asked, get_change, get_quote, list_changes, list_quotes, save_change,
+    ask_cancel, cancel_asked, get_change, get_quote, list_changes, list_quotes, owed, save_change,
     save_quote, Told,
 };
 pub use edit_history::{edit_history, Author, EditEntry};

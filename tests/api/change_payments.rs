@@ -102,6 +102,7 @@ async fn a_difference_left_to_the_customer_holds_its_stock_and_one_payment_appli
     assert!(!reservation_of(&of, "SKU-SAUCER").1, "{of:?}");
     assert_eq!(of.count_topic("order.change_awaiting_payment"), 1);
     assert_eq!(of.count_template("change_payment_required"), 1);
+    assert_eq!(awaiting_gauge(&app).await, 1.0);
 
     // Rule 20: one change at a time.
     let item = &order["items"][0]["id"];
@@ -170,6 +171,18 @@ async fn a_difference_left_to_the_customer_holds_its_stock_and_one_payment_appli
     let (held, released) = reservation_of(&of, "SKU-SAUCER");
     assert!(!released && ledger.commits.contains(&held), "{of:?}");
     assert_eq!(of.count_topic("order.changed"), 1);
+    assert_eq!(awaiting_gauge(&app).await, 0.0);
+    let text = crate::metrics::scrape(&app).await;
+    let applied = [("outcome", "applied")];
+    assert_eq!(
+        crate::metrics::value(&text, "order_changes_total", &applied),
+        1.0
+    );
+}
+
+async fn awaiting_gauge(app: &TestApp) -> f64 {
+    let text = crate::metrics::scrape(app).await;
+    crate::metrics::gauge(&text, "order_changes_awaiting_payment")
 }
 
 #[tokio::test]
@@ -247,6 +260,12 @@ async fn a_declined_difference_kept_owed_applies_at_its_deadline_and_give_backs_
     let (_, ledger) = app.get(&format!("/orders/{order_id}/ledger")).await;
     assert_eq!(movements_of(&ledger, "owed"), ["6.00"]);
     assert_eq!(ledger["outstanding"], "6.00");
+    let text = crate::metrics::scrape(&app).await;
+    let usd = [("currency", "USD")];
+    assert_eq!(
+        crate::metrics::value(&text, "order_outstanding_value", &usd),
+        6.0
+    );
 
     // A give-back nets against what is owed before anything is refunded.
     let saucer = &now["items"][1]["id"];
@@ -272,6 +291,11 @@ async fn a_declined_difference_kept_owed_applies_at_its_deadline_and_give_backs_
     assert_eq!(paid["settlement"]["outstanding"], "3.00");
     let (now, _) = order_and_tag(&app, &order_id).await;
     assert_eq!(now["outstanding_amount"], "0.00");
+    let text = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        crate::metrics::value(&text, "order_outstanding_value", &usd),
+        0.0
+    );
     let (_, ledger) = app.get(&format!("/orders/{order_id}/ledger")).await;
     assert_eq!(movements_of(&ledger, "owed_cleared"), ["3.00", "3.00"]);
     assert_eq!(
