@@ -202,6 +202,17 @@ impl Caller {
         }
     }
 
+    /// The side of an order the caller speaks for in a change request: `customer`
+    /// for a customer, `merchant` for staff, services and operators; none with
+    /// authorization off, where every caller is either side.
+    pub fn side(&self) -> Option<&'static str> {
+        match self {
+            Caller::Anyone => None,
+            Caller::Token(_) if self.may_manage() => Some("merchant"),
+            Caller::Token(_) => Some("customer"),
+        }
+    }
+
     /// Whether the caller may use the operator API.
     pub fn may_operate(&self) -> bool {
         match self {

@@ -6,7 +6,9 @@
 //! so each fact counts once. Step attempts are counted as they run, since an
 //! attempt is what they measure.
 
-use crate::domain::{Change, ChangeStatus, Order, OrderStatus, Quote, QuoteStatus};
+use crate::domain::{
+    Change, ChangeRequest, ChangeStatus, Order, OrderStatus, Quote, QuoteStatus, RequestStatus,
+};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -53,6 +55,10 @@ fn describe() {
     describe_counter!(
         "order_changes_total",
         "Changes that came to rest, by outcome (applied, rolled_back, needs_attention...)."
+    );
+    describe_counter!(
+        "order_change_requests_total",
+        "Change requests that ended, by side (customer, merchant) and outcome."
     );
     describe_counter!(
         "order_change_failures_total",
@@ -202,6 +208,17 @@ pub fn count_change(change: &Change, before: Option<&Change>) {
                 .increment(value(refund.amount));
         }
     }
+}
+
+/// Counts a change request that ended (`accepted`, `declined`, `withdrawn`,
+/// `expired`), once: the caller counts only a state it wrote first.
+pub fn count_request(request: &ChangeRequest) {
+    if request.status == RequestStatus::Open {
+        return;
+    }
+    counter!("order_change_requests_total",
+        "requested_by" => request.requested_by.clone(), "outcome" => request.status.as_str())
+    .increment(1);
 }
 
 /// Sets the gauges of money owed: `order_changes_awaiting_payment`, the changes

@@ -4,7 +4,7 @@
 
 use super::change_order::{
     apply_change, book, cancel_waiting, deadline_reached, hold_refused, keep_change, keep_quote,
-    pay_change, release_hold, reserve,
+    pay_change, release_hold, reserve, settle_request,
 };
 use super::killed::current;
 use super::outcome::{CommandOutcome, Rested};
@@ -61,10 +61,13 @@ pub struct ApplyRequest {
     #[serde(default)]
     pub reason: Option<String>,
     pub actor: Actor,
+    /// The change request it accepts.
+    #[serde(default)]
+    pub request_id: Option<Uuid>,
 }
 
 /// Why the order cannot change now, if it cannot.
-fn not_editable(order: &Order) -> Option<Refusal> {
+pub(super) fn not_editable(order: &Order) -> Option<Refusal> {
     let message = match (order.status, &order.attention) {
         (OrderStatus::Confirmed | OrderStatus::Processing, None) => return None,
         (OrderStatus::Confirmed | OrderStatus::Processing, Some(_)) => {
@@ -77,7 +80,7 @@ fn not_editable(order: &Order) -> Option<Refusal> {
     Some(Refusal::NotEditable { message })
 }
 
-fn priced_refusal(error: ChangeError) -> Refusal {
+pub(super) fn priced_refusal(error: ChangeError) -> Refusal {
     match error {
         ChangeError::Invalid(e) => Refusal::invalid(e.field, e.message),
         ChangeError::QuantityExceeded(message) => Refusal::QuantityExceeded { message },
@@ -297,6 +300,7 @@ pub async fn apply(
                 Refusal::QuoteSuperseded {
                     quote_version,
                     current_version,
+                    preview: None,
                 }
                 .into(),
             );
@@ -364,6 +368,7 @@ pub async fn apply(
         amount_due: Money::ZERO,
         pay_by: None,
         outstanding: Money::ZERO,
+        request_id: req.request_id,
     };
     let mut change = keep_change(&saga, &mut book, change, &order).await?;
     let result = apply_change(&mut saga, order.clone(), &mut change, hold).await;
@@ -384,7 +389,8 @@ async fn rest(
 ) -> Result<Order, TerminalError> {
     match result {
         Ok(order) => {
-            keep_change(saga, book, change, &order).await?;
+            let change = keep_change(saga, book, change, &order).await?;
+            settle_request(saga, book, &change, &order).await?;
             saga.finish().await;
             Ok(order)
         }

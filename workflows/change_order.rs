@@ -24,8 +24,9 @@ use super::saga::{Saga, Step};
 use super::steps;
 use super::undo::{apply, compensate, Undone};
 use crate::domain::{
-    AddedBy, Change, ChangeBook, ChangePlan, ChangeStatus, Compensation, Failure, Hold, MadeCharge,
-    MadeRefund, Money, Order, Quote, QuoteHold, QuoteStatus, StockLine,
+    AddedBy, Change, ChangeBook, ChangePlan, ChangeRequest, ChangeStatus, Compensation, Failure,
+    Hold, MadeCharge, MadeRefund, Money, Order, Quote, QuoteHold, QuoteStatus, RequestStatus,
+    StockLine,
 };
 use crate::downstream::{Capture, Rejection, ReservationLine, Reserved};
 use crate::{metrics, read_model};
@@ -88,6 +89,71 @@ pub async fn keep_change(
         metrics::count_change(&change, before.as_ref());
     }
     Ok(change)
+}
+
+/// Keeps `request` of `order` in the book and the read model, with the event and
+/// notification its status tells.
+pub async fn keep_request(
+    saga: &Saga<'_, '_>,
+    book: &mut ChangeBook,
+    request: ChangeRequest,
+    order: &Order,
+) -> Result<ChangeRequest, TerminalError> {
+    let before = book.request(request.request_id).map(|r| r.status);
+    let request = book.put_request(request);
+    saga.ctx.set(CHANGES_STATE, Json(book.clone()));
+    let at = saga.clock().max(request.created_at);
+    let (topic, template) = request.tells();
+    let events: Vec<_> = topic
+        .map(|t| request.event(t, order.version, at))
+        .into_iter()
+        .collect();
+    let notification = template.map(|t| request.notification(t, order));
+    let db = saga.deps.db.clone();
+    let save = || {
+        let told = read_model::Told {
+            events: &events,
+            notification: notification.as_ref(),
+            version: order.version,
+            at,
+        };
+        read_model::save_request(&db, &request, told)
+    };
+    if saga.save(save).await? && before != Some(request.status) {
+        metrics::count_request(&request);
+    }
+    Ok(request)
+}
+
+/// After change `change` of a request rests: an applied change accepts its
+/// request; one that ended otherwise leaves it open with that try's `change_id`,
+/// or expired when its time came meanwhile.
+pub async fn settle_request(
+    saga: &mut Saga<'_, '_>,
+    book: &mut ChangeBook,
+    change: &Change,
+    order: &Order,
+) -> Result<(), TerminalError> {
+    let Some(request) = change.request_id.and_then(|id| book.request(id)).cloned() else {
+        return Ok(());
+    };
+    if request.status != RequestStatus::Open {
+        return Ok(());
+    }
+    let mut request = request;
+    request.change_id = Some(change.change_id);
+    let at = saga.now().await?;
+    match change.status {
+        ChangeStatus::Applied => {
+            request.decide(RequestStatus::Accepted, Some(change.actor.clone()), at)
+        }
+        status if status.is_final() && at >= request.expires_at => {
+            request.decide(RequestStatus::Expired, None, at)
+        }
+        _ => {}
+    }
+    keep_request(saga, book, request, order).await?;
+    Ok(())
 }
 
 /// `reserve_stock` of a change's added units for order `order_id`.

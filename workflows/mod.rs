@@ -4,6 +4,7 @@ mod admit;
 mod cancel_order;
 mod change_commands;
 mod change_order;
+mod change_requests;
 mod create_order;
 mod expire_draft;
 mod faults;
@@ -22,6 +23,7 @@ pub use admit::BAD_INPUT;
 pub use change_commands::{
     ApplyRequest, ChangeCommand, PayChangeRequest, QuoteCommand, QuoteRequest,
 };
+pub use change_requests::{AcceptRequest, DecideRequest, NewRequest};
 pub use faults::Faults;
 pub use killed::SAGA_KILLED;
 pub use order::{

@@ -8,6 +8,7 @@ use super::change_commands::{
     self, ApplyRequest, ChangeCommand, Deadline, PayChangeRequest, QuoteCommand, QuoteRequest,
 };
 use super::change_order;
+use super::change_requests::{self, AcceptRequest, DecideRequest, NewRequest};
 use super::create_order::create_order;
 use super::expire_draft::expire_draft;
 use super::killed::current;
@@ -21,7 +22,7 @@ use super::undo::{settle, Ending};
 use super::Deps;
 use crate::domain::{
     Compensation, DomainError, ItemQuantity, Money, NewOrder, Order, OrderStatus, OrderView,
-    PaymentStatus, Refusal, ReturnItem, ReturnStatus,
+    PaymentStatus, Refusal, RequestStatus, ReturnItem, ReturnStatus,
 };
 use crate::downstream::Rejection;
 use restate_sdk::prelude::*;
@@ -388,6 +389,79 @@ impl OrderObject {
         let (req, key) = self.admit(&ctx, "cancel_change", input)?;
         let command = change_commands::cancel(&ctx, &self.deps, req);
         once(&ctx, "cancel_change", key, command).await
+    }
+
+    /// Makes a change request; it expires on its own.
+    #[handler]
+    async fn request_change(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<NewRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "request_change", input)?;
+        let command = async {
+            let (outcome, expiry) = change_requests::create(&ctx, &self.deps, req).await?;
+            // The request's timer: kept by Restate, like every timer of the order.
+            if let Some(expiry) = expiry {
+                ctx.object_client::<OrderObjectClient>(ctx.key())
+                    .expire_change_request(Json(expiry.request_id))
+                    .send_after(expiry.after);
+            }
+            Ok(outcome)
+        };
+        once(&ctx, "request_change", key, command).await
+    }
+
+    /// Accepts a change request: its change runs as `apply_change`.
+    #[handler]
+    async fn accept_change_request(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<AcceptRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "accept_change_request", input)?;
+        let command = async {
+            let (outcome, deadline) = change_requests::accept(&ctx, &self.deps, req).await?;
+            schedule_deadline(&ctx, deadline);
+            Ok(outcome)
+        };
+        once(&ctx, "accept_change_request", key, command).await
+    }
+
+    /// Declines a change request.
+    #[handler]
+    async fn decline_change_request(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<DecideRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "decline_change_request", input)?;
+        let command = change_requests::decide(&ctx, &self.deps, req, RequestStatus::Declined);
+        once(&ctx, "decline_change_request", key, command).await
+    }
+
+    /// Withdraws a change request.
+    #[handler]
+    async fn withdraw_change_request(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<DecideRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "withdraw_change_request", input)?;
+        let command = change_requests::decide(&ctx, &self.deps, req, RequestStatus::Withdrawn);
+        once(&ctx, "withdraw_change_request", key, command).await
+    }
+
+    /// Fired by a change request's timer at its `expires_at`. Only Restate calls it.
+    #[handler(ingress_private)]
+    async fn expire_change_request(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(request_id): Json<Uuid>,
+    ) -> HandlerResult<()> {
+        change_requests::expire(&ctx, &self.deps, request_id)
+            .await
+            .map_err(Into::into)
     }
 
     /// Fired by a waiting change's timer at its `pay_by`. Only Restate calls it.

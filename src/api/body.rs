@@ -152,9 +152,11 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 /// Values under these keys are free text, where line breaks and tabs are allowed.
 /// Every other string (ids, SKUs, names, methods, statuses, currencies) and every
 /// object key refuses all control characters (Unicode Cc).
-const FREE_TEXT: [&str; 5] = [
+const FREE_TEXT: [&str; 7] = [
     "notes",
     "reason",
+    "message",
+    "address",
     "shipping_address",
     "billing_address",
     "metadata",

@@ -52,12 +52,16 @@ pub fn router() -> Router<ApiState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ChangePayment)]
-struct PaymentBody {
-    #[schema(min_length = 1, max_length = 100)]
-    method: String,
+pub(super) struct PaymentBody {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub(super) method: String,
 }
 
-fn payment_rules(payment: &Option<PaymentBody>, errors: &mut Vec<FieldError>) {
+pub(super) fn payment_rules(payment: &Option<PaymentBody>, errors: &mut Vec<FieldError>) {
     if let Some(p) = payment {
         if p.method.trim().is_empty() || p.method.chars().count() > 100 {
             let message = "must be a non-empty string of at most 100 characters";
@@ -66,7 +70,7 @@ fn payment_rules(payment: &Option<PaymentBody>, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn operations_rules(operations: &[Operation], errors: &mut Vec<FieldError>) {
+pub(super) fn operations_rules(operations: &[Operation], errors: &mut Vec<FieldError>) {
     if operations.is_empty() || operations.len() > MAX_OPERATIONS {
         let message = format!("must hold 1 to {MAX_OPERATIONS} operations");
         errors.push(FieldError::new("operations", message));
@@ -315,44 +319,60 @@ impl Rules for ApplyBody {
                 "give exactly one of quote_id and operations",
             )),
         }
-        payment_rules(&self.payment, &mut errors);
-        let awaits = match self.collect.as_deref() {
-            None | Some("order_method") => false,
-            Some("await_customer") => true,
-            Some(_) => {
-                let message = "must be order_method or await_customer";
-                errors.push(FieldError::new("collect", message));
-                false
-            }
-        };
-        if !matches!(
-            self.on_unpaid.as_deref(),
-            None | Some("revert") | Some("keep_owed")
-        ) {
-            errors.push(FieldError::new("on_unpaid", "must be revert or keep_owed"));
-        }
-        match self.payment_deadline_seconds {
-            Some(0) if awaits => errors.push(FieldError::new(
-                "payment_deadline_seconds",
-                "must be from 1 to 604800 with await_customer: the customer needs time to pay",
-            )),
-            None | Some(0..=604_800) => {}
-            Some(_) => errors.push(FieldError::new(
-                "payment_deadline_seconds",
-                "must be from 0 to 604800",
-            )),
-        }
+        collecting_rules(
+            (&self.payment, &self.collect, &self.on_unpaid),
+            self.payment_deadline_seconds,
+            &mut errors,
+        );
         errors
     }
 }
 
-impl ApplyBody {
-    /// The deadline of an unpaid difference, defaults applied.
-    fn deadline(&self) -> u32 {
-        let awaits = self.collect.as_deref() == Some("await_customer");
-        let default = if awaits { 86_400 } else { 0 };
-        self.payment_deadline_seconds.unwrap_or(default) as u32
+/// The rules of how a change collects its difference (`payment`, `collect`,
+/// `on_unpaid`, `payment_deadline_seconds`), shared by an apply and the accept of
+/// a change request.
+pub(super) fn collecting_rules(
+    (payment, collect, on_unpaid): (&Option<PaymentBody>, &Option<String>, &Option<String>),
+    deadline: Option<i64>,
+    errors: &mut Vec<FieldError>,
+) {
+    payment_rules(payment, errors);
+    let awaits = match collect.as_deref() {
+        None | Some("order_method") => false,
+        Some("await_customer") => true,
+        Some(_) => {
+            let message = "must be order_method or await_customer";
+            errors.push(FieldError::new("collect", message));
+            false
+        }
+    };
+    if !matches!(
+        on_unpaid.as_deref(),
+        None | Some("revert") | Some("keep_owed")
+    ) {
+        errors.push(FieldError::new("on_unpaid", "must be revert or keep_owed"));
     }
+    match deadline {
+        Some(0) if awaits => errors.push(FieldError::new(
+            "payment_deadline_seconds",
+            "must be from 1 to 604800 with await_customer: the customer needs time to pay",
+        )),
+        None | Some(0..=604_800) => {}
+        Some(_) => errors.push(FieldError::new(
+            "payment_deadline_seconds",
+            "must be from 0 to 604800",
+        )),
+    }
+}
+
+/// The deadline of an unpaid difference, defaults applied: a day when the
+/// customer pays, none when the order's method is charged.
+pub(super) fn deadline_of(collect: &Option<String>, deadline: Option<i64>) -> u32 {
+    let default = match collect.as_deref() {
+        Some("await_customer") => 86_400,
+        _ => 0,
+    };
+    deadline.unwrap_or(default) as u32
 }
 
 /// How a positive difference is collected: charged to the order's method at
@@ -360,7 +380,7 @@ impl ApplyBody {
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
-enum Collect {
+pub(super) enum Collect {
     OrderMethod,
     AwaitCustomer,
 }
@@ -369,13 +389,13 @@ enum Collect {
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
-enum OnUnpaid {
+pub(super) enum OnUnpaid {
     Revert,
     KeepOwed,
 }
 
 /// The version `If-Match` names: `"7"` or `7`.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get("if-match") else {
         return Ok(None);
     };
@@ -442,7 +462,7 @@ async fn apply_change(
     let version = if_match(&headers)?.ok_or(ApiError::PreconditionRequired)?;
     let (role, sub) = caller.actor();
     let request = json!({ "if_match": version, "body": raw });
-    let deadline = body.deadline();
+    let deadline = deadline_of(&body.collect, body.payment_deadline_seconds);
     let payload = |change_id| ApplyRequest {
         change_id,
         if_match: version,
@@ -459,6 +479,7 @@ async fn apply_change(
             role: role.into(),
             sub,
         },
+        request_id: None,
     };
     command(
         &state,
@@ -550,7 +571,11 @@ async fn get_change(
 }
 
 /// The change `change_id` of order `id`, as the read model holds it.
-async fn change_of(state: &ApiState, id: Uuid, change_id: &str) -> Result<Value, ApiError> {
+pub(super) async fn change_of(
+    state: &ApiState,
+    id: Uuid,
+    change_id: &str,
+) -> Result<Value, ApiError> {
     let change_id: Uuid = change_id.parse().map_err(|_| Refusal::ChangeNotFound)?;
     let change = read_model::get_change(&state.db, id, change_id).await?;
     change.ok_or_else(|| Refusal::ChangeNotFound.into())

@@ -50,6 +50,10 @@ pub(super) enum Answer {
     Deleted,
     /// `200` with change `0` as it rests (`202` with it as it stands).
     Change(Uuid),
+    /// `201` with the change request the command made.
+    NewRequest,
+    /// `200` with change request `0` as it rests.
+    Request(Uuid),
 }
 
 /// Runs `handler` of order `id` with `payload` once per `Idempotency-Key` and
@@ -131,6 +135,26 @@ pub(super) async fn command<Req: Serialize>(
                 produced: Some(rested.version),
                 body: change_body(state, id, answer, bound).await?,
             },
+            Ok(CommandOutcome::Done(rested))
+                if matches!(answer, Answer::NewRequest | Answer::Request(_)) =>
+            {
+                let request_id = match answer {
+                    Answer::Request(request_id) => request_id,
+                    _ => bound,
+                };
+                Reply {
+                    status: match answer {
+                        Answer::NewRequest => StatusCode::CREATED,
+                        _ => StatusCode::OK,
+                    },
+                    produced: Some(rested.version),
+                    body: read_model::get_request(&state.db, id, request_id)
+                        .await?
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("change request {request_id} is not in the read model")
+                        })?,
+                }
+            }
             Ok(CommandOutcome::Done(rested)) if answer == Answer::Deleted => Reply {
                 status: StatusCode::NO_CONTENT,
                 produced: Some(rested.version),

@@ -106,6 +106,8 @@ fn refusal_answer(refusal: &Refusal) -> (StatusCode, &'static str) {
         Refusal::QuoteSuperseded { .. } => (StatusCode::CONFLICT, "quote_superseded"),
         Refusal::AmountMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch"),
         Refusal::PastPointOfNoReturn { .. } => (StatusCode::CONFLICT, "past_point_of_no_return"),
+        Refusal::ChangeRequestNotFound => (StatusCode::NOT_FOUND, "change_request_not_found"),
+        Refusal::RequestExpired => (StatusCode::GONE, "request_expired"),
     }
 }
 
@@ -293,6 +295,7 @@ mod tests {
             Refusal::QuoteSuperseded {
                 quote_version: 1,
                 current_version: 2,
+                preview: None,
             },
             Refusal::AmountMismatch {
                 delta: "1.00".into(),
@@ -301,6 +304,8 @@ mod tests {
                 change_id: uuid::Uuid::nil(),
                 status: "applied".into(),
             },
+            Refusal::ChangeRequestNotFound,
+            Refusal::RequestExpired,
         ];
         for refusal in refusals {
             let wire = serde_json::to_value(&refusal).unwrap();

@@ -41,22 +41,26 @@ impl From<ApiError> for Reply {
     }
 }
 
-/// The URL of what an answer's body is: a change, a quote or an order.
+/// The URL of what an answer's body is: a change, a quote, a change request or
+/// an order.
 fn location(body: &Value) -> Option<String> {
     let field = |name: &str| body.get(name).and_then(Value::as_str);
-    match (
-        field("order_id"),
-        field("change_id"),
-        field("quote_id"),
-        field("id"),
-    ) {
-        (Some(order), Some(change), _, _) => {
-            Some(format!("/api/v1/orders/{order}/changes/{change}"))
+    let under = |order: &str| {
+        let (change, quote, request) = (field("change_id"), field("quote_id"), field("request_id"));
+        match (change, quote, request) {
+            (Some(change), _, _) if body.get("requested_by").is_none() => {
+                Some(format!("/api/v1/orders/{order}/changes/{change}"))
+            }
+            (_, _, Some(request)) if body.get("requested_by").is_some() => {
+                Some(format!("/api/v1/orders/{order}/change-requests/{request}"))
+            }
+            (_, Some(quote), _) => Some(format!("/api/v1/orders/{order}/change-quotes/{quote}")),
+            _ => None,
         }
-        (Some(order), None, Some(quote), _) => {
-            Some(format!("/api/v1/orders/{order}/change-quotes/{quote}"))
-        }
-        (_, _, _, Some(id)) => Some(format!("/api/v1/orders/{id}")),
+    };
+    match (field("order_id"), field("id")) {
+        (Some(order), _) => under(order),
+        (None, Some(id)) => Some(format!("/api/v1/orders/{id}")),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@ mod analytics;
 mod auth;
 mod body;
 mod cancel;
+mod change_requests;
 mod changes;
 mod commands;
 mod console;
@@ -103,6 +104,7 @@ pub fn routes(state: ApiState) -> Router {
                 .merge(analytics::router())
                 .merge(cancel::router())
                 .merge(changes::router())
+                .merge(change_requests::router())
                 .merge(returns::router())
                 .merge(ops::router())
                 .merge(health::router())

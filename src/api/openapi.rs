@@ -6,7 +6,10 @@
 pub mod shapes;
 
 use super::auth::needs_token;
-use super::{analytics, cancel, changes, console, health, metrics, ops, orders, returns, ApiState};
+use super::{
+    analytics, cancel, change_requests, changes, console, health, metrics, ops, orders, returns,
+    ApiState,
+};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -59,6 +62,12 @@ pub fn router() -> Router<ApiState> {
         changes::pay_change,
         changes::cancel_change,
         changes::get_ledger,
+        change_requests::create_request,
+        change_requests::list_requests,
+        change_requests::get_request,
+        change_requests::accept_request,
+        change_requests::decline_request,
+        change_requests::withdraw_request,
         ops::stuck,
         ops::retry_all,
         ops::timeline,

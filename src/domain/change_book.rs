@@ -7,6 +7,7 @@ use super::change::{
     AddressChange, ChangeLine, ChangePlan, Delta, Operation, Settlement, StockLine, StockMoves,
     Totals,
 };
+use super::change_request::ChangeRequest;
 use super::{Attention, Failure, Money, OrderEvent, OrderNotification, OrderView};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -246,6 +247,9 @@ pub struct Change {
     /// The difference kept owed when it applied unpaid (`keep_owed`).
     #[serde(default)]
     pub outstanding: Money,
+    /// The change request it accepts.
+    #[serde(default)]
+    pub request_id: Option<Uuid>,
 }
 
 /// The money a change moved, as the API shows it.
@@ -300,7 +304,7 @@ impl Change {
             order_id: self.order_id,
             status: self.status,
             quote_id: self.quote_id,
-            request_id: None,
+            request_id: self.request_id,
             operations: self.operations.clone(),
             reason: self.reason.clone(),
             actor: self.actor.clone(),
@@ -408,6 +412,8 @@ impl Change {
 pub struct ChangeBook {
     pub quotes: Vec<Quote>,
     pub changes: Vec<Change>,
+    #[serde(default)]
+    pub requests: Vec<ChangeRequest>,
 }
 
 impl ChangeBook {
@@ -437,6 +443,25 @@ impl ChangeBook {
             None => self.quotes.push(quote.clone()),
         }
         quote
+    }
+
+    pub fn request(&self, id: Uuid) -> Option<&ChangeRequest> {
+        self.requests.iter().find(|r| r.request_id == id)
+    }
+
+    /// Keeps `request`, replacing its earlier state, one revision on.
+    pub fn put_request(&mut self, mut request: ChangeRequest) -> ChangeRequest {
+        let rev = self.request(request.request_id).map_or(0, |r| r.rev);
+        request.rev = rev + 1;
+        match self
+            .requests
+            .iter_mut()
+            .find(|r| r.request_id == request.request_id)
+        {
+            Some(kept) => *kept = request.clone(),
+            None => self.requests.push(request.clone()),
+        }
+        request
     }
 
     /// Keeps `change`, replacing its earlier state, one revision on.

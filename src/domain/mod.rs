@@ -2,6 +2,7 @@
 
 mod change;
 mod change_book;
+mod change_request;
 mod currency;
 mod edits;
 mod error;
@@ -24,6 +25,7 @@ pub use change_book::{
     Actor, Change, ChangeBook, ChangeSettlement, ChangeStatus, ChangeView, MadeCharge, MadeRefund,
     Moved, Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome,
 };
+pub use change_request::{ChangeRequest, ChangeRequestView, Preview, RequestStatus};
 pub use currency::Currency;
 pub use edits::FieldChange;
 pub use error::DomainError;

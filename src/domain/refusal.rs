@@ -82,6 +82,9 @@ pub enum Refusal {
     QuoteSuperseded {
         quote_version: i64,
         current_version: i64,
+        /// For a change request: what it comes to now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preview: Option<serde_json::Value>,
     },
     /// `expected_delta` is not what the change comes to.
     #[error("the change comes to {delta}, not the expected_delta given")]
@@ -92,6 +95,11 @@ pub enum Refusal {
         change_id: uuid::Uuid,
         status: String,
     },
+    #[error("the order has no such change request")]
+    ChangeRequestNotFound,
+    /// The change request expired.
+    #[error("the change request expired at its expires_at")]
+    RequestExpired,
 }
 
 impl Refusal {

@@ -1,6 +1,6 @@
 //! The change quotes and changes of each order, as the API shows them.
 
-use crate::domain::{Change, OrderEvent, OrderNotification, Quote};
+use crate::domain::{Change, ChangeRequest, OrderEvent, OrderNotification, Quote};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -42,25 +42,71 @@ pub struct Told<'a> {
 /// enqueued once. True when this call wrote the change (false: a replay found it
 /// written).
 pub async fn save_change(pool: &PgPool, change: &Change, told: Told<'_>) -> sqlx::Result<bool> {
-    let mut q = QueryBuilder::<Postgres>::new(
-        "WITH written AS (INSERT INTO order_changes (change_id, order_id, status, rev, document,
-            created_at) ",
-    );
-    q.push_values([change], |mut b, c| {
-        b.push_bind(c.change_id)
-            .push_bind(c.order_id)
-            .push_bind(c.status.as_str())
-            .push_bind(c.rev)
-            .push_bind(Json(c.view()))
-            .push_bind(c.created_at);
+    let row = Row {
+        table: "order_changes",
+        key: "change_id",
+        id: change.change_id,
+        order_id: change.order_id,
+        status: change.status.as_str(),
+        rev: change.rev,
+        document: serde_json::to_value(change.view()).unwrap_or_default(),
+        created_at: change.created_at,
+    };
+    save_told(pool, row, told).await
+}
+
+/// Writes the change request as it now stands, with what it tells, as
+/// [`save_change`] does.
+pub async fn save_request(
+    pool: &PgPool,
+    request: &ChangeRequest,
+    told: Told<'_>,
+) -> sqlx::Result<bool> {
+    let row = Row {
+        table: "change_requests",
+        key: "request_id",
+        id: request.request_id,
+        order_id: request.order_id,
+        status: request.status.as_str(),
+        rev: request.rev,
+        document: serde_json::to_value(request.view()).unwrap_or_default(),
+        created_at: request.created_at,
+    };
+    save_told(pool, row, told).await
+}
+
+/// A resource of an order kept in its own table, by revision.
+struct Row {
+    table: &'static str,
+    key: &'static str,
+    id: Uuid,
+    order_id: Uuid,
+    status: &'static str,
+    rev: i64,
+    document: Value,
+    created_at: DateTime<Utc>,
+}
+
+async fn save_told(pool: &PgPool, row: Row, told: Told<'_>) -> sqlx::Result<bool> {
+    let (table, key) = (row.table, row.key);
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "WITH written AS (INSERT INTO {table} ({key}, order_id, status, rev, document, created_at) "
+    ));
+    q.push_values([&row], |mut b, r| {
+        b.push_bind(r.id)
+            .push_bind(r.order_id)
+            .push_bind(r.status)
+            .push_bind(r.rev)
+            .push_bind(Json(&r.document))
+            .push_bind(r.created_at);
     });
-    q.push(
-        " ON CONFLICT (change_id) DO UPDATE SET status = EXCLUDED.status, rev = EXCLUDED.rev,
+    q.push(format!(
+        " ON CONFLICT ({key}) DO UPDATE SET status = EXCLUDED.status, rev = EXCLUDED.rev,
             document = EXCLUDED.document
-         WHERE order_changes.rev < EXCLUDED.rev
-         RETURNING 1)",
-    );
-    let at = (change.order_id, told.version, told.at);
+         WHERE {table}.rev < EXCLUDED.rev
+         RETURNING 1)"
+    ));
+    let at = (row.order_id, told.version, told.at);
     super::outbox::push_enqueue(&mut q, at, told.events, told.notification);
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
@@ -122,6 +168,17 @@ pub async fn get_change(pool: &PgPool, order_id: Uuid, id: Uuid) -> sqlx::Result
     .await
 }
 
+/// Change request `id` of order `order_id`.
+pub async fn get_request(pool: &PgPool, order_id: Uuid, id: Uuid) -> sqlx::Result<Option<Value>> {
+    document(
+        pool,
+        "SELECT document FROM change_requests WHERE request_id = $1 AND order_id = $2",
+        id,
+        order_id,
+    )
+    .await
+}
+
 async fn document(
     pool: &PgPool,
     sql: &str,
@@ -159,6 +216,17 @@ pub async fn list_changes(
     )
     .bind(order_id)
     .bind(status)
+    .fetch_all(pool)
+    .await?;
+    Ok(docs.into_iter().map(|d| d.0).collect())
+}
+
+/// The order's change requests, oldest first.
+pub async fn list_requests(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Vec<Value>> {
+    let docs: Vec<Json<Value>> = sqlx::query_scalar(
+        "SELECT document FROM change_requests WHERE order_id = $1 ORDER BY created_at, request_id",
+    )
+    .bind(order_id)
     .fetch_all(pool)
     .await?;
     Ok(docs.into_iter().map(|d| d.0).collect())

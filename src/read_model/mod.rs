@@ -16,8 +16,8 @@ pub use analytics::{
     order_analytics, Analytics, CurrencyFigures, StatusCounts, Window, MAX_WINDOW_DAYS,
 };
 pub use changes::{
-    ask_cancel, cancel_asked, get_change, get_quote, list_changes, list_quotes, owed, save_change,
-    save_quote, Told,
+    ask_cancel, cancel_asked, get_change, get_quote, get_request, list_changes, list_quotes,
+    list_requests, owed, save_change, save_quote, save_request, Told,
 };
 pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};

@@ -7,6 +7,7 @@ mod bad_requests;
 mod cancel;
 mod cancel_items;
 mod change_payments;
+mod change_requests;
 mod changes;
 mod cluster;
 mod console;

@@ -36,6 +36,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/orders/{id}/changes/{change_id}/payments"),
     ("post", "/api/v1/orders/{id}/changes/{change_id}/cancel"),
     ("get", "/api/v1/orders/{id}/ledger"),
+    ("post", "/api/v1/orders/{id}/change-requests"),
+    ("get", "/api/v1/orders/{id}/change-requests"),
+    ("get", "/api/v1/orders/{id}/change-requests/{request_id}"),
+    (
+        "post",
+        "/api/v1/orders/{id}/change-requests/{request_id}/accept",
+    ),
+    (
+        "post",
+        "/api/v1/orders/{id}/change-requests/{request_id}/decline",
+    ),
+    (
+        "post",
+        "/api/v1/orders/{id}/change-requests/{request_id}/withdraw",
+    ),
     ("get", "/api/v1/ops/orders/stuck"),
     ("post", "/api/v1/ops/orders/retry"),
     ("get", "/api/v1/ops/orders/{id}/timeline"),

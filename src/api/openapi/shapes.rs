@@ -2,7 +2,7 @@
 //! query and header parameters that the handlers read by hand: described here for
 //! the document, and checked against the real answers by the end-to-end tests.
 
-use crate::domain::{ChangeView, OrderStatus, OrderView, QuoteView, Return};
+use crate::domain::{ChangeRequestView, ChangeView, OrderStatus, OrderView, QuoteView, Return};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -214,4 +214,24 @@ pub struct IfMatch {
     )]
     #[allow(dead_code)]
     pub if_match: String,
+}
+
+/// `GET /orders/{id}/change-requests`.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeRequestList {
+    /// Oldest first.
+    pub change_requests: Vec<ChangeRequestView>,
+}
+
+/// The `If-Match` header of an accept: optional, checked as a change's when given.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct OptionalIfMatch {
+    /// The order's version as `GET /orders/{id}` answers it in `ETag`.
+    #[param(
+        rename = "If-Match",
+        pattern = r#"^([1-9][0-9]{0,17}|"[1-9][0-9]{0,17}")$"#
+    )]
+    #[allow(dead_code)]
+    pub if_match: Option<String>,
 }
