@@ -56,6 +56,11 @@ pub struct StuckOrder {
     pub invocation_id: Option<String>,
     pub invocation_status: Option<String>,
     pub reason: StuckReason,
+    /// Set when the entry is a change of the order rather than the order itself.
+    pub change_id: Option<Uuid>,
+    /// Exchanges and claims are not offered yet: always null.
+    pub exchange_id: Option<Uuid>,
+    pub claim_id: Option<Uuid>,
 }
 
 /// Which stuck orders to show.
@@ -142,13 +147,13 @@ impl Operators {
     pub async fn stuck(&self, filter: &StuckFilter) -> anyhow::Result<StuckList> {
         let older_than = filter.older_than.unwrap_or(self.stuck_after);
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than)?;
-        let mut found: HashMap<Uuid, StuckOrder> = HashMap::new();
+        // One entry per order, and one per change of it that is stuck.
+        let mut found: HashMap<(Uuid, Option<Uuid>), StuckOrder> = HashMap::new();
         let mut add = |entry: StuckOrder| {
-            let keep = found
-                .get(&entry.order_id)
-                .is_none_or(|old| entry.reason < old.reason);
+            let key = (entry.order_id, entry.change_id);
+            let keep = found.get(&key).is_none_or(|old| entry.reason < old.reason);
             if keep {
-                found.insert(entry.order_id, entry);
+                found.insert(key, entry);
             }
         };
 
@@ -179,6 +184,9 @@ impl Operators {
                 invocation_id: None,
                 invocation_status: None,
                 reason: StuckReason::Parked,
+                change_id: None,
+                exchange_id: None,
+                claim_id: None,
             });
         }
         let failing_before = Utc::now() - chrono::Duration::from_std(UNDELIVERED_AFTER)?;
@@ -199,6 +207,31 @@ impl Operators {
                 invocation_id: None,
                 invocation_status: None,
                 reason: StuckReason::Undelivered,
+                change_id: None,
+                exchange_id: None,
+                claim_id: None,
+            });
+        }
+        for change in read_model::stuck_changes(&self.db, cutoff).await? {
+            let reason = match change.status.as_str() {
+                "needs_attention" => StuckReason::Parked,
+                _ => StuckReason::Resting,
+            };
+            add(StuckOrder {
+                order_id: change.order_id,
+                order_number: None,
+                status: None,
+                saga: Some("apply_change".into()),
+                step: change.step,
+                attempts: 0,
+                last_error: change.message,
+                since: change.since,
+                invocation_id: None,
+                invocation_status: None,
+                reason,
+                change_id: Some(change.change_id),
+                exchange_id: None,
+                claim_id: None,
             });
         }
         for draft in read_model::overdue_drafts(&self.db, cutoff).await? {
@@ -214,6 +247,9 @@ impl Operators {
                 invocation_id: None,
                 invocation_status: None,
                 reason: StuckReason::Resting,
+                change_id: None,
+                exchange_id: None,
+                claim_id: None,
             });
         }
 
@@ -366,6 +402,9 @@ impl Operators {
                 invocation_id: Some(mark.invocation_id),
                 invocation_status: text("status"),
                 reason: StuckReason::Invocation,
+                change_id: None,
+                exchange_id: None,
+                claim_id: None,
             });
         }
         Ok(killed)
@@ -483,6 +522,7 @@ impl Operators {
                 inv.created_at.unwrap_or_else(Utc::now),
             ),
         };
+        let change_id = saga.as_deref().and_then(change_of_saga);
         Ok(StuckOrder {
             order_id,
             order_number: None,
@@ -495,6 +535,9 @@ impl Operators {
             invocation_id: Some(inv.id.clone()),
             invocation_status: Some(inv.status.clone()),
             reason,
+            change_id,
+            exchange_id: None,
+            claim_id: None,
         })
     }
 
@@ -512,11 +555,25 @@ impl Operators {
     }
 }
 
+/// The change a saga of a change runs for (`apply_change:<change_id>`,
+/// `pay_change:<change_id>`, ...).
+fn change_of_saga(saga: &str) -> Option<Uuid> {
+    let (name, id) = saga.split_once(':')?;
+    match name {
+        "apply_change" | "pay_change" | "cancel_change" | "change_payment_deadline" => {
+            id.parse().ok()
+        }
+        _ => None,
+    }
+}
+
 /// The operator's name of the timer a delayed call to `handler` stands for.
 fn timer_name(handler: &str) -> String {
     match handler {
         "expire_draft" => "draft_auto_cancel".into(),
         "expire_return" => "return_parcel_expiry".into(),
+        "expire_quote" => "quote_expiry".into(),
+        "expire_change_request" => "change_request_expiry".into(),
         other => other.into(),
     }
 }

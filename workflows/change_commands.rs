@@ -369,6 +369,7 @@ pub async fn apply(
         pay_by: None,
         outstanding: Money::ZERO,
         request_id: req.request_id,
+        heads_for: None,
     };
     let mut change = keep_change(&saga, &mut book, change, &order).await?;
     let result = apply_change(&mut saga, order.clone(), &mut change, hold).await;
@@ -625,6 +626,42 @@ pub async fn cancel_waiting_change(
     let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", None);
     let result = cancel_waiting(&mut saga, order.clone(), &mut change).await;
     rest(&mut saga, &mut book, change, &order, result).await
+}
+
+/// After an operator's retry or resolve left the order waiting for nobody, the
+/// changes that waited for an operator take the state their saga was heading for
+/// (`applied` past the point of no return, else `rolled_back`, `cancelled` or
+/// `expired`).
+pub async fn settle_attended(saga: &mut Saga<'_, '_>, order: &Order) -> Result<(), TerminalError> {
+    if order.attention.is_some() {
+        return Ok(());
+    }
+    let mut book = book(saga.ctx).await?;
+    let attended: Vec<Change> = book
+        .changes
+        .iter()
+        .filter(|c| c.status == ChangeStatus::NeedsAttention)
+        .cloned()
+        .collect();
+    if attended.is_empty() {
+        return Ok(());
+    }
+    let at = saga.now().await?;
+    for mut change in attended {
+        let status = change
+            .heads_for
+            .take()
+            .unwrap_or(match change.point_of_no_return {
+                true => ChangeStatus::Applied,
+                false => ChangeStatus::RolledBack,
+            });
+        change.attention = None;
+        let failure = change.failure.take();
+        change.close(status, failure, at);
+        let change = keep_change(saga, &mut book, change, order).await?;
+        settle_request(saga, &mut book, &change, order).await?;
+    }
+    Ok(())
 }
 
 /// The open quotes that hold stock, and their reservations.

@@ -501,6 +501,7 @@ async fn go_on(
         true => ChangeStatus::NeedsAttention,
         false => ChangeStatus::Applied,
     };
+    change.heads_for = refused.then_some(ChangeStatus::Applied);
     change.close(status, None, order.updated_at);
     Ok(order)
 }
@@ -576,13 +577,16 @@ async fn end_unapplied(
     let at = saga.now().await?;
     change.attention = order.attention.clone().filter(|_| refused);
     change.hold = None;
-    let (status, failure) = match (refused, ending) {
-        (true, Ending::RolledBack(failure)) => (ChangeStatus::NeedsAttention, Some(failure)),
-        (true, _) => (ChangeStatus::NeedsAttention, None),
-        (false, Ending::RolledBack(failure)) => (ChangeStatus::RolledBack, Some(failure)),
-        (false, Ending::Cancelled) => (ChangeStatus::Cancelled, None),
-        (false, Ending::Expired) => (ChangeStatus::Expired, None),
+    let (ended, failure) = match ending {
+        Ending::RolledBack(failure) => (ChangeStatus::RolledBack, Some(failure)),
+        Ending::Cancelled => (ChangeStatus::Cancelled, None),
+        Ending::Expired => (ChangeStatus::Expired, None),
     };
+    let status = match refused {
+        true => ChangeStatus::NeedsAttention,
+        false => ended,
+    };
+    change.heads_for = refused.then_some(ended);
     change.close(status, failure, at);
     Ok(order)
 }

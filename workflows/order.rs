@@ -755,6 +755,9 @@ impl OrderObject {
         let name = format!("retry@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
         let result = retry_owed(&mut saga, order).await;
+        if let Ok(order) = &result {
+            change_commands::settle_attended(&mut saga, order).await?;
+        }
         saga.finish().await;
         Ok(CommandOutcome::Done(Rested::from(&result?)))
     }
@@ -779,6 +782,9 @@ impl OrderObject {
         let name = format!("resolve@{}", ctx.invocation_id());
         let mut saga = Saga::new(ctx, &self.deps, order.id, name).asked_by("operator", req.reason);
         let result = resolve(&mut saga, order, req.refunded_outside).await;
+        if let Ok(order) = &result {
+            change_commands::settle_attended(&mut saga, order).await?;
+        }
         saga.finish().await;
         Ok(CommandOutcome::Done(Rested::from(&result?)))
     }

@@ -73,6 +73,8 @@ pub fn router() -> Router<ApiState> {
         ops::timeline,
         ops::retry,
         ops::resolve,
+        ops::retry_change,
+        ops::resolve_change,
         health::live,
         health::dependencies,
         metrics::scrape,

@@ -6,7 +6,9 @@ use super::body::{Rules, Valid};
 use super::commands::{existing, read_back};
 use super::error::Problem;
 use super::idempotency::IdemKey;
-use super::openapi::shapes::{BulkRetried, IdempotencyKey, Resolved, Retried, StuckQuery};
+use super::openapi::shapes::{
+    BulkRetried, IdempotencyKey, Resolved, ResolvedChange, Retried, RetriedChange, StuckQuery,
+};
 use super::params::{OrderId, QueryParams};
 use super::{ApiError, ApiState};
 use crate::auth::Caller;
@@ -15,7 +17,7 @@ use crate::engine::ingress::IngressError;
 use crate::operators::{StuckFilter, StuckList, Timeline};
 use crate::read_model::outbox;
 use crate::workflows::{CommandOutcome, OperatorOutcome, OperatorRequest, ORDER_OBJECT};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,6 +36,14 @@ pub fn router() -> Router<ApiState> {
         .route("/ops/orders/{id}/timeline", get(timeline))
         .route("/ops/orders/{id}/retry", post(retry))
         .route("/ops/orders/{id}/resolve", post(resolve))
+        .route(
+            "/ops/orders/{id}/changes/{change_id}/retry",
+            post(retry_change),
+        )
+        .route(
+            "/ops/orders/{id}/changes/{change_id}/resolve",
+            post(resolve_change),
+        )
         .route_layer(axum::middleware::from_fn(operators_only))
 }
 
@@ -224,6 +234,98 @@ async fn resolve(
     let order = read_back(&state, id).await?;
     Ok(Json(json!({
         "order_id": id, "resolved_by": invocation_id, "dropped_messages": dropped, "order": order
+    })))
+}
+
+/// Change `change_id` of order `id` and its status, if it waits for an operator.
+async fn attended_change(
+    state: &ApiState,
+    id: Uuid,
+    change_id: &str,
+    nothing: Refusal,
+) -> Result<Uuid, ApiError> {
+    let change = super::changes::change_of(state, id, change_id).await?;
+    let stuck = ["needs_attention", "applying", "awaiting_payment"];
+    match change["status"].as_str() {
+        Some(status) if stuck.contains(&status) => {
+            Ok(change_id.parse().map_err(|_| Refusal::ChangeNotFound)?)
+        }
+        _ => Err(nothing.into()),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/ops/orders/{id}/changes/{change_id}/retry",
+    tag = "operators",
+    params(("id" = Uuid, Path, description = "The order's id."), ("change_id" = Uuid, Path, description = "The change's id."), IdempotencyKey),
+    responses(
+        (status = 202, description = "What was retried for the change: its invocation resumed, or the refused compensation run again under a key of its own; once the order waits for nobody, the change takes the state its saga was heading for.", body = RetriedChange),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `change_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`nothing_to_retry`: the change does not wait for an operator; `still_running`: the retry is still under way.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: an `Idempotency-Key` that is not 1 to 255 visible ASCII characters.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// `POST /ops/orders/{id}/changes/{change_id}/retry`: the order's retry, for one
+/// of its changes.
+async fn retry_change(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, change_id)): Path<(String, String)>,
+    key: IdemKey,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    existing(&state, &caller, id).await?;
+    let message = "the change does not wait for an operator".to_owned();
+    let change_id =
+        attended_change(&state, id, &change_id, Refusal::NothingToRetry { message }).await?;
+    let mut answer = retry_order(&state, id, key.checked()?).await??;
+    answer["change_id"] = json!(change_id);
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/ops/orders/{id}/changes/{change_id}/resolve",
+    tag = "operators",
+    params(("id" = Uuid, Path, description = "The order's id."), ("change_id" = Uuid, Path, description = "The change's id."), IdempotencyKey),
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "The change settled outside the service: it takes the state its saga was heading for (`applied` past the point of no return, else `rolled_back`, `cancelled` or `expired`), its `attention` gone; a refund it owed is dropped, and the order's edit history records the operator and the reason.", body = ResolvedChange),
+        (status = 403, description = "`forbidden`: the operator API is for operators.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`order_not_found`, or `change_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`nothing_to_resolve`: the change does not wait for an operator; `still_running`: the resolution is still under way.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `reason` must be 1 to 500 characters.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the order engine or its admin API cannot be reached now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// `POST /ops/orders/{id}/changes/{change_id}/resolve` `{"reason"}`: the order's
+/// resolve, for one of its changes.
+async fn resolve_change(
+    caller: Caller,
+    State(state): State<ApiState>,
+    OrderId(id): OrderId,
+    Path((_, change_id)): Path<(String, String)>,
+    key: IdemKey,
+    Valid { body, .. }: Valid<ResolveBody>,
+) -> Result<Json<Value>, ApiError> {
+    existing(&state, &caller, id).await?;
+    let message = "the change does not wait for an operator".to_owned();
+    let nothing = Refusal::NothingToResolve { message };
+    let change_id = attended_change(&state, id, &change_id, nothing).await?;
+    let key = key.checked()?;
+    let request = OperatorRequest {
+        reason: Some(body.reason.trim().to_owned()),
+        refunded_outside: body.refunded_outside,
+    };
+    let invocation_id = settled(call(&state, id, "resolve", &request, key).await?)?;
+    let order = read_back(&state, id).await?;
+    let change = crate::read_model::get_change(&state.db, id, change_id).await?;
+    Ok(Json(json!({
+        "order_id": id, "change_id": change_id, "resolved_by": invocation_id,
+        "dropped_messages": 0, "order": order, "change": change
     })))
 }
 

@@ -250,6 +250,10 @@ pub struct Change {
     /// The change request it accepts.
     #[serde(default)]
     pub request_id: Option<Uuid>,
+    /// While `needs_attention`: the state its saga was heading for, which an
+    /// operator's retry or resolve gives it.
+    #[serde(default)]
+    pub heads_for: Option<ChangeStatus>,
 }
 
 /// The money a change moved, as the API shows it.

@@ -76,6 +76,47 @@ pub async fn parked_orders(pool: &PgPool) -> sqlx::Result<Vec<Parked>> {
     .await
 }
 
+/// A change that waits for an operator, runs for too long, or still waits for its
+/// payment after its deadline.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StuckChange {
+    pub order_id: Uuid,
+    pub change_id: Uuid,
+    pub status: String,
+    pub step: Option<String>,
+    pub message: Option<String>,
+    pub since: DateTime<Utc>,
+}
+
+/// Changes `needs_attention`, `applying` since before `cutoff`, or
+/// `awaiting_payment` with a `pay_by` before `cutoff` (its timer did not act).
+pub async fn stuck_changes(pool: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result<Vec<StuckChange>> {
+    sqlx::query_as(
+        "SELECT order_id, change_id, status,
+                COALESCE(document->'attention'->>'step', CASE status
+                    WHEN 'awaiting_payment' THEN 'change_payment_deadline'
+                    ELSE 'apply_change' END) AS step,
+                COALESCE(document->'attention'->>'message', CASE status
+                    WHEN 'awaiting_payment' THEN 'the payment deadline has not acted'
+                    WHEN 'applying' THEN 'the change has not come to rest'
+                    END) AS message,
+                CASE status
+                    WHEN 'needs_attention' THEN COALESCE(
+                        (document->'attention'->>'since')::timestamptz, created_at)
+                    WHEN 'awaiting_payment' THEN (document->'settlement'->>'pay_by')::timestamptz
+                    ELSE created_at END AS since
+         FROM order_changes
+         WHERE status = 'needs_attention'
+            OR (status = 'applying' AND created_at < $1)
+            OR (status = 'awaiting_payment'
+                AND (document->'settlement'->>'pay_by')::timestamptz < $1)
+         ORDER BY created_at",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await
+}
+
 /// A draft still waiting for its payment after its auto-cancel was due.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OverdueDraft {

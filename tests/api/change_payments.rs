@@ -419,3 +419,91 @@ async fn a_change_cancelled_before_its_point_of_no_return_leaves_the_order_as_it
         "change_not_found",
     );
 }
+
+#[tokio::test]
+async fn a_change_whose_refund_was_refused_is_listed_for_operators_and_retried_or_resolved() {
+    let app = TestApp::spawn().await;
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let order = confirmed(&app, &order_body(&[("SKU-MUG", 3, "10.00")], VISA)).await;
+        let order_id = id(&order);
+        let tag = order["version"].to_string();
+        let body = json!({"operations": [set_quantity(&order["items"][0]["id"], 2)]});
+        app.inject(json!({"service": "payment", "operation": "refund", "status": 409, "times": 1}));
+        let (status, change, _) = apply(&app, &order_id, &body, Some(&tag), None).await;
+        assert_eq!(
+            (status, change["status"].as_str()),
+            (201, Some("needs_attention")),
+            "{change}"
+        );
+        assert_eq!(change["attention"]["step"], "refund_payment", "{change}");
+        assert_eq!(change["point_of_no_return"], true);
+        stuck.push((order_id, change["change_id"].as_str().unwrap().to_owned()));
+    }
+
+    // Listed with its change, as parked.
+    let (status, list) = app.get("/ops/orders/stuck").await;
+    assert_eq!(status, 200, "{list}");
+    for (order_id, change_id) in &stuck {
+        let row = list["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["change_id"] == change_id.as_str())
+            .unwrap_or_else(|| panic!("change {change_id} not listed: {list}"));
+        assert_eq!(
+            (row["order_id"].as_str(), row["reason"].as_str()),
+            (Some(order_id.as_str()), Some("parked"))
+        );
+    }
+
+    // Retried: the refund goes through once and the change applies.
+    let (order_id, change_id) = &stuck[0];
+    let retry = format!("/ops/orders/{order_id}/changes/{change_id}/retry");
+    let (status, retried, _) = app.post(&retry, &json!({}), None).await;
+    assert_eq!(status, 202, "{retried}");
+    assert_eq!(retried["change_id"], change_id.as_str());
+    let (_, change) = app
+        .get(&format!("/orders/{order_id}/changes/{change_id}"))
+        .await;
+    assert_eq!(change["status"], "applied", "{change}");
+    assert_eq!(change["attention"], Value::Null);
+    let (_, order) = app.get(&format!("/orders/{order_id}")).await;
+    assert_eq!(
+        (
+            order["attention"].clone(),
+            order["refunded_amount"].as_str()
+        ),
+        (Value::Null, Some("10.00"))
+    );
+    let of = OrderLedger::of(&app.settled_ledger().await, order_id);
+    assert_eq!(of.refund_amounts(), ["10.00"]);
+    let answer = app.post(&retry, &json!({}), None).await;
+    assert_problem(&answer, 409, "nothing_to_retry");
+
+    // Resolved: settled outside, nothing counted, off the list.
+    let (order_id, change_id) = &stuck[1];
+    let resolve = format!("/ops/orders/{order_id}/changes/{change_id}/resolve");
+    let (status, resolved, _) = app
+        .post(
+            &resolve,
+            &json!({"reason": "refunded by bank transfer"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["change"]["status"], "applied", "{resolved}");
+    assert_eq!(resolved["order"]["refunded_amount"], "0.00");
+    assert_eq!(resolved["order"]["attention"], Value::Null);
+    let (_, list) = app.get("/ops/orders/stuck").await;
+    assert!(
+        !list["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["order_id"] == order_id.as_str()),
+        "{list}"
+    );
+    let answer = app.post(&resolve, &json!({"reason": "again"}), None).await;
+    assert_problem(&answer, 409, "nothing_to_resolve");
+}

@@ -56,6 +56,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/ops/orders/{id}/timeline"),
     ("post", "/api/v1/ops/orders/{id}/retry"),
     ("post", "/api/v1/ops/orders/{id}/resolve"),
+    ("post", "/api/v1/ops/orders/{id}/changes/{change_id}/retry"),
+    (
+        "post",
+        "/api/v1/ops/orders/{id}/changes/{change_id}/resolve",
+    ),
     ("get", "/api/v1/orders/health"),
     ("get", "/api/v1/orders/health/dependencies"),
     ("get", "/api/v1/openapi.json"),

@@ -235,3 +235,27 @@ pub struct OptionalIfMatch {
     #[allow(dead_code)]
     pub if_match: Option<String>,
 }
+
+/// What `POST /ops/orders/{id}/changes/{change_id}/retry` did.
+#[derive(Serialize, ToSchema)]
+pub struct RetriedChange {
+    pub order_id: Uuid,
+    pub change_id: Uuid,
+    /// The invocations resumed or started.
+    pub retried: Vec<String>,
+    /// Messages the receiving service had refused for good, sent again.
+    pub requeued_messages: Option<u64>,
+}
+
+/// What `POST /ops/orders/{id}/changes/{change_id}/resolve` did.
+#[derive(Serialize, ToSchema)]
+pub struct ResolvedChange {
+    pub order_id: Uuid,
+    pub change_id: Uuid,
+    /// The invocation that recorded the resolution.
+    pub resolved_by: Option<String>,
+    pub dropped_messages: u64,
+    pub order: OrderView,
+    /// The change as it now rests.
+    pub change: ChangeView,
+}
