@@ -353,3 +353,49 @@ async fn a_change_killed_inside_each_step_applies_once() {
         assert_invariants(&app, &id_of(&order)).await;
     }
 }
+
+#[tokio::test]
+async fn a_waiting_change_paid_and_killed_inside_each_step_applies_once() {
+    let mut app = TestApp::spawn().await;
+    let saucer = json!([{"op": "add_item", "product_id": "6f1c1a54-0000-4000-8000-0000000000aa",
+        "product_sku": "SKU-SAUCER", "product_name": "Saucer",
+        "warehouse_id": "6f1c1a54-0000-4000-8000-000000000001", "quantity": 1, "unit_price": "4.00"}]);
+    // Paying a change that waits charges, commits its held stock and updates the parcel.
+    for op in ["charge", "commit", "update"] {
+        let (_, order) = app.create(&mug_order(Some("pm_card_visa"))).await;
+        let mut waiting = change(&order, saucer.clone(), &format!("wait-{op}"));
+        waiting.body["collect"] = json!("await_customer");
+        let (status, change) = final_answer(&app, &waiting).await;
+        assert_eq!(
+            (status, change["status"].as_str()),
+            (201, Some("awaiting_payment")),
+            "{op}: {change}"
+        );
+        let path = format!(
+            "/orders/{}/changes/{}/payments",
+            id_of(&order),
+            change["change_id"].as_str().unwrap()
+        );
+        let pay = Request::post(
+            path,
+            json!({"method": "pm_card_visa"}),
+            &format!("pay-{op}"),
+        );
+
+        let (status, paid) = killed_inside(&mut app, op, &pay).await;
+
+        assert_eq!(
+            (status, paid["status"].as_str()),
+            (200, Some("applied")),
+            "{op}: {paid}"
+        );
+        assert_eq!(paid["settlement"]["charges"][0]["amount"], "4.00");
+        let (_, now) = app.get(&format!("/orders/{}", id_of(&order))).await;
+        assert_eq!(
+            now["version"],
+            order["version"].as_i64().unwrap() + 1,
+            "{op}: {now}"
+        );
+        assert_invariants(&app, &id_of(&order)).await;
+    }
+}
