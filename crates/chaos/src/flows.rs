@@ -227,14 +227,19 @@ impl Client {
         }
 
         // Sometimes the customer calls: one plate more or less, applied at once
-        // with the version the order is at.
+        // with the version the order is at; half the time a plate more waits for
+        // the customer to pay it.
         if rng.random_bool(0.25) {
             let plates = match rng.random_bool(0.5) {
                 true => 3,
                 false => 1,
             };
-            let change =
+            let mut change =
                 json!({"operations": [{"op": "set_quantity", "item_id": 2, "quantity": plates}]});
+            let waits = rng.random_bool(0.5);
+            if waits {
+                change["collect"] = json!("await_customer");
+            }
             match self
                 .send_if_match(
                     reqwest::Method::POST,
@@ -248,6 +253,30 @@ impl Client {
                 Some(a) if a.status == 201 && a.body["status"] == "applied" => {
                     expect.accepted += 1;
                     expect.quantity[1] = Some(plates);
+                }
+                Some(a) if waits && a.status == 201 && a.body["status"] == "awaiting_payment" => {
+                    expect.accepted += 1;
+                    let change_id = a.body["change_id"].as_str().unwrap_or_default();
+                    let pay = json!({ "method": "pm_card_visa" });
+                    let paid = self
+                        .send(
+                            reqwest::Method::POST,
+                            &path(&format!("/changes/{change_id}/payments")),
+                            &pay,
+                            &key("change-pay"),
+                        )
+                        .await;
+                    match paid {
+                        Some(p) if p.status == 200 && p.body["status"] == "applied" => {
+                            expect.accepted += 1;
+                            expect.quantity[1] = Some(plates);
+                        }
+                        Some(p) => {
+                            self.refused("a change's payment", &p);
+                            return expect;
+                        }
+                        None => return expect,
+                    }
                 }
                 Some(a) => {
                     self.refused("a change", &a);

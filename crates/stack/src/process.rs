@@ -57,15 +57,43 @@ pub fn free_port() -> std::io::Result<u16> {
         AtomicU32::new(std::process::id().wrapping_mul(7919) ^ nanos)
     });
     for _ in 0..span {
-        let port = PICKED_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return Ok(port as u16);
+        let port = (PICKED_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if claim(port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
         }
     }
     Err(std::io::Error::new(
         ErrorKind::AddrInUse,
         "no free port below the ephemeral range",
     ))
+}
+
+/// Claims `port` for this process's life: a lock on a file named for it, which no
+/// other process that picks ports here can take until this one exits. A port
+/// handed out is often bound only later (a database that takes a second to
+/// start); without the claim, another process checking meanwhile finds it free
+/// too. Where no lock file can be made, the bind check alone decides.
+fn claim(port: u16) -> bool {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("order-stack-ports");
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+    });
+    let Ok(file) = file else {
+        return true;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A port something is about to listen on, and what sets it.
@@ -377,6 +405,19 @@ mod tests {
             ports.iter().all(|&p| (15_000..32_768).contains(&p)),
             "{ports:?}"
         );
+    }
+
+    #[test]
+    fn a_picked_port_stays_claimed_against_every_other_picker() {
+        let port = free_port().unwrap();
+        // Another process opening the port's lock file cannot lock it...
+        let path = std::env::temp_dir()
+            .join("order-stack-ports")
+            .join(port.to_string());
+        let other = std::fs::File::open(path).unwrap();
+        assert!(other.try_lock().is_err());
+        // ...nor does this process claim it a second time.
+        assert!(!claim(port));
     }
 
     #[test]
