@@ -26,7 +26,7 @@ use super::undo::{apply, compensate, Undone};
 use crate::domain::{
     AddedBy, Change, ChangeBook, ChangePlan, ChangeRequest, ChangeStatus, Compensation, Failure,
     Hold, MadeCharge, MadeRefund, Money, Order, Quote, QuoteHold, QuoteStatus, RequestStatus,
-    StockLine,
+    StockLine, Telling,
 };
 use crate::downstream::{Capture, Rejection, ReservationLine, Reserved};
 use crate::{metrics, read_model};
@@ -57,6 +57,22 @@ pub async fn keep_quote(
     Ok(quote)
 }
 
+/// What `item` of `order` tells as it is written (its event and notification),
+/// at the saga's clock.
+fn told_by(saga: &Saga<'_, '_>, item: &impl Telling, order: &Order) -> read_model::Told {
+    let at = saga.clock().max(item.created_at());
+    let (topic, template) = item.tells();
+    read_model::Told {
+        events: topic
+            .map(|t| item.event(t, order.version, at))
+            .into_iter()
+            .collect(),
+        notification: template.map(|t| item.notification(t, order)),
+        version: order.version,
+        at,
+    }
+}
+
 /// Keeps `change` of `order` in the book and the read model, with the event and
 /// notification its status tells (into the outbox, in the same statement).
 pub async fn keep_change(
@@ -68,31 +84,18 @@ pub async fn keep_change(
     let before = book.change(change.change_id).cloned();
     let change = book.put_change(change);
     saga.ctx.set(CHANGES_STATE, Json(book.clone()));
-    let at = saga.clock().max(change.created_at);
-    let (topic, template) = change.tells();
-    let events: Vec<_> = topic
-        .map(|t| change.event(t, order.version, at))
-        .into_iter()
-        .collect();
-    let notification = template.map(|t| change.notification(t, order));
-    let db = saga.deps.db.clone();
-    let save = || {
-        let told = read_model::Told {
-            events: &events,
-            notification: notification.as_ref(),
-            version: order.version,
-            at,
-        };
-        read_model::save_change(&db, &change, told)
-    };
-    if saga.save(save).await? {
+    let (db, told) = (saga.deps.db.clone(), told_by(saga, &change, order));
+    if saga
+        .save(|| read_model::save_change(&db, &change, &told))
+        .await?
+    {
         metrics::count_change(&change, before.as_ref());
     }
     Ok(change)
 }
 
-/// Keeps `request` of `order` in the book and the read model, with the event and
-/// notification its status tells.
+/// Keeps `request` of `order` in the book and the read model, as
+/// [`keep_change`] does.
 pub async fn keep_request(
     saga: &Saga<'_, '_>,
     book: &mut ChangeBook,
@@ -102,24 +105,11 @@ pub async fn keep_request(
     let before = book.request(request.request_id).map(|r| r.status);
     let request = book.put_request(request);
     saga.ctx.set(CHANGES_STATE, Json(book.clone()));
-    let at = saga.clock().max(request.created_at);
-    let (topic, template) = request.tells();
-    let events: Vec<_> = topic
-        .map(|t| request.event(t, order.version, at))
-        .into_iter()
-        .collect();
-    let notification = template.map(|t| request.notification(t, order));
-    let db = saga.deps.db.clone();
-    let save = || {
-        let told = read_model::Told {
-            events: &events,
-            notification: notification.as_ref(),
-            version: order.version,
-            at,
-        };
-        read_model::save_request(&db, &request, told)
-    };
-    if saga.save(save).await? && before != Some(request.status) {
+    let (db, told) = (saga.deps.db.clone(), told_by(saga, &request, order));
+    let written = saga
+        .save(|| read_model::save_request(&db, &request, &told))
+        .await?;
+    if written && before != Some(request.status) {
         metrics::count_request(&request);
     }
     Ok(request)

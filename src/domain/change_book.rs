@@ -340,8 +340,33 @@ impl Change {
         }
     }
 
+    /// Ends the change `status`, at `at`, with `failure` if it did not apply.
+    pub fn close(&mut self, status: ChangeStatus, failure: Option<Failure>, at: DateTime<Utc>) {
+        self.status = status;
+        self.failure = failure;
+        if status == ChangeStatus::Applied {
+            self.applied_at = Some(at);
+        }
+        if status.is_final() {
+            self.closed_at = Some(at);
+        }
+    }
+}
+
+/// A resource of an order that tells what happened to it as it is written: the
+/// event and the notification of the state it reached (none for some states).
+pub trait Telling {
+    fn tells(&self) -> (Option<&'static str>, Option<&'static str>);
+    /// The event `topic`, told at order version `version`.
+    fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent;
+    /// The notification `template` to the order's customer.
+    fn notification(&self, template: &str, order: &OrderView) -> OrderNotification;
+    fn created_at(&self) -> DateTime<Utc>;
+}
+
+impl Telling for Change {
     /// The event and the notification the change tells on reaching its status.
-    pub fn tells(&self) -> (Option<&'static str>, Option<&'static str>) {
+    fn tells(&self) -> (Option<&'static str>, Option<&'static str>) {
         match self.status {
             ChangeStatus::Applied => (Some("order.changed"), None),
             ChangeStatus::AwaitingPayment => (
@@ -357,7 +382,7 @@ impl Change {
 
     /// The event `topic` about this change, one per change and topic, told at
     /// order version `version`: the change's lines, totals, settlement and address.
-    pub fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent {
+    fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent {
         let name = format!("{}:{topic}:{}", self.order_id, self.change_id);
         let v = self.view();
         OrderEvent {
@@ -381,7 +406,7 @@ impl Change {
     }
 
     /// The notification `template` about this change, sent once per change.
-    pub fn notification(&self, template: &str, order: &OrderView) -> OrderNotification {
+    fn notification(&self, template: &str, order: &OrderView) -> OrderNotification {
         OrderNotification {
             key: format!("{}:notify:{template}:{}", self.order_id, self.change_id),
             order_id: self.order_id,
@@ -398,16 +423,8 @@ impl Change {
         }
     }
 
-    /// Ends the change `status`, at `at`, with `failure` if it did not apply.
-    pub fn close(&mut self, status: ChangeStatus, failure: Option<Failure>, at: DateTime<Utc>) {
-        self.status = status;
-        self.failure = failure;
-        if status == ChangeStatus::Applied {
-            self.applied_at = Some(at);
-        }
-        if status.is_final() {
-            self.closed_at = Some(at);
-        }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
     }
 }
 

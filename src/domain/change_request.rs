@@ -3,7 +3,7 @@
 //! change as `apply_change` does; nothing is held while a request waits.
 
 use super::change::{ChangeLine, ChangePlan, Operation, Settlement, Totals};
-use super::change_book::Actor;
+use super::change_book::{Actor, Telling};
 use super::{OrderEvent, OrderNotification, OrderView};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,11 +135,13 @@ impl ChangeRequest {
         self.decided_by = by;
         self.decided_at = Some(at);
     }
+}
 
+impl Telling for ChangeRequest {
     /// The event and the notification the request tells on reaching its status:
     /// the customer hears of a merchant's proposal, of a decline of its own
     /// request, and of an expiry.
-    pub fn tells(&self) -> (Option<&'static str>, Option<&'static str>) {
+    fn tells(&self) -> (Option<&'static str>, Option<&'static str>) {
         let customers = self.requested_by == "customer";
         match self.status {
             RequestStatus::Open if !customers => {
@@ -160,7 +162,7 @@ impl ChangeRequest {
     }
 
     /// The event `topic` about this request, one per request and topic.
-    pub fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent {
+    fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent {
         let name = format!("{}:{topic}:{}", self.order_id, self.request_id);
         OrderEvent {
             id: Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()),
@@ -173,7 +175,7 @@ impl ChangeRequest {
     }
 
     /// The notification `template` about this request, sent once per request.
-    pub fn notification(&self, template: &str, order: &OrderView) -> OrderNotification {
+    fn notification(&self, template: &str, order: &OrderView) -> OrderNotification {
         OrderNotification {
             key: format!("{}:notify:{template}:{}", self.order_id, self.request_id),
             order_id: self.order_id,
@@ -189,5 +191,9 @@ impl ChangeRequest {
                 "currency": order.currency,
             }),
         }
+    }
+
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
     }
 }

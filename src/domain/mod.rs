@@ -23,7 +23,7 @@ pub use change::{
 };
 pub use change_book::{
     Actor, Change, ChangeBook, ChangeSettlement, ChangeStatus, ChangeView, MadeCharge, MadeRefund,
-    Moved, Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome,
+    Moved, Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome, Telling,
 };
 pub use change_request::{ChangeRequest, ChangeRequestView, Preview, RequestStatus};
 pub use currency::Currency;

@@ -30,9 +30,9 @@ pub async fn save_quote(pool: &PgPool, quote: &Quote) -> sqlx::Result<bool> {
 
 /// What a change tells as it is written: its event and notification, at an order
 /// version.
-pub struct Told<'a> {
-    pub events: &'a [OrderEvent],
-    pub notification: Option<&'a OrderNotification>,
+pub struct Told {
+    pub events: Vec<OrderEvent>,
+    pub notification: Option<OrderNotification>,
     pub version: i64,
     pub at: DateTime<Utc>,
 }
@@ -41,7 +41,7 @@ pub struct Told<'a> {
 /// one statement; an older revision never overwrites a newer, and a message is
 /// enqueued once. True when this call wrote the change (false: a replay found it
 /// written).
-pub async fn save_change(pool: &PgPool, change: &Change, told: Told<'_>) -> sqlx::Result<bool> {
+pub async fn save_change(pool: &PgPool, change: &Change, told: &Told) -> sqlx::Result<bool> {
     let row = Row {
         table: "order_changes",
         key: "change_id",
@@ -60,7 +60,7 @@ pub async fn save_change(pool: &PgPool, change: &Change, told: Told<'_>) -> sqlx
 pub async fn save_request(
     pool: &PgPool,
     request: &ChangeRequest,
-    told: Told<'_>,
+    told: &Told,
 ) -> sqlx::Result<bool> {
     let row = Row {
         table: "change_requests",
@@ -87,7 +87,7 @@ struct Row {
     created_at: DateTime<Utc>,
 }
 
-async fn save_told(pool: &PgPool, row: Row, told: Told<'_>) -> sqlx::Result<bool> {
+async fn save_told(pool: &PgPool, row: Row, told: &Told) -> sqlx::Result<bool> {
     let (table, key) = (row.table, row.key);
     let mut q = QueryBuilder::<Postgres>::new(format!(
         "WITH written AS (INSERT INTO {table} ({key}, order_id, status, rev, document, created_at) "
@@ -107,7 +107,7 @@ async fn save_told(pool: &PgPool, row: Row, told: Told<'_>) -> sqlx::Result<bool
          RETURNING 1)"
     ));
     let at = (row.order_id, told.version, told.at);
-    super::outbox::push_enqueue(&mut q, at, told.events, told.notification);
+    super::outbox::push_enqueue(&mut q, at, &told.events, told.notification.as_ref());
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
     Ok(written == 1)

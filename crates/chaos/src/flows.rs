@@ -238,7 +238,10 @@ impl Client {
                 json!({"operations": [{"op": "set_quantity", "item_id": 2, "quantity": plates}]});
             let waits = rng.random_bool(0.5);
             if waits {
+                // A deadline short enough that its timer fires before the run settles
+                // (and finds the change paid).
                 change["collect"] = json!("await_customer");
+                change["payment_deadline_seconds"] = json!(20);
             }
             match self
                 .send_if_match(
