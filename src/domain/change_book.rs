@@ -3,11 +3,13 @@
 //! from the order's version: a quote, or a change that ends without applying,
 //! leaves the order as it was.
 
+use super::actor::Actor;
 use super::change::{
     AddressChange, ChangeLine, ChangePlan, Delta, Operation, Settlement, StockLine, StockMoves,
     Totals,
 };
 use super::change_request::ChangeRequest;
+use super::telling::Telling;
 use super::{Attention, Failure, Money, OrderEvent, OrderNotification, OrderView};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -166,13 +168,6 @@ impl ChangeStatus {
             ChangeStatus::NeedsAttention => "needs_attention",
         }
     }
-}
-
-/// Who asked for a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Actor {
-    pub role: String,
-    pub sub: Option<String>,
 }
 
 /// A charge a change made.
@@ -351,17 +346,6 @@ impl Change {
             self.closed_at = Some(at);
         }
     }
-}
-
-/// A resource of an order that tells what happened to it as it is written: the
-/// event and the notification of the state it reached (none for some states).
-pub trait Telling {
-    fn tells(&self) -> (Option<&'static str>, Option<&'static str>);
-    /// The event `topic`, told at order version `version`.
-    fn event(&self, topic: &str, version: i64, at: DateTime<Utc>) -> OrderEvent;
-    /// The notification `template` to the order's customer.
-    fn notification(&self, template: &str, order: &OrderView) -> OrderNotification;
-    fn created_at(&self) -> DateTime<Utc>;
 }
 
 impl Telling for Change {

@@ -2,8 +2,9 @@
 //! other to accept, priced when made and again when accepted. Accepting runs the
 //! change as `apply_change` does; nothing is held while a request waits.
 
+use super::actor::Actor;
 use super::change::{ChangeLine, ChangePlan, Operation, Settlement, Totals};
-use super::change_book::{Actor, Telling};
+use super::telling::Telling;
 use super::{OrderEvent, OrderNotification, OrderView};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,6 @@
 //! Pure order types and rules: no I/O here.
 
+mod actor;
 mod change;
 mod change_book;
 mod change_request;
@@ -15,15 +16,17 @@ mod refusal;
 mod returns;
 mod schema;
 mod status;
+mod telling;
 
+pub use actor::Actor;
 pub use change::{
     AddressChange, ChangeError, ChangeLine, ChangePlan, ChangedOrder, Delta, LineTerms, Operation,
     PlannedCharge, PlannedRefund, Settlement, StockLine, StockMoves, Totals, TotalsOf,
     MAX_OPERATIONS,
 };
 pub use change_book::{
-    Actor, Change, ChangeBook, ChangeSettlement, ChangeStatus, ChangeView, MadeCharge, MadeRefund,
-    Moved, Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome, Telling,
+    Change, ChangeBook, ChangeSettlement, ChangeStatus, ChangeView, MadeCharge, MadeRefund, Moved,
+    Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome,
 };
 pub use change_request::{ChangeRequest, ChangeRequestView, Preview, RequestStatus};
 pub use currency::Currency;
@@ -41,3 +44,4 @@ pub use proration::Basis;
 pub use refusal::Refusal;
 pub use returns::{Return, ReturnItem, ReturnStatus};
 pub use status::{OrderStatus, PaymentStatus};
+pub use telling::Telling;
