@@ -426,10 +426,6 @@ impl ChangeBook {
         self.quotes.iter().find(|q| q.quote_id == id)
     }
 
-    pub fn quote_mut(&mut self, id: Uuid) -> Option<&mut Quote> {
-        self.quotes.iter_mut().find(|q| q.quote_id == id)
-    }
-
     pub fn change(&self, id: Uuid) -> Option<&Change> {
         self.changes.iter().find(|c| c.change_id == id)
     }
@@ -440,14 +436,14 @@ impl ChangeBook {
     }
 
     /// Keeps `quote`, replacing its earlier state, one revision on.
-    pub fn put_quote(&mut self, mut quote: Quote) -> Quote {
-        let rev = self.quote(quote.quote_id).map_or(0, |q| q.rev);
-        quote.rev = rev + 1;
-        match self.quote_mut(quote.quote_id) {
-            Some(kept) => *kept = quote.clone(),
-            None => self.quotes.push(quote.clone()),
-        }
-        quote
+    pub fn put_quote(&mut self, quote: Quote) -> Quote {
+        let id = quote.quote_id;
+        put(
+            &mut self.quotes,
+            quote,
+            |q| q.quote_id == id,
+            |q| &mut q.rev,
+        )
     }
 
     pub fn request(&self, id: Uuid) -> Option<&ChangeRequest> {
@@ -455,32 +451,45 @@ impl ChangeBook {
     }
 
     /// Keeps `request`, replacing its earlier state, one revision on.
-    pub fn put_request(&mut self, mut request: ChangeRequest) -> ChangeRequest {
-        let rev = self.request(request.request_id).map_or(0, |r| r.rev);
-        request.rev = rev + 1;
-        match self
-            .requests
-            .iter_mut()
-            .find(|r| r.request_id == request.request_id)
-        {
-            Some(kept) => *kept = request.clone(),
-            None => self.requests.push(request.clone()),
-        }
-        request
+    pub fn put_request(&mut self, request: ChangeRequest) -> ChangeRequest {
+        let id = request.request_id;
+        put(
+            &mut self.requests,
+            request,
+            |r| r.request_id == id,
+            |r| &mut r.rev,
+        )
     }
 
     /// Keeps `change`, replacing its earlier state, one revision on.
-    pub fn put_change(&mut self, mut change: Change) -> Change {
-        let rev = self.change(change.change_id).map_or(0, |c| c.rev);
-        change.rev = rev + 1;
-        match self
-            .changes
-            .iter_mut()
-            .find(|c| c.change_id == change.change_id)
-        {
-            Some(kept) => *kept = change.clone(),
-            None => self.changes.push(change.clone()),
-        }
-        change
+    pub fn put_change(&mut self, change: Change) -> Change {
+        let id = change.change_id;
+        put(
+            &mut self.changes,
+            change,
+            |c| c.change_id == id,
+            |c| &mut c.rev,
+        )
     }
+}
+
+/// Keeps `item` in `list` in place of the one `same` finds (or last), one revision
+/// on, so that the read model only ever moves forward.
+fn put<T: Clone>(
+    list: &mut Vec<T>,
+    mut item: T,
+    same: impl Fn(&T) -> bool,
+    rev: fn(&mut T) -> &mut i64,
+) -> T {
+    match list.iter_mut().find(|x| same(x)) {
+        Some(kept) => {
+            *rev(&mut item) = *rev(kept) + 1;
+            *kept = item.clone();
+        }
+        None => {
+            *rev(&mut item) = 1;
+            list.push(item.clone());
+        }
+    }
+    item
 }
