@@ -1,7 +1,7 @@
 //! Cancelling an order before it ships: whole, or some of its units.
 
 use super::body::{Rules, Valid};
-use super::commands::{order_command, reason_rules};
+use super::commands::{order_command, reason_rules, ReasonBody};
 use super::error::Problem;
 use super::idempotency::{IdemKey, Reply};
 use super::openapi::shapes::IdempotencyKey;
@@ -23,25 +23,12 @@ pub fn router() -> Router<ApiState> {
         .route("/orders/{id}/cancel-items", post(cancel_items))
 }
 
-/// The body of `POST /orders/{id}/cancel`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CancelRequest)]
-struct CancelBody {
-    #[serde(default)]
-    #[schema(
-        max_length = 500,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
-    reason: Option<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/orders/{id}/cancel",
     tag = "orders",
     params(("id" = Uuid, Path, description = "The order's id."), IdempotencyKey),
-    request_body = CancelBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, description = "The order once the cancel saga rests, `cancelled`: the fulfillment cancelled, the stock released, what was captured refunded.", body = OrderView),
         (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
@@ -59,19 +46,13 @@ async fn cancel_order(
     State(state): State<ApiState>,
     OrderId(id): OrderId,
     key: IdemKey,
-    Valid { body, json }: Valid<CancelBody>,
+    Valid { body, json }: Valid<ReasonBody>,
 ) -> Result<Reply, ApiError> {
     let cancel = ItemsRequest {
         items: Vec::new(),
         reason: body.reason,
     };
     order_command(&state, &caller, id, key, "cancel", &json, cancel).await
-}
-
-impl Rules for CancelBody {
-    fn rules(&self) -> Vec<FieldError> {
-        reason_rules(&self.reason)
-    }
 }
 
 /// The body of `POST /orders/{id}/cancel-items` and `.../refund-items`.

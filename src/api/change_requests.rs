@@ -6,7 +6,7 @@ use super::body::{JsonBody, Rules, Valid};
 use super::changes::{
     collecting_rules, deadline_of, if_match, operations_rules, Collect, OnUnpaid, PaymentBody,
 };
-use super::commands::{command, existing, reason_rules, Answer};
+use super::commands::{command, existing, reason_rules, Answer, ReasonBody};
 use super::error::Problem;
 use super::idempotency::{IdemKey, Reply};
 use super::openapi::shapes::{ChangeRequestList, IdempotencyKey, OptionalIfMatch};
@@ -340,25 +340,6 @@ async fn accept_request(
     .await
 }
 
-/// The body of `POST .../withdraw`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = WithdrawChangeRequest)]
-struct DecideBody {
-    #[serde(default)]
-    #[schema(
-        max_length = 500,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
-    reason: Option<String>,
-}
-
-impl Rules for DecideBody {
-    fn rules(&self) -> Vec<FieldError> {
-        reason_rules(&self.reason)
-    }
-}
-
 /// The body of `POST .../decline`: why.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -409,7 +390,7 @@ async fn decline_request(
     key: IdemKey,
     Valid { body, json }: Valid<DeclineBody>,
 ) -> Result<Reply, ApiError> {
-    let body = DecideBody {
+    let body = ReasonBody {
         reason: Some(body.reason),
     };
     decide(caller, state, id, request_id, key, body, json, false).await
@@ -420,7 +401,7 @@ async fn decline_request(
     path = "/api/v1/orders/{id}/change-requests/{request_id}/withdraw",
     tag = "changes",
     params(("id" = Uuid, Path, description = "The order's id."), ("request_id" = Uuid, Path, description = "The request's id."), IdempotencyKey),
-    request_body = DecideBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, description = "The request, `withdrawn`.", body = ChangeRequestView),
         (status = 403, description = "`forbidden`: only the side that asked withdraws.", body = Problem, content_type = "application/problem+json"),
@@ -439,7 +420,7 @@ async fn withdraw_request(
     OrderId(id): OrderId,
     Path((_, request_id)): Path<(String, String)>,
     key: IdemKey,
-    Valid { body, json }: Valid<DecideBody>,
+    Valid { body, json }: Valid<ReasonBody>,
 ) -> Result<Reply, ApiError> {
     decide(caller, state, id, request_id, key, body, json, true).await
 }
@@ -451,7 +432,7 @@ async fn decide(
     id: Uuid,
     request_id: String,
     key: IdemKey,
-    body: DecideBody,
+    body: ReasonBody,
     json: Value,
     withdraw: bool,
 ) -> Result<Reply, ApiError> {

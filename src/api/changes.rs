@@ -2,7 +2,7 @@
 //! changes applied with `If-Match`.
 
 use super::body::{from_value, JsonBody, Rules, Valid};
-use super::commands::{command, existing, reason_rules, Answer};
+use super::commands::{command, existing, reason_rules, Answer, ReasonBody};
 use super::error::Problem;
 use super::idempotency::{IdemKey, Reply};
 use super::openapi::shapes::{ChangeList, IdempotencyKey, IfMatch, QuoteList};
@@ -624,31 +624,12 @@ async fn pay_change(
     command(&state, id, "pay_change", key, &json, payload, answer).await
 }
 
-/// The body of `POST /orders/{id}/changes/{change_id}/cancel`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CancelChangeRequest)]
-struct CancelBody {
-    #[serde(default)]
-    #[schema(
-        max_length = 500,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
-    reason: Option<String>,
-}
-
-impl Rules for CancelBody {
-    fn rules(&self) -> Vec<FieldError> {
-        reason_rules(&self.reason)
-    }
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/orders/{id}/changes/{change_id}/cancel",
     tag = "changes",
     params(("id" = Uuid, Path, description = "The order's id."), ("change_id" = Uuid, Path, description = "The change's id."), IdempotencyKey),
-    request_body = CancelBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, description = "`cancelled`: an `applying` change stopped at its next step boundary, or an `awaiting_payment` one, and what it did was undone; a `cancelled` change answers the same again.", body = ChangeView),
         (status = 202, description = "The change has not rested within a few seconds: the change as it stands.", body = ChangeView),
@@ -669,7 +650,7 @@ async fn cancel_change(
     OrderId(id): OrderId,
     Path((_, change_id)): Path<(String, String)>,
     key: IdemKey,
-    Valid { body, json }: Valid<CancelBody>,
+    Valid { body, json }: Valid<ReasonBody>,
 ) -> Result<Reply, ApiError> {
     existing(&state, &caller, id).await?;
     staff_only(&caller)?;

@@ -24,6 +24,26 @@ pub(super) fn reason_rules(reason: &Option<String>) -> Vec<FieldError> {
     }
 }
 
+/// A body that holds only an optional reason: cancelling an order or a change,
+/// receiving or rejecting a return, withdrawing a change request.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReasonRequest)]
+pub(super) struct ReasonBody {
+    #[serde(default)]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
+    pub(super) reason: Option<String>,
+}
+
+impl super::body::Rules for ReasonBody {
+    fn rules(&self) -> Vec<FieldError> {
+        reason_rules(&self.reason)
+    }
+}
+
 /// The order, if it is in the read model and the caller may see it; `404`
 /// otherwise. Every command asks this first, so that a refused request claims no
 /// `Idempotency-Key` and runs nothing.

@@ -3,7 +3,7 @@
 use super::auth::Staff;
 use super::body::{body_rejection, JsonBody, Rules, Valid};
 use super::cancel::{units_rules, ItemsBody};
-use super::commands::{command, existing, order_command, reason_rules, Answer};
+use super::commands::{command, existing, order_command, reason_rules, Answer, ReasonBody};
 use super::error::Problem;
 use super::idempotency::{IdemKey, Reply};
 use super::openapi::shapes::{IdempotencyKey, ReturnList};
@@ -110,25 +110,12 @@ async fn request_return(
     command(&state, id, handler, key, &json, payload, Answer::NewReturn).await
 }
 
-/// The body of `.../receive` and `.../reject`; receiving needs none.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ReturnCommandRequest)]
-struct ReturnCommandBody {
-    #[serde(default)]
-    #[schema(
-        max_length = 500,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
-    )]
-    reason: Option<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/orders/{id}/returns/{return_id}/receive",
     tag = "returns",
     params(("id" = Uuid, Path, description = "The order's id."), ("return_id" = Uuid, Path, description = "The return's id."), IdempotencyKey),
-    request_body(content = Option<ReturnCommandBody>, description = "Optional: receiving needs no body; one that is sent must be valid."),
+    request_body(content = Option<ReasonBody>, description = "Optional: receiving needs no body; one that is sent must be valid."),
     responses(
         (status = 200, description = "The order once the saga rests: the units restocked and refunded, the return `refunded`. A return already received or refunded answers the same and changes nothing.", body = OrderView),
         (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
@@ -155,7 +142,7 @@ async fn receive_return(
 
 /// The body of a receipt, which carries nothing (no body, or `null`); one that is
 /// sent must still be a valid one.
-struct Receipt(Valid<ReturnCommandBody>);
+struct Receipt(Valid<ReasonBody>);
 
 impl<S: Send + Sync> FromRequest<S> for Receipt {
     type Rejection = ApiError;
@@ -181,7 +168,7 @@ impl<S: Send + Sync> FromRequest<S> for Receipt {
     path = "/api/v1/orders/{id}/returns/{return_id}/reject",
     tag = "returns",
     params(("id" = Uuid, Path, description = "The order's id."), ("return_id" = Uuid, Path, description = "The return's id."), IdempotencyKey),
-    request_body = ReturnCommandBody,
+    request_body = ReasonBody,
     responses(
         (status = 200, description = "The order once the saga rests, its return `rejected`: nothing restocked or refunded, its units left again.", body = OrderView),
         (status = 202, description = "The saga has not rested within a few seconds and goes on: the order as it stands.", body = OrderView, headers(("Location" = String, description = "The order's URL."))),
@@ -200,16 +187,10 @@ async fn reject_return(
     OrderId(id): OrderId,
     ReturnId(return_id): ReturnId,
     key: IdemKey,
-    body: Valid<ReturnCommandBody>,
+    body: Valid<ReasonBody>,
 ) -> Result<Reply, ApiError> {
     let handler = "reject_return";
     return_command(&state, (id, return_id), key, body, handler).await
-}
-
-impl Rules for ReturnCommandBody {
-    fn rules(&self) -> Vec<FieldError> {
-        reason_rules(&self.reason)
-    }
 }
 
 /// Runs `handler` on return `return_id` of order `id`, which must have it.
@@ -217,7 +198,7 @@ async fn return_command(
     state: &ApiState,
     (id, return_id): (Uuid, Uuid),
     key: IdemKey,
-    Valid { body, json }: Valid<ReturnCommandBody>,
+    Valid { body, json }: Valid<ReasonBody>,
     handler: &str,
 ) -> Result<Reply, ApiError> {
     let key = key.checked()?;
