@@ -427,6 +427,22 @@ fn deadline_of(change: Option<&Change>) -> Option<Deadline> {
     })
 }
 
+/// The order, its book and change `change_id`; the refusal when either is missing.
+async fn with_change(
+    ctx: &ObjectContext<'_>,
+    deps: &Deps,
+    change_id: Uuid,
+) -> Result<Result<(Order, ChangeBook, Change), Refusal>, TerminalError> {
+    let (Some(order), _) = current(ctx, deps).await? else {
+        return Ok(Err(Refusal::OrderNotFound));
+    };
+    let book = book(ctx).await?;
+    Ok(match book.change(change_id).cloned() {
+        Some(change) => Ok((order, book, change)),
+        None => Err(Refusal::ChangeNotFound),
+    })
+}
+
 /// A payment of a change (`POST /orders/{id}/changes/{change_id}/payments`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PayChangeRequest {
@@ -453,12 +469,9 @@ pub async fn pay(
     deps: &Deps,
     req: PayChangeRequest,
 ) -> Result<CommandOutcome, TerminalError> {
-    let (Some(order), _) = current(ctx, deps).await? else {
-        return Ok(Refusal::OrderNotFound.into());
-    };
-    let mut book = book(ctx).await?;
-    let Some(mut change) = book.change(req.change_id).cloned() else {
-        return Ok(Refusal::ChangeNotFound.into());
+    let (order, mut book, mut change) = match with_change(ctx, deps, req.change_id).await? {
+        Ok(found) => found,
+        Err(refusal) => return Ok(refusal.into()),
     };
     let due = match change.status {
         ChangeStatus::AwaitingPayment => change.amount_due,
@@ -549,11 +562,7 @@ pub async fn deadline(
     deps: &Deps,
     change_id: Uuid,
 ) -> Result<(), TerminalError> {
-    let (Some(order), _) = current(ctx, deps).await? else {
-        return Ok(());
-    };
-    let mut book = book(ctx).await?;
-    let Some(mut change) = book.change(change_id).cloned() else {
+    let Ok((order, mut book, mut change)) = with_change(ctx, deps, change_id).await? else {
         return Ok(());
     };
     if change.status != ChangeStatus::AwaitingPayment {
@@ -575,12 +584,9 @@ pub async fn cancel(
     deps: &Deps,
     req: ChangeCommand,
 ) -> Result<CommandOutcome, TerminalError> {
-    let (Some(order), _) = current(ctx, deps).await? else {
-        return Ok(Refusal::OrderNotFound.into());
-    };
-    let mut book = book(ctx).await?;
-    let Some(mut change) = book.change(req.change_id).cloned() else {
-        return Ok(Refusal::ChangeNotFound.into());
+    let (order, mut book, mut change) = match with_change(ctx, deps, req.change_id).await? {
+        Ok(found) => found,
+        Err(refusal) => return Ok(refusal.into()),
     };
     let status = change.status;
     match status {
