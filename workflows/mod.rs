@@ -5,7 +5,10 @@ mod cancel_order;
 mod change_commands;
 mod change_order;
 mod change_requests;
+mod claims;
 mod create_order;
+mod exchanges;
+mod exchanges_and_claims;
 mod expire_draft;
 mod faults;
 mod killed;
@@ -24,6 +27,7 @@ pub use change_commands::{
     ApplyRequest, ChangeCommand, PayChangeRequest, QuoteCommand, QuoteRequest,
 };
 pub use change_requests::{AcceptRequest, DecideRequest, NewRequest};
+pub use exchanges_and_claims::{ClaimCommand, ClaimRequest, ExchangeCommand, ExchangeRequest};
 pub use faults::Faults;
 pub use killed::SAGA_KILLED;
 pub use order::{

@@ -10,6 +10,10 @@ use super::change_commands::{
 use super::change_order;
 use super::change_requests::{self, AcceptRequest, DecideRequest, NewRequest};
 use super::create_order::create_order;
+use super::exchanges_and_claims::{
+    self as after_delivery, ClaimCommand, ClaimMove, ClaimRequest, ExchangeCommand,
+    ExchangeRequest, Expiry,
+};
 use super::expire_draft::expire_draft;
 use super::killed::current;
 use super::operator::{resolve, retry_owed};
@@ -249,6 +253,145 @@ impl OrderObject {
         let result = close_return(&mut saga, order, return_id, ReturnStatus::Expired).await;
         saga.finish().await;
         result.map(|_| ()).map_err(Into::into)
+    }
+
+    /// Asks for an exchange of some units of a delivered order; it waits for its
+    /// parcel without holding the order.
+    #[handler]
+    async fn request_exchange(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ExchangeRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "request_exchange", input)?;
+        check_units(req.return_items.iter().map(|i| i.quantity))?;
+        let command = async {
+            let (outcome, expiry) = after_delivery::exchange(&ctx, &self.deps, req).await?;
+            if let Some(Expiry { id, after }) = expiry {
+                ctx.object_client::<OrderObjectClient>(ctx.key())
+                    .expire_exchange(Json(id))
+                    .send_after(after);
+            }
+            Ok(outcome)
+        };
+        once(&ctx, "request_exchange", key, command).await
+    }
+
+    /// The parcel of an exchange arrived: the saga `receive_exchange`.
+    #[handler]
+    async fn receive_exchange(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ExchangeCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "receive_exchange", input)?;
+        let command = after_delivery::receive(&ctx, &self.deps, req, false);
+        once(&ctx, "receive_exchange", key, command).await
+    }
+
+    /// Pays the difference of a received exchange whose charge was declined.
+    #[handler]
+    async fn pay_exchange(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ExchangeCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "pay_exchange", input)?;
+        let command = after_delivery::receive(&ctx, &self.deps, req, true);
+        once(&ctx, "pay_exchange", key, command).await
+    }
+
+    /// Cancels an exchange that is not settled.
+    #[handler]
+    async fn cancel_exchange(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ExchangeCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "cancel_exchange", input)?;
+        let command = after_delivery::cancel(&ctx, &self.deps, req);
+        once(&ctx, "cancel_exchange", key, command).await
+    }
+
+    /// Fired by an exchange's timer. Only Restate calls it.
+    #[handler(ingress_private)]
+    async fn expire_exchange(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(exchange_id): Json<Uuid>,
+    ) -> HandlerResult<()> {
+        after_delivery::expire_exchange(&ctx, &self.deps, exchange_id)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Opens a claim on some units of a shipped or delivered order.
+    #[handler]
+    async fn open_claim(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ClaimRequest>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "open_claim", input)?;
+        check_units(req.items.iter().map(|i| i.quantity))?;
+        let command = async {
+            let (outcome, expiry) = after_delivery::claim(&ctx, &self.deps, req).await?;
+            if let Some(Expiry { id, after }) = expiry {
+                ctx.object_client::<OrderObjectClient>(ctx.key())
+                    .expire_claim(Json(id))
+                    .send_after(after);
+            }
+            Ok(outcome)
+        };
+        once(&ctx, "open_claim", key, command).await
+    }
+
+    /// The parcel of a claim arrived.
+    #[handler]
+    async fn receive_claim(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ClaimCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "receive_claim", input)?;
+        let command = after_delivery::move_claim(&ctx, &self.deps, req, ClaimMove::Receive);
+        once(&ctx, "receive_claim", key, command).await
+    }
+
+    /// Resolves a claim: the saga `resolve_claim`.
+    #[handler]
+    async fn resolve_claim(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ClaimCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "resolve_claim", input)?;
+        let command = after_delivery::move_claim(&ctx, &self.deps, req, ClaimMove::Resolve);
+        once(&ctx, "resolve_claim", key, command).await
+    }
+
+    /// Rejects a claim.
+    #[handler]
+    async fn reject_claim(
+        &self,
+        ctx: ObjectContext<'_>,
+        input: Signed<ClaimCommand>,
+    ) -> HandlerResult<Json<CommandOutcome>> {
+        let (req, key) = self.admit(&ctx, "reject_claim", input)?;
+        let command = after_delivery::move_claim(&ctx, &self.deps, req, ClaimMove::Reject);
+        once(&ctx, "reject_claim", key, command).await
+    }
+
+    /// Fired by a claim's timer. Only Restate calls it.
+    #[handler(ingress_private)]
+    async fn expire_claim(
+        &self,
+        ctx: ObjectContext<'_>,
+        Json(claim_id): Json<Uuid>,
+    ) -> HandlerResult<()> {
+        after_delivery::expire_claim(&ctx, &self.deps, claim_id)
+            .await
+            .map_err(Into::into)
     }
 
     /// Refunds some units of a shipped or delivered order without a return.

@@ -184,14 +184,13 @@ pub async fn refund_items(saga: &mut Saga<'_, '_>, order: Order, plan: GiveBack)
     Ok(Ok(order))
 }
 
-/// `restock`: puts the units of return `return_id` back on sale. A refusal is for
+/// `restock`: puts the units of return (or exchange) `return_id` back on sale. A refusal is for
 /// the order to carry; the refund is due either way. An operator's retry asks
 /// again the same way.
 pub async fn restock(saga: &mut Saga<'_, '_>, order: &Order, return_id: Uuid) -> Step<String> {
     let warehouse = saga.deps.downstream.warehouse.clone();
-    let units = order.find_return(return_id).map(|r| r.items.as_slice());
-    let lines: Vec<RestockLine> = units
-        .unwrap_or_default()
+    let lines: Vec<RestockLine> = order
+        .restocked_units(return_id)
         .iter()
         .filter_map(|u| {
             let item = order.items.iter().find(|i| i.id == u.item_id)?;

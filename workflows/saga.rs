@@ -442,7 +442,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         &mut self,
         order: &Order,
         topics: &'static [&'static str],
-        notify: Option<&'static str>,
+        notify: impl IntoIterator<Item = &'static str>,
         change: F,
     ) -> Result<Order, TerminalError>
     where
@@ -468,14 +468,13 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
             reason: self.reason.as_deref(),
         };
         let events: Vec<_> = topics.iter().map(|t| next.event(t)).collect();
-        let notification = notify.map(|t| next.notification(t));
+        let notifications: Vec<_> = notify.into_iter().map(|t| next.notification(t)).collect();
         let db = &self.deps.db;
         let written = self
             .write_until_done(&steps, || async {
                 let edits = (author, changes.as_slice());
                 let written =
-                    read_model::project(db, &next, &events, notification.as_ref(), edits, &steps)
-                        .await?;
+                    read_model::project(db, &next, &events, &notifications, edits, &steps).await?;
                 Ok((written, ()))
             })
             .await;
@@ -528,7 +527,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
         let written = self
             .write_until_done(&steps, || async {
                 let written =
-                    read_model::project(db, &parked, &[], None, (author, &[]), &steps).await?;
+                    read_model::project(db, &parked, &[], &[], (author, &[]), &steps).await?;
                 Ok((written, ()))
             })
             .await;
@@ -572,7 +571,7 @@ impl<'a, 'ctx> Saga<'a, 'ctx> {
                     reason: None,
                 };
                 let written =
-                    read_model::project(db, &order, &[event], None, (author, &[]), &steps).await?;
+                    read_model::project(db, &order, &[event], &[], (author, &[]), &steps).await?;
                 Ok((written, order))
             })
             .await?;

@@ -141,8 +141,18 @@ pub async fn commit_stock(saga: &mut Saga<'_, '_>, reservation_id: &str) -> Step
 
 /// `create_fulfillment`: asks for the order to be shipped.
 pub async fn create_fulfillment(saga: &mut Saga<'_, '_>, order: &Order) -> Step<String> {
+    ship(saga, order, fulfillment_lines(&order.items)).await
+}
+
+/// `create_fulfillment` of a parcel of `lines` to the order's address (an
+/// exchange's or a claim's new items).
+pub async fn ship(
+    saga: &mut Saga<'_, '_>,
+    order: &Order,
+    lines: Vec<FulfillmentLine>,
+) -> Step<String> {
     let fulfillment = saga.deps.downstream.fulfillment.clone();
-    let (order_id, lines) = (order.id, fulfillment_lines(&order.items));
+    let order_id = order.id;
     let address = order.shipping_address.clone();
     saga.forward(
         "create_fulfillment",

@@ -63,9 +63,20 @@ pub(super) struct PaymentBody {
 
 pub(super) fn payment_rules(payment: &Option<PaymentBody>, errors: &mut Vec<FieldError>) {
     if let Some(p) = payment {
-        if p.method.trim().is_empty() || p.method.chars().count() > 100 {
-            let message = "must be a non-empty string of at most 100 characters";
-            errors.push(FieldError::new("payment.method", message));
+        let fields = p.rules().into_iter();
+        errors.extend(fields.map(|e| FieldError::new("payment.method", e.message)));
+    }
+}
+
+/// As the body of a payment (`POST .../exchanges/{exchange_id}/payments`).
+impl Rules for PaymentBody {
+    fn rules(&self) -> Vec<FieldError> {
+        match self.method.trim().is_empty() || self.method.chars().count() > 100 {
+            true => vec![FieldError::new(
+                "method",
+                "must be a non-empty string of at most 100 characters",
+            )],
+            false => vec![],
         }
     }
 }

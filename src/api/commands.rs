@@ -74,6 +74,10 @@ pub(super) enum Answer {
     NewRequest,
     /// `200` with change request `0` as it rests.
     Request(Uuid),
+    /// `201` with the exchange or claim the command made.
+    NewOf(read_model::Kind),
+    /// `200` with exchange or claim `1` as it rests (`202` with it as it stands).
+    Of(read_model::Kind, Uuid),
 }
 
 /// Runs `handler` of order `id` with `payload` once per `Idempotency-Key` and
@@ -175,6 +179,18 @@ pub(super) async fn command<Req: Serialize>(
                         })?,
                 }
             }
+            Ok(CommandOutcome::Done(rested))
+                if matches!(answer, Answer::NewOf(_) | Answer::Of(..)) =>
+            {
+                Reply {
+                    status: match answer {
+                        Answer::NewOf(_) => StatusCode::CREATED,
+                        _ => StatusCode::OK,
+                    },
+                    produced: Some(rested.version),
+                    body: resource_body(state, id, answer, bound).await?,
+                }
+            }
             Ok(CommandOutcome::Done(rested)) if answer == Answer::Deleted => Reply {
                 status: StatusCode::NO_CONTENT,
                 produced: Some(rested.version),
@@ -192,6 +208,9 @@ pub(super) async fn command<Req: Serialize>(
                     reply.body = match answer {
                         Answer::NewChange | Answer::Change(_) => {
                             change_body(state, id, answer, bound).await?
+                        }
+                        Answer::NewOf(_) | Answer::Of(..) => {
+                            resource_body(state, id, answer, bound).await?
                         }
                         Answer::NewQuote => read_model::get_quote(&state.db, id, bound)
                             .await?
@@ -222,6 +241,23 @@ async fn change_body(
     let change = read_model::get_change(&state.db, id, change_id).await?;
     Ok(change
         .unwrap_or_else(|| json!({"change_id": change_id, "order_id": id, "status": "applying"})))
+}
+
+/// The exchange or claim a command answers with, as the read model holds it: the
+/// one it names, or the one it made (`{"<kind>_id", "order_id"}` until written).
+async fn resource_body(
+    state: &ApiState,
+    id: Uuid,
+    answer: Answer,
+    bound: Uuid,
+) -> Result<Value, ApiError> {
+    let (kind, of) = match answer {
+        Answer::Of(kind, of) => (kind, of),
+        Answer::NewOf(kind) => (kind, bound),
+        _ => return Ok(Value::Null),
+    };
+    let found: Option<Value> = read_model::get_one(&state.db, kind, id, of).await?;
+    Ok(found.unwrap_or_else(|| json!({ kind.id_field(): of, "order_id": id })))
 }
 
 /// The order from the read model, which the saga wrote before it rested.

@@ -7,9 +7,11 @@ mod body;
 mod cancel;
 mod change_requests;
 mod changes;
+mod claims;
 mod commands;
 mod console;
 mod error;
+mod exchanges;
 mod health;
 mod idempotency;
 mod metrics;
@@ -106,6 +108,8 @@ pub fn routes(state: ApiState) -> Router {
                 .merge(changes::router())
                 .merge(change_requests::router())
                 .merge(returns::router())
+                .merge(exchanges::router())
+                .merge(claims::router())
                 .merge(ops::router())
                 .merge(health::router())
                 .merge(openapi::router()),

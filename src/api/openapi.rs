@@ -7,8 +7,8 @@ pub mod shapes;
 
 use super::auth::needs_token;
 use super::{
-    analytics, cancel, change_requests, changes, console, health, metrics, ops, orders, returns,
-    ApiState,
+    analytics, cancel, change_requests, changes, claims, console, exchanges, health, metrics, ops,
+    orders, returns, ApiState,
 };
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -68,6 +68,18 @@ pub fn router() -> Router<ApiState> {
         change_requests::accept_request,
         change_requests::decline_request,
         change_requests::withdraw_request,
+        exchanges::request_exchange,
+        exchanges::list_exchanges,
+        exchanges::get_exchange,
+        exchanges::receive_exchange,
+        exchanges::pay_exchange,
+        exchanges::cancel_exchange,
+        claims::open_claim,
+        claims::list_claims,
+        claims::get_claim,
+        claims::receive_claim,
+        claims::resolve_claim,
+        claims::reject_claim,
         ops::stuck,
         ops::retry_all,
         ops::timeline,
@@ -86,6 +98,8 @@ pub fn router() -> Router<ApiState> {
         (name = "orders", description = "Orders: create, read, list, pay, change status, cancel."),
         (name = "returns", description = "Returns of delivered orders and refunds without a return."),
         (name = "changes", description = "Changes after checkout: binding quotes, changes applied with If-Match, and the money ledger."),
+        (name = "exchanges", description = "Exchanges of delivered orders, settled as one net amount when the parcel arrives."),
+        (name = "claims", description = "Claims of damaged, missing or wrong items, resolved by refund, replacement or both."),
         (name = "operators", description = "What is stuck and what an operator can do about it."),
         (name = "health", description = "Liveness, dependencies, metrics and this document."),
     ),

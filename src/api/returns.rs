@@ -142,7 +142,7 @@ async fn receive_return(
 
 /// The body of a receipt, which carries nothing (no body, or `null`); one that is
 /// sent must still be a valid one.
-struct Receipt(Valid<ReasonBody>);
+pub(super) struct Receipt(pub(super) Valid<ReasonBody>);
 
 impl<S: Send + Sync> FromRequest<S> for Receipt {
     type Rejection = ApiError;

@@ -21,6 +21,10 @@ pub struct Movement {
     /// The saga that moved it (`create_order`, `apply_change`, `cancel_order`...).
     pub flow: Option<String>,
     pub change_id: Option<Uuid>,
+    #[serde(default)]
+    pub exchange_id: Option<Uuid>,
+    #[serde(default)]
+    pub claim_id: Option<Uuid>,
     pub version: i64,
     pub at: DateTime<Utc>,
 }
@@ -68,6 +72,8 @@ impl Order {
             idempotency_key: None,
             flow: None,
             change_id: None,
+            exchange_id: None,
+            claim_id: None,
             version: self.version,
             at,
         });
@@ -113,14 +119,20 @@ impl Order {
     /// held before the commit included).
     pub fn tag_movements(&mut self, saga: &str) {
         let flow = saga.split(['@', '#', ':']).next().unwrap_or(saga);
-        let change_id = match flow {
-            "apply_change" => saga.split(':').nth(1).and_then(|id| id.parse().ok()),
-            _ => None,
-        };
+        // Sagas of one change, exchange or claim carry its id after the flow.
+        let id = saga
+            .split(['@', '#'])
+            .next()
+            .and_then(|head| head.split(':').nth(1))
+            .and_then(|id| id.parse::<Uuid>().ok());
+        let of = |kind: &str| id.filter(|_| flow.ends_with(kind));
+        let (change_id, exchange_id, claim_id) = (of("change"), of("exchange"), of("claim"));
         let version = self.version;
         for m in self.movements.iter_mut().filter(|m| m.flow.is_none()) {
             m.flow = Some(flow.to_owned());
             m.change_id = change_id;
+            m.exchange_id = exchange_id;
+            m.claim_id = claim_id;
             m.version = version;
         }
     }

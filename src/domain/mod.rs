@@ -4,9 +4,11 @@ mod actor;
 mod change;
 mod change_book;
 mod change_request;
+mod claim;
 mod currency;
 mod edits;
 mod error;
+mod exchange;
 mod give_back;
 mod ledger;
 mod money;
@@ -29,9 +31,11 @@ pub use change_book::{
     Quote, QuoteHold, QuoteStatus, QuoteView, StepOutcome,
 };
 pub use change_request::{ChangeRequest, ChangeRequestView, Preview, RequestStatus};
+pub use claim::{Claim, ClaimItem, ClaimStatus, ClaimType, Resolution};
 pub use currency::Currency;
 pub use edits::FieldChange;
 pub use error::DomainError;
+pub use exchange::{Exchange, ExchangeSettlement, ExchangeStatus, NewLine};
 pub use give_back::{GiveBack, GiveBackLine, ItemQuantity, SkuQuantity};
 pub use ledger::{Ledger, LedgerPayment, Movement};
 pub use money::{Money, MoneyError, MoneyInput};

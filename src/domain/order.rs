@@ -201,7 +201,7 @@ impl NewOrder {
 }
 
 impl NewItem {
-    pub(super) fn validate(&self, prefix: &str, errors: &mut Vec<FieldError>) {
+    pub fn validate(&self, prefix: &str, errors: &mut Vec<FieldError>) {
         let field = |name: &str| format!("{prefix}{name}");
         if self.product_sku.trim().is_empty() || self.product_sku.chars().count() > 100 {
             errors.push(FieldError::new(
@@ -500,6 +500,12 @@ pub struct Order {
     /// Its returns, oldest first.
     #[serde(default)]
     pub returns: Vec<Return>,
+    /// Its exchanges, oldest first.
+    #[serde(default)]
+    pub exchanges: Vec<super::Exchange>,
+    /// Its claims, oldest first.
+    #[serde(default)]
+    pub claims: Vec<super::Claim>,
     /// The places (for the cumulative rule) that each open return holds, fixed
     /// when it was requested.
     #[serde(default)]
@@ -678,6 +684,8 @@ impl Order {
             payments: Vec::new(),
             owed: Vec::new(),
             returns: Vec::new(),
+            exchanges: Vec::new(),
+            claims: Vec::new(),
             held_runs: Vec::new(),
             free_runs: Vec::new(),
             outside_refunds: Vec::new(),

@@ -57,6 +57,20 @@ impl Line {
     }
 
     /// The share of the units at the places `runs`.
+    /// The discount and tax that the units at `runs` took, by the same rule.
+    pub fn parts_runs(&self, runs: &[Run]) -> Result<(Money, Money), DomainError> {
+        let n = self.quantity;
+        let (mut discount, mut tax) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
+        for r in runs {
+            let d = |m: i64| self.discount.prorate(m, n).amount();
+            let t = |m: i64| self.tax.prorate(m, n).amount();
+            discount += d(r.from + r.quantity) - d(r.from);
+            tax += t(r.from + r.quantity) - t(r.from);
+        }
+        let money = |m| Money::new(m).map_err(|_| DomainError::AmountOverflow);
+        Ok((money(discount)?, money(tax)?))
+    }
+
     pub fn give_back_runs(&self, runs: &[Run]) -> Result<Money, DomainError> {
         let shares = runs
             .iter()

@@ -55,6 +55,10 @@ pub enum Refusal {
     /// The command's saga failed for good: a repeat gets this, never a second run.
     #[error("{message}")]
     SagaFailed { message: String },
+    #[error("the order has no such exchange")]
+    ExchangeNotFound,
+    #[error("the order has no such claim")]
+    ClaimNotFound,
     #[error("the order has no such change quote")]
     QuoteNotFound,
     #[error("the order has no such change")]

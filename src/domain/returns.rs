@@ -4,8 +4,8 @@
 
 use super::proration::Run;
 use super::{
-    Compensation, DomainError, GiveBack, HeldRuns, ItemQuantity, Money, Order, OrderStatus,
-    OutsideRefund, PaymentStatus,
+    Compensation, DomainError, ExchangeStatus, GiveBack, HeldRuns, ItemQuantity, Money, Order,
+    OrderStatus, OutsideRefund, PaymentStatus,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -117,13 +117,27 @@ impl Order {
         found.ok_or(DomainError::UnknownReturn(id))
     }
 
-    /// Units of item `item_id` that open returns other than `except` hold.
+    /// Units of item `item_id` that open returns, requested exchanges and open
+    /// claims other than `except` hold.
     pub(super) fn held_by_returns(&self, item_id: i32, except: Option<Uuid>) -> i64 {
-        let open = self
+        let returns = self
             .returns
             .iter()
-            .filter(|r| r.status.is_open() && Some(r.return_id) != except);
-        open.flat_map(|r| &r.items)
+            .filter(|r| r.status.is_open() && Some(r.return_id) != except)
+            .flat_map(|r| r.asks());
+        let exchanges = self
+            .exchanges
+            .iter()
+            .filter(|e| e.status == ExchangeStatus::Requested && Some(e.exchange_id) != except)
+            .flat_map(|e| e.asks());
+        let claims = self
+            .claims
+            .iter()
+            .filter(|c| c.is_open() && Some(c.claim_id) != except)
+            .flat_map(|c| c.asks());
+        returns
+            .chain(exchanges)
+            .chain(claims)
             .filter(|i| i.item_id == item_id)
             .map(|i| i.quantity)
             .sum()
@@ -182,7 +196,17 @@ impl Order {
     /// they took when it was requested, no shipping.
     pub fn plan_return(&self, id: Uuid) -> Result<GiveBack, DomainError> {
         let ret = self.find_return(id).ok_or(DomainError::UnknownReturn(id))?;
-        let mut plan = self.plan_give_back(&ret.asks(), Some(id), false)?;
+        self.plan_held(id, &ret.asks())
+    }
+
+    /// What giving back `asks`, held by return, exchange or claim `id`, gives
+    /// back: their share from the places they took when they were asked for.
+    pub(super) fn plan_held(
+        &self,
+        id: Uuid,
+        asks: &[ItemQuantity],
+    ) -> Result<GiveBack, DomainError> {
+        let mut plan = self.plan_give_back(asks, Some(id), false)?;
         // A return requested before places were kept is priced as it comes.
         let Some(held) = self.held_runs.iter().find(|h| h.return_id == id) else {
             return Ok(plan);

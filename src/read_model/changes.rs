@@ -107,7 +107,7 @@ async fn save_told(pool: &PgPool, row: Row, told: &Told) -> sqlx::Result<bool> {
          RETURNING 1)"
     ));
     let at = (row.order_id, told.version, told.at);
-    super::outbox::push_enqueue(&mut q, at, &told.events, told.notification.as_ref());
+    super::outbox::push_enqueue(&mut q, at, &told.events, told.notification.as_slice());
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;
     Ok(written == 1)

@@ -1,5 +1,6 @@
 //! The PostgreSQL read model: written by the sagas, read by every query endpoint.
 
+mod after_delivery;
 mod analytics;
 mod changes;
 mod edit_history;
@@ -12,6 +13,7 @@ mod queries;
 mod returns;
 mod saga_steps;
 
+pub use after_delivery::{get_one, list, Kind};
 pub use analytics::{
     order_analytics, Analytics, CurrencyFigures, StatusCounts, Window, MAX_WINDOW_DAYS,
 };

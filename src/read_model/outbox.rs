@@ -44,13 +44,13 @@ pub(super) fn push_enqueue<'q>(
     q: &mut QueryBuilder<'q, Postgres>,
     (order_id, version, at): (Uuid, i64, DateTime<Utc>),
     events: &'q [OrderEvent],
-    notification: Option<&'q OrderNotification>,
+    notifications: &'q [OrderNotification],
 ) {
     let events = events.iter().map(|e| {
         let payload = Json(Payload::Event(e));
         (e.id.to_string(), Kind::Event, e.topic.as_str(), payload)
     });
-    let notification = notification.map(|n| {
+    let notifications = notifications.iter().map(|n| {
         let payload = Json(Payload::Notification(n));
         (
             n.key.clone(),
@@ -63,7 +63,7 @@ pub(super) fn push_enqueue<'q>(
         q,
         "messages",
         "INSERT INTO outbox (message_id, order_id, version, kind, name, payload, created_at)",
-        events.chain(notification),
+        events.chain(notifications),
         |mut b, (id, kind, name, payload)| {
             b.push_bind(id)
                 .push_bind(order_id)

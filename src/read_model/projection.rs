@@ -81,7 +81,7 @@ pub async fn project(
     pool: &PgPool,
     order: &Order,
     events: &[OrderEvent],
-    notification: Option<&OrderNotification>,
+    notifications: &[OrderNotification],
     edits: (Author<'_>, &[FieldChange]),
     steps: &[StepRecord],
 ) -> sqlx::Result<bool> {
@@ -243,10 +243,11 @@ pub async fn project(
         "ON CONFLICT DO NOTHING",
     );
     super::returns::push_upsert(&mut q, order);
+    super::after_delivery::push_upsert(&mut q, order);
     let (author, changes) = edits;
     super::edit_history::push_insert(&mut q, order, author, changes);
     let told = (order.id, order.version, order.updated_at);
-    super::outbox::push_enqueue(&mut q, told, events, notification);
+    super::outbox::push_enqueue(&mut q, told, events, notifications);
 
     q.push(" SELECT count(*) FROM written");
     let written: i64 = q.build_query_scalar().fetch_one(pool).await?;

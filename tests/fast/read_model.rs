@@ -44,7 +44,7 @@ const SYSTEM: Author<'static> = Author {
 pub async fn commit(db: &Db, order: &Order, before: Option<&Order>, topic: &str) -> bool {
     let changes = before.map(|b| order.changes_since(b)).unwrap_or_default();
     let event = order.event(topic);
-    read_model::project(&db.pool, order, &[event], None, (SYSTEM, &changes), &[])
+    read_model::project(&db.pool, order, &[event], &[], (SYSTEM, &changes), &[])
         .await
         .unwrap()
 }

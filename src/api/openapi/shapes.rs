@@ -38,6 +38,20 @@ pub struct ReturnList {
     pub returns: Vec<Return>,
 }
 
+/// `GET /orders/{id}/exchanges`.
+#[derive(Serialize, ToSchema)]
+pub struct ExchangeList {
+    /// Oldest first.
+    pub exchanges: Vec<crate::domain::Exchange>,
+}
+
+/// `GET /orders/{id}/claims`.
+#[derive(Serialize, ToSchema)]
+pub struct ClaimList {
+    /// Oldest first.
+    pub claims: Vec<crate::domain::Claim>,
+}
+
 /// What `POST /ops/orders/{id}/retry` did.
 #[derive(Serialize, ToSchema)]
 pub struct Retried {
