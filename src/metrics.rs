@@ -7,7 +7,8 @@
 //! attempt is what they measure.
 
 use crate::domain::{
-    Change, ChangeRequest, ChangeStatus, Order, OrderStatus, Quote, QuoteStatus, RequestStatus,
+    Change, ChangeRequest, ChangeStatus, ExchangeStatus, Order, OrderStatus, Quote, QuoteStatus,
+    RequestStatus,
 };
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -55,6 +56,14 @@ fn describe() {
     describe_counter!(
         "order_changes_total",
         "Changes that came to rest, by outcome (applied, rolled_back, needs_attention...)."
+    );
+    describe_counter!(
+        "order_exchanges_total",
+        "Exchanges that ended, by outcome (settled, cancelled, expired)."
+    );
+    describe_counter!(
+        "order_claims_total",
+        "Claims that ended, by type of what they claimed and resolution (refund, replacement, refund_and_replacement, rejected, expired)."
     );
     describe_counter!(
         "order_change_requests_total",
@@ -127,7 +136,7 @@ fn describe() {
 /// The kind of a saga, without what makes its name unique per order
 /// (`cancel_order@inv_..`, `set_status#3`): a label of few values.
 pub fn saga_kind(name: &str) -> &str {
-    name.split(['@', '#']).next().unwrap_or(name)
+    name.split(['@', '#', ':']).next().unwrap_or(name)
 }
 
 /// Counts what the change from `before` to `after`, committed by saga `saga`,
@@ -161,6 +170,41 @@ pub fn count_commit(saga: &str, before: &Order, after: &Order, compensated: &[&s
     for step in compensated {
         let labels = [("saga", saga.to_owned()), ("step", step.to_string())];
         counter!("order_saga_compensations_total", &labels).increment(1);
+    }
+    count_exchanges_and_claims(before, after);
+}
+
+/// Counts each exchange and claim that ended with this commit: exchanges by
+/// outcome, claims by type and resolution (`rejected`, `expired` too).
+fn count_exchanges_and_claims(before: &Order, after: &Order) {
+    for exchange in &after.exchanges {
+        let was = before.find_exchange(exchange.exchange_id).map(|e| e.status);
+        let ended = matches!(
+            exchange.status,
+            ExchangeStatus::Settled | ExchangeStatus::Cancelled | ExchangeStatus::Expired
+        );
+        if ended && was != Some(exchange.status) {
+            let outcome = exchange.status.as_str();
+            counter!("order_exchanges_total", "outcome" => outcome).increment(1);
+        }
+    }
+    for claim in &after.claims {
+        let was = before.find_claim(claim.claim_id).map(|c| c.status);
+        if claim.is_open() || was == Some(claim.status) {
+            continue;
+        }
+        let resolution = match claim.resolution {
+            Some(r) => r.as_str(),
+            None => claim.status.as_str(),
+        };
+        // Once per claim and type of what it claimed.
+        let mut types: Vec<&str> = claim.items.iter().map(|i| i.claim_type.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        for claim_type in types {
+            let labels = [("claim_type", claim_type), ("resolution", resolution)];
+            counter!("order_claims_total", &labels).increment(1);
+        }
     }
 }
 

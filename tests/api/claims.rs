@@ -132,6 +132,10 @@ async fn a_replacement_moves_no_money_ships_once_and_counts_the_units_replaced()
             .len(),
         2
     );
+    let text = crate::metrics::scrape(&app).await;
+    let labels = [("claim_type", "damaged"), ("resolution", "replacement")];
+    let counted = crate::metrics::value(&text, "order_claims_total", &labels);
+    assert_eq!(counted, 1.0, "{text}");
 }
 
 #[tokio::test]

@@ -156,10 +156,14 @@ async fn a_cheaper_exchange_refunds_the_difference_and_charges_nothing() {
     assert_eq!(refund["exchange_id"], exchange["exchange_id"]);
     assert_eq!(refund["amount"], "2.00");
 
-    // Receiving again answers the same and moves nothing.
+    // Receiving again answers the same, moves nothing and counts nothing.
     let (status, again, _) = on(&app, &exchange, "receive", &json!({})).await;
     assert_eq!((status, &again), (200, &settled));
     assert_eq!(OrderLedger::of(&app.ledger(), &id(&order)).refunds.len(), 1);
+    let text = crate::metrics::scrape(&app).await;
+    let settled_count =
+        crate::metrics::value(&text, "order_exchanges_total", &[("outcome", "settled")]);
+    assert_eq!(settled_count, 1.0, "{text}");
 }
 
 #[tokio::test]

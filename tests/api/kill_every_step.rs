@@ -399,3 +399,94 @@ async fn a_waiting_change_paid_and_killed_inside_each_step_applies_once() {
         assert_invariants(&app, &id_of(&order)).await;
     }
 }
+
+fn new_mug(price: &str) -> Value {
+    json!([{
+        "product_id": "7d0f8f7e-4c11-4a33-9d35-5f0c1b0d9a11",
+        "product_sku": "SKU-MUG-L",
+        "product_name": "Mug, large",
+        "warehouse_id": "0b7a4c9e-2f61-4f1e-8d5a-3c2b1a0f9e88",
+        "quantity": 1,
+        "unit_price": price,
+    }])
+}
+
+#[tokio::test]
+async fn a_received_exchange_killed_inside_each_step_settles_once() {
+    let mut app = TestApp::spawn().await;
+    // A dearer mug (one charge of 10.95) through every forward step; a cheaper
+    // one (one refund of 9.05) through its refund.
+    let runs = [
+        ("restock", "60.00"),
+        ("reserve", "60.00"),
+        ("charge", "60.00"),
+        ("commit", "60.00"),
+        ("create", "60.00"),
+        ("refund", "40.00"),
+    ];
+    for (op, price) in runs {
+        let order = delivered_order(&app, &mug_order(Some("pm_card_visa"))).await;
+        let id = id_of(&order);
+        let body =
+            json!({"return_items": [{"item_id": 1, "quantity": 1}], "new_items": new_mug(price)});
+        let (status, exchange, _) = app
+            .post(&format!("/orders/{id}/exchanges"), &body, None)
+            .await;
+        assert_eq!(status, 201, "{exchange}");
+        let exchange_id = exchange["exchange_id"].as_str().unwrap();
+        let path = format!("/orders/{id}/exchanges/{exchange_id}/receive");
+        let receive = Request::post(path, json!({}), &format!("receive-{op}"));
+
+        let (status, after) = killed_inside(&mut app, op, &receive).await;
+
+        assert_eq!(
+            (status, after["status"].as_str()),
+            (200, Some("settled")),
+            "{op}: {after}"
+        );
+        let ledger = app.settled_ledger().await;
+        let of = crate::helpers::OrderLedger::of(&ledger, &id);
+        let (charges, refunds) = match price {
+            "60.00" => (2, 0),
+            _ => (1, 1),
+        };
+        assert_eq!(
+            (of.captures.len(), of.refunds.len()),
+            (charges, refunds),
+            "{op}: {of:?}"
+        );
+        assert_eq!(of.fulfillments.len(), 2, "{op}");
+        let restocks = ledger.restocks.iter().filter(|r| r.order_id == id).count();
+        assert_eq!(restocks, 1, "{op}");
+        assert_invariants(&app, &id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_claim_resolved_and_killed_inside_each_step_resolves_once() {
+    let mut app = TestApp::spawn().await;
+    for op in ["reserve", "commit", "create", "refund"] {
+        let order = delivered_order(&app, &mug_order(Some("pm_card_visa"))).await;
+        let id = id_of(&order);
+        let body = json!({"items": [{"item_id": 1, "quantity": 1, "claim_type": "damaged"}]});
+        let (status, claim, _) = app.post(&format!("/orders/{id}/claims"), &body, None).await;
+        assert_eq!(status, 201, "{claim}");
+        let claim_id = claim["claim_id"].as_str().unwrap();
+        let path = format!("/orders/{id}/claims/{claim_id}/resolve");
+        let resolution = json!({"resolution": "refund_and_replacement"});
+        let resolve = Request::post(path, resolution, &format!("resolve-{op}"));
+
+        let (status, after) = killed_inside(&mut app, op, &resolve).await;
+
+        assert_eq!(
+            (status, after["status"].as_str()),
+            (200, Some("resolved")),
+            "{op}: {after}"
+        );
+        assert_eq!(after["refund_amount"], "49.05", "{op}");
+        let of = crate::helpers::OrderLedger::of(&app.settled_ledger().await, &id);
+        assert_eq!(of.refund_amounts(), ["49.05"], "{op}");
+        assert_eq!((of.captures.len(), of.fulfillments.len()), (1, 2), "{op}");
+        assert_invariants(&app, &id).await;
+    }
+}
