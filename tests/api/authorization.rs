@@ -883,3 +883,81 @@ async fn with_authorization_off_no_token_is_needed_or_looked_at() {
         advance_as(&caller, &id_of(&order), &["processing"]).await;
     }
 }
+
+/// api-changes.md §12: a customer asks for an exchange or a claim (without a
+/// return) on its own order and cancels its own requested exchange; receiving,
+/// resolving and rejecting are for staff; another customer's order stays `404`.
+#[tokio::test]
+async fn a_customer_asks_for_exchanges_and_claims_and_staff_settle_them() {
+    let app = secured().await;
+    let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (mine, theirs) = (app.as_caller(customer(me)), app.as_caller(customer(other)));
+    let staff_caller = app.as_caller(staff());
+    let order = created(&mine, &order_for(Some(me), VISA)).await;
+    let id = id_of(&order);
+    advance_as(&staff_caller, &id, &["processing", "shipped", "delivered"]).await;
+    let exchange = json!({
+        "return_items": [{"item_id": 1, "quantity": 1}],
+        "new_items": [{"product_id": Uuid::new_v4(), "product_sku": "SKU-MUG-L",
+            "product_name": "Mug, large", "warehouse_id": Uuid::new_v4(),
+            "quantity": 1, "unit_price": "49.05"}],
+    });
+    let path = format!("/orders/{id}/exchanges");
+    assert_problem(
+        &theirs.post(&path, &exchange, None).await,
+        404,
+        "order_not_found",
+    );
+    let (status, asked, _) = mine.post(&path, &exchange, None).await;
+    assert_eq!(status, 201, "{asked}");
+    let exchange_path = format!("{path}/{}", asked["exchange_id"].as_str().unwrap());
+    assert_forbidden(
+        &mine
+            .post(&format!("{exchange_path}/receive"), &json!({}), None)
+            .await,
+    );
+    let (status, cancelled, _) = mine
+        .post(&format!("{exchange_path}/cancel"), &json!({}), None)
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+
+    let claims = format!("/orders/{id}/claims");
+    let damaged = |require_return: bool| {
+        json!({"items": [{"item_id": 1, "quantity": 1, "claim_type": "damaged"}],
+               "require_return": require_return})
+    };
+    assert_forbidden(&mine.post(&claims, &damaged(true), None).await);
+    assert_problem(
+        &theirs.post(&claims, &damaged(false), None).await,
+        404,
+        "order_not_found",
+    );
+    let (status, claim, _) = mine.post(&claims, &damaged(false), None).await;
+    assert_eq!(status, 201, "{claim}");
+    let claim_path = format!("{claims}/{}", claim["claim_id"].as_str().unwrap());
+    let resolve = json!({"resolution": "refund"});
+    assert_forbidden(
+        &mine
+            .post(&format!("{claim_path}/resolve"), &resolve, None)
+            .await,
+    );
+    assert_forbidden(
+        &mine
+            .post(&format!("{claim_path}/reject"), &json!({}), None)
+            .await,
+    );
+    assert_eq!(theirs.get(&claim_path).await.0, 404);
+    assert_eq!(mine.get(&claim_path).await.0, 200);
+    let (status, resolved, _) = staff_caller
+        .post(&format!("{claim_path}/resolve"), &resolve, None)
+        .await;
+    assert_eq!(
+        (status, resolved["status"].as_str()),
+        (200, Some("resolved")),
+        "{resolved}"
+    );
+}

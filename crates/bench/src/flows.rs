@@ -178,10 +178,25 @@ impl Bench {
         }
         let one_unit = json!({"items": [{"item_id": 1, "quantity": 1}], "reason": "bench"});
         let delivered = self.deliver(self.create_orders(count, true).await?).await?;
-        let received = self.receivable(delivered, &one_unit).await?;
+        let received = self.receivable(delivered, "returns", &one_unit).await?;
         let receive = self.on_each(received, "receive", json!({}), false);
         row(
             "return received  open loop 100/s",
+            &open_loop(RATE, d, receive).await,
+        );
+        // An exchange of one mug for a dearer one: restock, reserve, charge the
+        // difference, commit, ship the new item.
+        let dearer = json!({
+            "return_items": [{"item_id": 1, "quantity": 1}],
+            "new_items": [{"product_id": uuid::Uuid::nil(), "product_sku": "SKU-BENCH-3",
+                "product_name": "Mug, large", "warehouse_id": uuid::Uuid::nil(),
+                "quantity": 1, "unit_price": "17.50"}],
+        });
+        let delivered = self.deliver(self.create_orders(count, true).await?).await?;
+        let exchanges = self.receivable(delivered, "exchanges", &dearer).await?;
+        let receive = self.on_each(exchanges, "receive", json!({}), false);
+        row(
+            "exchange received  open loop 100/s",
             &open_loop(RATE, d, receive).await,
         );
         let delivered = self.deliver(self.create_orders(count, true).await?).await?;
@@ -480,17 +495,24 @@ impl Bench {
         .await
     }
 
-    /// Asks for a return of `body` on each delivered order; `{id}/returns/{return id}`.
-    async fn receivable(&self, ids: Vec<String>, body: &Value) -> anyhow::Result<Vec<String>> {
+    /// Asks for a return (or an exchange, `kind`) of `body` on each delivered
+    /// order; `{id}/{kind}/{its id}`.
+    async fn receivable(
+        &self,
+        ids: Vec<String>,
+        kind: &'static str,
+        body: &Value,
+    ) -> anyhow::Result<Vec<String>> {
         let body = Arc::new(body.clone());
+        let field = format!("{}_id", kind.trim_end_matches('s'));
         self.in_batches(ids, move |http, api, id| {
-            let body = body.clone();
+            let (body, field) = (body.clone(), field.clone());
             async move {
-                let url = format!("{api}/orders/{id}/returns");
+                let url = format!("{api}/orders/{id}/{kind}");
                 let r: Value = http.post(url).json(&*body).send().await?.json().await?;
-                let return_id = r["return_id"].as_str().unwrap_or_default().to_owned();
-                anyhow::ensure!(!return_id.is_empty(), "a return was not made: {r}");
-                Ok(format!("{id}/returns/{return_id}"))
+                let made = r[&field].as_str().unwrap_or_default().to_owned();
+                anyhow::ensure!(!made.is_empty(), "no {field} was made: {r}");
+                Ok(format!("{id}/{kind}/{made}"))
             }
         })
         .await

@@ -73,6 +73,23 @@ pub async fn order(checker: &Checker<'_>, expect: &Expected, v: &mut Violations)
     for (return_id, end) in &expect.returns {
         applied &= ended.get(&return_id.to_string()).map(String::as_str) == Some(*end);
     }
+    for (kind, expected) in [("exchanges", &expect.exchanges), ("claims", &expect.claims)] {
+        let listed = checker.get(&format!("/orders/{id}/{kind}")).await;
+        let field = format!("{}_id", kind.trim_end_matches('s'));
+        let ends: HashMap<String, String> = listed[kind]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let id = r[&field].as_str().unwrap_or_default().to_owned();
+                (id, r["status"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        applied &= ends.len() == expected.len();
+        for (of, end) in expected {
+            applied &= ends.get(&of.to_string()).map(String::as_str) == Some(*end);
+        }
+    }
     let history = checker.get(&format!("/orders/{id}/status-history")).await;
     let moves: Vec<(Value, Value)> = history
         .as_array()

@@ -47,6 +47,9 @@ pub struct Expected {
     pub quantity: [Option<i64>; 2],
     /// Accepted requests.
     pub accepted: u32,
+    /// Each exchange and claim and the status it should end in.
+    pub exchanges: Vec<(Uuid, &'static str)>,
+    pub claims: Vec<(Uuid, &'static str)>,
 }
 
 #[derive(Clone)]
@@ -380,7 +383,11 @@ impl Client {
             if done {
                 expect.returns[0].1 = ends;
             }
+        } else if after < 0.7 {
+            self.exchange(&mut rng, &mut expect, id, &key).await;
         } else if after < 0.8 {
+            self.claim(&mut rng, &mut expect, id, &key).await;
+        } else if after < 0.9 {
             let units = json!({"items": [{"item_id": 2, "quantity": 1}], "reason": "chaos"});
             if self
                 .command(
@@ -395,6 +402,87 @@ impl Client {
             }
         }
         expect
+    }
+
+    /// A delivered order's first item exchanged, one unit, for a mug dearer,
+    /// cheaper or of the same price, then received: settled by one net movement.
+    async fn exchange(
+        &self,
+        rng: &mut StdRng,
+        expect: &mut Expected,
+        id: Uuid,
+        key: &(dyn Fn(&str) -> String + Sync),
+    ) {
+        let price = ["4.00", "9.95", "25.00"][rng.random_range(0..3)];
+        let body = json!({
+            "return_items": [{"item_id": 1, "quantity": 1, "reason": "chaos"}],
+            "new_items": [{"product_id": Uuid::new_v4(), "product_sku": "SKU-MUG-L",
+                "product_name": "Mug, large", "warehouse_id": Uuid::new_v4(),
+                "quantity": 1, "unit_price": price}],
+        });
+        let path = format!("/orders/{id}/exchanges");
+        let made = match self
+            .send(reqwest::Method::POST, &path, &body, &key("exchange"))
+            .await
+        {
+            Some(a) if a.status == 201 => a,
+            Some(a) => return self.refused("an exchange", &a),
+            None => return,
+        };
+        expect.accepted += 1;
+        let Some(exchange_id) = made.body["exchange_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+        else {
+            return;
+        };
+        expect.exchanges.push((exchange_id, "requested"));
+        let receive = format!("{path}/{exchange_id}/receive");
+        if self
+            .command(expect, &receive, json!({}), &key("exchange-receive"))
+            .await
+        {
+            expect.exchanges[0].1 = "settled";
+        }
+    }
+
+    /// A claim of one damaged unit of the second item, resolved by a refund, a
+    /// replacement or both.
+    async fn claim(
+        &self,
+        rng: &mut StdRng,
+        expect: &mut Expected,
+        id: Uuid,
+        key: &(dyn Fn(&str) -> String + Sync),
+    ) {
+        let resolution =
+            ["refund", "replacement", "refund_and_replacement"][rng.random_range(0..3)];
+        let body = json!({"items": [{"item_id": 2, "quantity": 1, "claim_type": "damaged"}]});
+        let path = format!("/orders/{id}/claims");
+        let made = match self
+            .send(reqwest::Method::POST, &path, &body, &key("claim"))
+            .await
+        {
+            Some(a) if a.status == 201 => a,
+            Some(a) => return self.refused("a claim", &a),
+            None => return,
+        };
+        expect.accepted += 1;
+        let Some(claim_id) = made.body["claim_id"].as_str().and_then(|s| s.parse().ok()) else {
+            return;
+        };
+        expect.claims.push((claim_id, "open"));
+        let resolve = format!("{path}/{claim_id}/resolve");
+        let body = json!({ "resolution": resolution });
+        if self
+            .command(expect, &resolve, body, &key("claim-resolve"))
+            .await
+        {
+            expect.claims[0].1 = "resolved";
+            if resolution != "replacement" {
+                expect.refunded[1] += 1;
+            }
+        }
     }
 
     /// A command the order allows: `true` once it was applied (`200`).

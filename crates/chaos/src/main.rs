@@ -189,6 +189,17 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             .filter(|l| l.quantity.iter().any(Option::is_some))
             .count()
     );
+    let ended = |of: fn(&Expected) -> &[(uuid::Uuid, &'static str)], end: &str| {
+        lives.iter().flat_map(of).filter(|(_, e)| *e == end).count()
+    };
+    println!(
+        "exchanges settled {}",
+        ended(|l| l.exchanges.as_slice(), "settled")
+    );
+    println!(
+        "claims resolved   {}",
+        ended(|l| l.claims.as_slice(), "resolved")
+    );
     println!(
         "requests          {} accepted, {} sent again",
         lives.iter().map(|l| u64::from(l.accepted)).sum::<u64>(),
