@@ -789,3 +789,53 @@ async fn a_size_swap_an_added_unit_and_a_new_address_move_stock_money_and_parcel
     assert_eq!(cancelled["refunded_amount"], cancelled["captured_amount"]);
     assert_eq!(cancelled["captured_amount"], "49.00");
 }
+
+/// Rule 1: a held quote keeps the last unit (the simulator's `LAST-` SKU has one)
+/// against a competing order, whose create fails `insufficient_stock`; the change
+/// then applies with no reservation call.
+#[tokio::test]
+async fn a_held_quote_keeps_the_last_unit_against_a_competing_order() {
+    let app = TestApp::spawn().await;
+    let order = confirmed(&app, &order_body(&[("SKU-MUG", 1, "10.00")], VISA)).await;
+    let order_id = id(&order);
+    let (_, tag) = order_and_tag(&app, &order_id).await;
+    let made = new_quote(
+        &app,
+        &order_id,
+        &json!({"operations": [add_item("LAST-VASE", 1, "30.00")]}),
+    )
+    .await;
+    assert_eq!(made["hold"]["items"][0]["sku"], "LAST-VASE", "{made}");
+
+    let (status, competing) = app
+        .create(&order_body(&[("LAST-VASE", 1, "30.00")], VISA))
+        .await;
+    assert_eq!(
+        (status, competing["status"].as_str()),
+        (201, Some("failed")),
+        "{competing}"
+    );
+    assert_eq!(competing["failure"]["code"], "insufficient_stock");
+    let reserve_calls = |app: &TestApp| {
+        app.ledger()
+            .calls
+            .iter()
+            .filter(|c| c.service == "warehouse" && c.operation == "reserve")
+            .count()
+    };
+    let before = reserve_calls(&app);
+
+    let body = json!({"quote_id": made["quote_id"]});
+    let (status, change, _) = apply(&app, &order_id, &body, Some(&tag), None).await;
+
+    assert_eq!(
+        (status, change["status"].as_str()),
+        (201, Some("applied")),
+        "{change}"
+    );
+    assert_eq!(reserve_calls(&app), before, "the apply takes over the hold");
+    let (now, _) = order_and_tag(&app, &order_id).await;
+    assert_eq!(now["items"][1]["product_sku"], "LAST-VASE");
+    let of = OrderLedger::of(&app.settled_ledger().await, &order_id);
+    assert_eq!(of.captures.len(), 2);
+}

@@ -23,6 +23,9 @@ use super::SimState;
 const DECLINED_METHOD: &str = "pm_card_declined";
 /// SKU prefix that is always out of stock.
 const OUT_OF_STOCK_PREFIX: &str = "OOS-";
+/// A SKU with exactly one unit on sale: a reservation of it is refused while
+/// another active or committed reservation holds it.
+const LAST_UNIT_PREFIX: &str = "LAST-";
 /// SKU prefix of goods already on their way: a fulfillment holding one refuses updates.
 const SHIPPED_PREFIX: &str = "SHIPPED-";
 /// CloudEvents attributes a published event must carry.
@@ -106,15 +109,28 @@ struct NotifyRequest {
 }
 
 impl SimState {
-    /// `POST /v1/reservations`: `201`, or `409 insufficient_stock` for an `OOS-` SKU.
+    /// Units of `sku` that active or committed reservations hold.
+    fn held(&self, sku: &str) -> u32 {
+        let holding = self.ledger.reservations.iter().filter(|r| {
+            matches!(
+                r.status,
+                ReservationStatus::Active | ReservationStatus::Committed
+            )
+        });
+        let lines = holding.flat_map(|r| &r.items).filter(|i| i.sku == sku);
+        lines.map(|i| i.remaining).sum()
+    }
+
+    /// `POST /v1/reservations`: `201`, or `409 insufficient_stock` for an `OOS-` SKU
+    /// and for a `LAST-` SKU whose one unit is held already.
     pub(super) fn reserve(&mut self, key: &str, body: &Value) -> OpResult {
         let req: ReserveRequest = parse(body)?;
         require_lines(req.items.iter().map(|item| item.quantity))?;
-        if let Some(item) = req
-            .items
-            .iter()
-            .find(|item| item.sku.starts_with(OUT_OF_STOCK_PREFIX))
-        {
+        if let Some(item) = req.items.iter().find(|item| {
+            item.sku.starts_with(OUT_OF_STOCK_PREFIX)
+                || (item.sku.starts_with(LAST_UNIT_PREFIX)
+                    && self.held(&item.sku) + item.quantity > 1)
+        }) {
             let message = format!("no stock left for {}", item.sku);
             let reply = Reply::error(StatusCode::CONFLICT, "insufficient_stock", message);
             return Err(reply.with_field("sku", &item.sku));
@@ -709,6 +725,29 @@ mod tests {
         assert_eq!(outcome.reply.body["code"], "insufficient_stock");
         assert_eq!(outcome.reply.body["sku"], "OOS-B");
         assert!(state.ledger.reservations.is_empty());
+    }
+
+    #[test]
+    fn the_one_unit_of_a_last_sku_goes_to_the_first_reservation_until_released() {
+        let mut state = SimState::default();
+        let body = |order: &str| json!({"order_id": order, "items": [line("LAST-VASE", 1)]});
+        let first = state.handle(&call(Op::Reserve, &[], Some("k1"), body("o1")));
+        assert_eq!(first.reply.status, StatusCode::CREATED);
+        let refused = state.handle(&call(Op::Reserve, &[], Some("k2"), body("o2")));
+        assert_eq!(refused.reply.status, StatusCode::CONFLICT);
+        assert_eq!(refused.reply.body["code"], "insufficient_stock");
+        assert_eq!(refused.reply.body["sku"], "LAST-VASE");
+        let id = first.reply.body["reservation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        state.handle(&call(Op::Release, &[&id], Some("k3"), json!({})));
+        let again = state.handle(&call(Op::Reserve, &[], Some("k4"), body("o2")));
+        assert_eq!(
+            again.reply.status,
+            StatusCode::CREATED,
+            "released, it is free again"
+        );
     }
 
     #[test]
