@@ -147,10 +147,12 @@ impl Operators {
     pub async fn stuck(&self, filter: &StuckFilter) -> anyhow::Result<StuckList> {
         let older_than = filter.older_than.unwrap_or(self.stuck_after);
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than)?;
-        // One entry per order, and one per change of it that is stuck.
+        // One entry per order, and one per change, exchange or claim of it that
+        // is stuck.
         let mut found: HashMap<(Uuid, Option<Uuid>), StuckOrder> = HashMap::new();
         let mut add = |entry: StuckOrder| {
-            let key = (entry.order_id, entry.change_id);
+            let of = entry.change_id.or(entry.exchange_id).or(entry.claim_id);
+            let key = (entry.order_id, of);
             let keep = found.get(&key).is_none_or(|old| entry.reason < old.reason);
             if keep {
                 found.insert(key, entry);
@@ -232,6 +234,35 @@ impl Operators {
                 change_id: Some(change.change_id),
                 exchange_id: None,
                 claim_id: None,
+            });
+        }
+        for stuck in read_model::stuck_resources(&self.db, cutoff).await? {
+            let exchange = stuck.kind == "exchange";
+            add(StuckOrder {
+                order_id: stuck.order_id,
+                order_number: None,
+                status: None,
+                saga: Some(
+                    if exchange {
+                        "receive_exchange"
+                    } else {
+                        "resolve_claim"
+                    }
+                    .into(),
+                ),
+                step: stuck.step,
+                attempts: 0,
+                last_error: stuck.message,
+                since: stuck.since,
+                invocation_id: None,
+                invocation_status: None,
+                reason: match stuck.parked {
+                    true => StuckReason::Parked,
+                    false => StuckReason::Resting,
+                },
+                change_id: None,
+                exchange_id: exchange.then_some(stuck.id),
+                claim_id: (!exchange).then_some(stuck.id),
             });
         }
         for draft in read_model::overdue_drafts(&self.db, cutoff).await? {
@@ -522,7 +553,8 @@ impl Operators {
                 inv.created_at.unwrap_or_else(Utc::now),
             ),
         };
-        let change_id = saga.as_deref().and_then(change_of_saga);
+        let of = |kind: &str| saga.as_deref().and_then(|s| resource_of_saga(s, kind));
+        let (change_id, exchange_id, claim_id) = (of("change"), of("exchange"), of("claim"));
         Ok(StuckOrder {
             order_id,
             order_number: None,
@@ -536,8 +568,8 @@ impl Operators {
             invocation_status: Some(inv.status.clone()),
             reason,
             change_id,
-            exchange_id: None,
-            claim_id: None,
+            exchange_id,
+            claim_id,
         })
     }
 
@@ -555,15 +587,14 @@ impl Operators {
     }
 }
 
-/// The change a saga of a change runs for (`apply_change:<change_id>`,
-/// `pay_change:<change_id>`, ...).
-fn change_of_saga(saga: &str) -> Option<Uuid> {
-    let (name, id) = saga.split_once(':')?;
-    match name {
-        "apply_change" | "pay_change" | "cancel_change" | "change_payment_deadline" => {
-            id.parse().ok()
-        }
-        _ => None,
+/// The change, exchange or claim (`kind`) a saga runs for: its name is the flow,
+/// then `:<id>` (`apply_change:<change_id>`, `receive_exchange:<exchange_id>@..`).
+fn resource_of_saga(saga: &str, kind: &str) -> Option<Uuid> {
+    let head = saga.split(['@', '#']).next()?;
+    let (flow, id) = head.split_once(':')?;
+    match flow.ends_with(kind) || (kind == "change" && flow == "change_payment_deadline") {
+        true => id.parse().ok(),
+        false => None,
     }
 }
 
@@ -574,6 +605,8 @@ fn timer_name(handler: &str) -> String {
         "expire_return" => "return_parcel_expiry".into(),
         "expire_quote" => "quote_expiry".into(),
         "expire_change_request" => "change_request_expiry".into(),
+        "expire_exchange" => "exchange_parcel_expiry".into(),
+        "expire_claim" => "claim_parcel_expiry".into(),
         other => other.into(),
     }
 }

@@ -15,7 +15,7 @@
 
 use super::exchanges::{commit_and_ship, refund, refunds_made, reserve, stock_lines};
 use super::saga::{Saga, Step};
-use super::undo::{apply, compensate};
+use super::undo::{apply, compensate, Undone};
 use crate::domain::{Claim, ClaimStatus, Money, NewLine, Order, Resolution};
 use restate_sdk::prelude::*;
 use uuid::Uuid;
@@ -124,11 +124,16 @@ pub async fn resolve_claim(
         ),
     };
     let refund_amount = resolution.refunds().then_some(refunded);
+    let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
     let order = saga
         .commit(&order, topics, notify, move |o, at| {
             o.clear_owed(clears, at);
             apply(o, &undone, at)?;
-            o.record_claim_resolved(id, resolution, refund_amount, &replacement, parcel, at)
+            o.record_claim_resolved(id, resolution, refund_amount, &replacement, parcel, at)?;
+            if refused {
+                o.attend(id);
+            }
+            Ok(())
         })
         .await?;
     Ok(Ok(order))

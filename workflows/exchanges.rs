@@ -113,6 +113,7 @@ pub async fn receive_exchange(
 
     // 7. update_read_model
     let refunds = refunds_made(&undone);
+    let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
     let topics: &'static [&'static str] = match (&charged, refunds.is_empty()) {
         (Some(_), _) => &["order.exchange_settled", "order.payment_added"],
         (None, false) => &["order.exchange_settled", "order.refunded"],
@@ -136,7 +137,11 @@ pub async fn receive_exchange(
         record_charge(o, charged.as_ref(), at);
         o.clear_owed(clears, at);
         apply(o, &undone, at)?;
-        o.record_exchange_settled(id, parcel, settlement, at)
+        o.record_exchange_settled(id, parcel, settlement, at)?;
+        if refused {
+            o.attend(id);
+        }
+        Ok(())
     })
     .await
 }
@@ -226,6 +231,7 @@ pub async fn cancel_exchange(
     let rest = exchange.return_value.checked_sub(clears);
     let undone = refund(saga, &order, rest.unwrap_or(Money::ZERO)).await?;
     let refunds = refunds_made(&undone);
+    let refused = undone.iter().any(|u| matches!(u, Undone::Refused(..)));
     let (topics, notify): (&'static [&'static str], _) = match refunds.is_empty() {
         true => (&["order.exchange_cancelled"], None),
         false => (
@@ -236,7 +242,11 @@ pub async fn cancel_exchange(
     saga.commit(&order, topics, notify, move |o, at| {
         o.clear_owed(clears, at);
         apply(o, &undone, at)?;
-        o.close_exchange(id, status, refunds, at)
+        o.close_exchange(id, status, refunds, at)?;
+        if refused {
+            o.attend(id);
+        }
+        Ok(())
     })
     .await
 }

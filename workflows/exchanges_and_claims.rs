@@ -73,11 +73,17 @@ pub struct Expiry {
     pub after: Duration,
 }
 
-fn refused(e: DomainError) -> Refusal {
+/// The refusal of units of `list` (`items`, `return_items`) naming `ids`.
+fn refused(e: DomainError, list: &str, ids: &[i32]) -> Refusal {
     let message = e.to_string();
+    let field = |at: Option<usize>| Some(format!("{list}[{}].item_id", at.unwrap_or(0)));
     match e {
-        DomainError::UnknownItem(_) | DomainError::ItemNamedTwice(_) => Refusal::ValidationFailed {
-            field: Some("items".into()),
+        DomainError::UnknownItem(id) => Refusal::ValidationFailed {
+            field: field(ids.iter().position(|i| *i == id)),
+            message,
+        },
+        DomainError::ItemNamedTwice(id) => Refusal::ValidationFailed {
+            field: field(ids.iter().rposition(|i| *i == id)),
             message,
         },
         DomainError::QuantityExceeded { .. } => Refusal::QuantityExceeded { message },
@@ -118,11 +124,17 @@ pub async fn exchange(
     let (return_value, new_items) =
         match order.plan_exchange(&req.return_items, &req.new_items, at, terms.window()) {
             Ok(priced) => priced,
-            Err(e) => return Ok((refused(e).into(), None)),
+            Err(e) => {
+                let ids: Vec<i32> = req.return_items.iter().map(|i| i.item_id).collect();
+                return Ok((refused(e, "return_items", &ids).into(), None));
+            }
         };
     let new_value = Money::sum(new_items.iter().map(|l| l.total_price));
     let Some(new_value) = new_value else {
-        return Ok((refused(DomainError::AmountOverflow).into(), None));
+        return Ok((
+            refused(DomainError::AmountOverflow, "new_items", &[]).into(),
+            None,
+        ));
     };
     let wait = chrono::Duration::from_std(terms.parcel_wait).unwrap_or(chrono::Duration::days(14));
     let exchange = Exchange {
@@ -137,6 +149,7 @@ pub async fn exchange(
         settlement: ExchangeSettlement::default(),
         fulfillment_id: None,
         failure: None,
+        attention: None,
         reason: req.reason,
         requested_at: at,
         received_at: None,
@@ -277,7 +290,8 @@ pub async fn claim(
     let mut saga = Saga::new(ctx, deps, order.id, name).asked_by("api", req.reason.clone());
     let (at, terms) = saga.now_with(ReturnTerms::of(deps)).await?;
     if let Err(e) = order.check_claim(&req.items, at, terms.window()) {
-        return Ok((refused(e).into(), None));
+        let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
+        return Ok((refused(e, "items", &ids).into(), None));
     }
     let wait = chrono::Duration::from_std(terms.parcel_wait).unwrap_or(chrono::Duration::days(14));
     let claim = Claim {
@@ -291,6 +305,7 @@ pub async fn claim(
         replacement_items: Vec::new(),
         fulfillment_id: None,
         failure: None,
+        attention: None,
         reason: req.reason,
         opened_at: at,
         received_at: None,
@@ -375,7 +390,7 @@ pub async fn move_claim(
         ClaimMove::Resolve => {
             let resolution = req.resolution.unwrap_or(Resolution::Refund);
             match order.replacement_of(id, resolution, req.warehouse_id) {
-                Err(e) => Ok(refused(e).into()),
+                Err(e) => Ok(refused(e, "items", &[]).into()),
                 Ok(replacement) => resolve_claim(&mut saga, order, id, resolution, replacement)
                     .await
                     .map(|resolved| match resolved {

@@ -152,8 +152,9 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 /// Values under these keys are free text, where line breaks and tabs are allowed.
 /// Every other string (ids, SKUs, names, methods, statuses, currencies) and every
 /// object key refuses all control characters (Unicode Cc).
-const FREE_TEXT: [&str; 7] = [
+const FREE_TEXT: [&str; 8] = [
     "notes",
+    "note",
     "reason",
     "message",
     "address",

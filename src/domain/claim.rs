@@ -113,6 +113,9 @@ pub struct Claim {
     pub replacement_items: Vec<NewLine>,
     pub fulfillment_id: Option<String>,
     pub failure: Option<Failure>,
+    /// Set while a refund it owes waits for an operator (the order is parked).
+    #[serde(default)]
+    pub attention: Option<super::Attention>,
     pub reason: Option<String>,
     pub opened_at: DateTime<Utc>,
     pub received_at: Option<DateTime<Utc>>,

@@ -5,8 +5,8 @@
 
 use super::proration::Run;
 use super::{
-    AddedBy, Delta, DomainError, Failure, HeldRuns, MadeCharge, MadeRefund, Money, NewItem, Order,
-    OrderItem, ReturnItem,
+    AddedBy, Attention, Delta, DomainError, Failure, HeldRuns, MadeCharge, MadeRefund, Money,
+    NewItem, Order, OrderItem, ReturnItem,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,9 @@ pub struct Exchange {
     pub fulfillment_id: Option<String>,
     /// Why the settlement was refused (`insufficient_stock`, `payment_declined`).
     pub failure: Option<Failure>,
+    /// Set while a refund it owes waits for an operator (the order is parked).
+    #[serde(default)]
+    pub attention: Option<Attention>,
     pub reason: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub received_at: Option<DateTime<Utc>>,
@@ -302,6 +305,39 @@ impl Order {
         exchange.closed_at = Some(at);
         exchange.version = version;
         Ok(())
+    }
+
+    /// Exchange or claim `id` made what parks the order: it shows the order's
+    /// attention until an operator's retry or resolve clears it.
+    pub fn attend(&mut self, id: Uuid) {
+        let (attention, version) = (self.attention.clone(), self.version);
+        if let Some(e) = self.exchanges.iter_mut().find(|e| e.exchange_id == id) {
+            (e.attention, e.version) = (attention.clone(), version);
+        }
+        if let Some(c) = self.claims.iter_mut().find(|c| c.claim_id == id) {
+            (c.attention, c.version) = (attention, version);
+        }
+    }
+
+    /// Once the order waits for nobody, neither do its exchanges and claims.
+    pub(super) fn clear_attended(&mut self) {
+        if self.attention.is_some() {
+            return;
+        }
+        let version = self.version;
+        let exchanges = self
+            .exchanges
+            .iter_mut()
+            .map(|e| (&mut e.attention, &mut e.version));
+        let claims = self
+            .claims
+            .iter_mut()
+            .map(|c| (&mut c.attention, &mut c.version));
+        for (attention, at) in exchanges.chain(claims) {
+            if attention.take().is_some() {
+                *at = version;
+            }
+        }
     }
 
     /// Adds `lines` to the order as new items added by `by` (a claim's

@@ -949,6 +949,7 @@ impl Order {
         {
             self.attention = None;
         }
+        self.clear_attended();
     }
 
     /// Marks the order as needing an operator for `step`.

@@ -356,6 +356,7 @@ impl Order {
             }
         }
         self.attention = None;
+        self.clear_attended();
         if outside > Money::ZERO {
             self.record_refund(outside)?;
             self.outside_refunds.push(OutsideRefund {

@@ -25,7 +25,7 @@ pub use edit_history::{edit_history, Author, EditEntry};
 pub use idempotency::{claim_key, store_response, Claim};
 pub use operators::{
     last_step_of_invocation, numbers_and_statuses, overdue_drafts, parked_orders, saga_steps_of,
-    stuck_changes, OverdueDraft, Parked, SagaStepRow, StuckChange,
+    stuck_changes, stuck_resources, OverdueDraft, Parked, SagaStepRow, StuckChange, StuckResource,
 };
 pub use projection::{order_number, project, Numbered};
 pub use queries::{

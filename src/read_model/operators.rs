@@ -117,6 +117,50 @@ pub async fn stuck_changes(pool: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result
     .await
 }
 
+/// An exchange or claim that waits for an operator (a refund it owes was
+/// refused: `parked`), or an exchange whose refused settlement has waited for
+/// staff since before the cutoff.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StuckResource {
+    /// `exchange` or `claim`.
+    pub kind: String,
+    pub order_id: Uuid,
+    pub id: Uuid,
+    pub step: Option<String>,
+    pub message: Option<String>,
+    pub since: DateTime<Utc>,
+    pub parked: bool,
+}
+
+/// Exchanges and claims that wait for someone (see [`StuckResource`]).
+pub async fn stuck_resources(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+) -> sqlx::Result<Vec<StuckResource>> {
+    sqlx::query_as(
+        "SELECT 'exchange' AS kind, order_id, id,
+                COALESCE(document->'attention'->>'step', 'receive_exchange') AS step,
+                COALESCE(document->'attention'->>'message',
+                         document->'failure'->>'message') AS message,
+                COALESCE((document->'attention'->>'since')::timestamptz,
+                         (document->>'received_at')::timestamptz, opened_at) AS since,
+                jsonb_typeof(document->'attention') = 'object' AS parked
+         FROM exchanges
+         WHERE jsonb_typeof(document->'attention') = 'object'
+            OR (status = 'received' AND (document->>'received_at')::timestamptz < $1)
+         UNION ALL
+         SELECT 'claim', order_id, id, document->'attention'->>'step',
+                document->'attention'->>'message',
+                (document->'attention'->>'since')::timestamptz, true
+         FROM claims
+         WHERE jsonb_typeof(document->'attention') = 'object'
+         ORDER BY since",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await
+}
+
 /// A draft still waiting for its payment after its auto-cancel was due.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OverdueDraft {

@@ -385,3 +385,128 @@ async fn a_requested_exchange_cancelled_frees_its_units_and_one_never_sent_expir
         (404, Some("exchange_not_found"))
     );
 }
+
+/// api-changes.md §9: an exchange whose refund the payment service finally
+/// refuses is settled (its new item shipped), parks the order, and is listed for
+/// operators with its `exchange_id`; the order's retry refunds it and clears both.
+#[tokio::test]
+async fn a_refused_refund_of_an_exchange_is_listed_for_operators_until_retried() {
+    let app = TestApp::spawn().await;
+    let order = two_mugs(&app).await;
+    let exchange = requested(&app, &order, json!([new_item("SKU-MUG-S", "8.00")])).await;
+    let refund = json!({"service": "payment", "operation": "refund", "status": 409});
+    app.inject(refund);
+
+    let (status, settled, _) = on(&app, &exchange, "receive", &json!({})).await;
+
+    assert_eq!(
+        (status, settled["status"].as_str()),
+        (200, Some("settled")),
+        "{settled}"
+    );
+    assert_eq!(settled["attention"]["step"], "refund_payment", "{settled}");
+    let (_, now) = app.get(&format!("/orders/{}", id(&order))).await;
+    assert_eq!(now["attention"]["step"], "refund_payment", "{now}");
+    let (status, stuck) = app.get("/ops/orders/stuck").await;
+    assert_eq!(status, 200);
+    let rows: Vec<&Value> = stuck["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["exchange_id"] == exchange["exchange_id"])
+        .collect();
+    assert_eq!(rows.len(), 1, "{stuck}");
+    assert_eq!(
+        (rows[0]["reason"].as_str(), rows[0]["saga"].as_str()),
+        (Some("parked"), Some("receive_exchange"))
+    );
+
+    app.sim.sim.clear_faults();
+    let path = format!("/ops/orders/{}/retry", id(&order));
+    let (status, retried, _) = app.post(&path, &json!({}), None).await;
+    assert_eq!(status, 202, "{retried}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exchange_path = format!(
+        "/orders/{}/exchanges/{}",
+        id(&order),
+        exchange["exchange_id"].as_str().unwrap()
+    );
+    let cleared = loop {
+        let (_, now) = app.get(&exchange_path).await;
+        if now["attention"].is_null() || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(cleared["attention"], Value::Null, "{cleared}");
+    let of = OrderLedger::of(&app.settled_ledger().await, &id(&order));
+    assert_eq!(of.refund_amounts(), ["2.00"]);
+    let (_, stuck) = app.get("/ops/orders/stuck").await;
+    let listed = stuck["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["order_id"] == order["id"]);
+    assert!(!listed, "{stuck}");
+}
+
+/// Rule 15, with something owed: a cheaper exchange first clears what the order
+/// still owes (a change's difference kept owed) and refunds only the rest.
+#[tokio::test]
+async fn a_cheaper_exchange_clears_what_is_owed_before_it_refunds() {
+    let app = TestApp::spawn().await;
+    let mut body = order_body(&[("SKU-MUG", 2, "10.00")], VISA);
+    body["shipping_amount"] = json!("0.00");
+    let (status, order) = app.create(&body).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = id(&order);
+    let change = json!({"operations": [{"op": "add_item", "product_id": "7d0f8f7e-4c11-4a33-9d35-5f0c1b0d9a11",
+                          "product_sku": "SKU-SAUCER", "product_name": "Saucer",
+                          "warehouse_id": "0b7a4c9e-2f61-4f1e-8d5a-3c2b1a0f9e88",
+                          "quantity": 1, "unit_price": "6.00"}],
+                        "payment": {"method": "pm_card_declined"},
+                        "payment_deadline_seconds": 1, "on_unpaid": "keep_owed"});
+    let tag = order["version"].to_string();
+    let (status, made, _) = crate::changes::apply(&app, &order_id, &change, Some(&tag), None).await;
+    assert_eq!(status, 201, "{made}");
+    app.wait_for(&order_id, Duration::from_secs(20), |o| {
+        o["outstanding_amount"] == "6.00"
+    })
+    .await;
+    let delivered =
+        crate::helpers::advance(&app, &order_id, &["processing", "shipped", "delivered"]).await;
+    let exchange = requested(&app, &delivered, json!([new_item("SKU-MUG-S", "1.00")])).await;
+    assert_eq!(exchange["difference"], "-9.00");
+
+    let (status, settled, _) = on(&app, &exchange, "receive", &json!({})).await;
+
+    assert_eq!(
+        (status, settled["status"].as_str()),
+        (200, Some("settled")),
+        "{settled}"
+    );
+    let of = OrderLedger::of(&app.settled_ledger().await, &order_id);
+    assert_eq!(of.captures.len(), 1, "no charge: {of:?}");
+    assert_eq!(of.refund_amounts(), ["3.00"], "9.00 less the 6.00 owed");
+    let (_, now) = app.get(&format!("/orders/{order_id}")).await;
+    assert_eq!(
+        (
+            now["outstanding_amount"].as_str(),
+            now["refunded_amount"].as_str()
+        ),
+        (Some("0.00"), Some("3.00"))
+    );
+    let (_, ledger) = app.get(&format!("/orders/{order_id}/ledger")).await;
+    let cleared: Vec<&Value> = ledger["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "owed_cleared")
+        .collect();
+    assert_eq!(cleared.len(), 1, "{ledger}");
+    assert_eq!(
+        (cleared[0]["amount"].as_str(), &cleared[0]["exchange_id"]),
+        (Some("6.00"), &exchange["exchange_id"])
+    );
+    assert_balanced(&now, money(&exchange["return_value"]));
+}

@@ -76,12 +76,13 @@ NOT_IN_A_SCHEMA = [
     (r"amount", r"must equal the amount due \d+\.\d{2}"),
     (r"amount", r"the order owes nothing \(0\.00\): there is nothing to charge"),
     # the order's items
-    (r"items\[\d+\]\.item_id", r"the order has no item \d+"),
-    (r"items\[\d+\]\.item_id", r"item \d+ is named more than once"),
+    (r"(?:return_)?items\[\d+\]\.item_id", r"the order has no item \d+"),
+    (r"(?:return_)?items\[\d+\]\.item_id", r"item \d+ is named more than once"),
     # the other fields of the line and of the order: bounds of their totals
-    (r"items\[\d+\]\.discount_amount", r"must not exceed quantity \* unit_price"),
-    (r"items\[\d+\]\.unit_price", r"times quantity must be at most 99999999999\.99"),
-    (r"items\[\d+\]\.tax_amount", r"makes the line total exceed 99999999999\.99"),
+    # (an exchange's new items are lines of their own)
+    (r"(?:new_)?items\[\d+\]\.discount_amount", r"must not exceed quantity \* unit_price"),
+    (r"(?:new_)?items\[\d+\]\.unit_price", r"times quantity must be at most 99999999999\.99"),
+    (r"(?:new_)?items\[\d+\]\.tax_amount", r"makes the line total exceed 99999999999\.99"),
     (r"items", r"the order total must be at most 99999999999\.99"),
     (r"items", r"the order total must be more than 0\.00"),
     # the analytics window: `from` and `to` together
