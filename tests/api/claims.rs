@@ -8,7 +8,7 @@ use crate::helpers::{
     OrderLedger, TestApp,
 };
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
@@ -266,14 +266,9 @@ async fn a_claim_with_a_return_waits_for_its_parcel_and_is_rejected_or_expires()
         id(&order),
         waiting["claim_id"].as_str().unwrap()
     );
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let expired = loop {
-        let (_, now) = app.get(&path).await;
-        if now["status"] == "expired" || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let expired = app
+        .poll(&path, Duration::from_secs(40), |c| c["status"] == "expired")
+        .await;
     assert_eq!(expired["status"], "expired", "{expired}");
     let again = opened(&app, &order, 1, false).await;
     assert_eq!(again["items"][0]["quantity"], 1);

@@ -8,7 +8,7 @@ use crate::helpers::{
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const VISA: Option<&str> = Some("pm_card_visa");
 
@@ -344,19 +344,14 @@ async fn a_requested_exchange_cancelled_frees_its_units_and_one_never_sent_expir
         .await;
     assert_eq!(status, 201, "{ret}");
 
-    let deadline = Instant::now() + Duration::from_secs(40);
     let path = format!(
         "/orders/{}/exchanges/{}",
         id(&order),
         second["exchange_id"].as_str().unwrap()
     );
-    let expired = loop {
-        let (_, now) = app.get(&path).await;
-        if now["status"] == "expired" || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let expired = app
+        .poll(&path, Duration::from_secs(40), |e| e["status"] == "expired")
+        .await;
     assert_eq!(expired["status"], "expired", "{expired}");
     let of = OrderLedger::of(&app.settled_ledger().await, &id(&order));
     assert_eq!(of.count_template("exchange_expired"), 1);
@@ -425,19 +420,16 @@ async fn a_refused_refund_of_an_exchange_is_listed_for_operators_until_retried()
     let path = format!("/ops/orders/{}/retry", id(&order));
     let (status, retried, _) = app.post(&path, &json!({}), None).await;
     assert_eq!(status, 202, "{retried}");
-    let deadline = Instant::now() + Duration::from_secs(20);
     let exchange_path = format!(
         "/orders/{}/exchanges/{}",
         id(&order),
         exchange["exchange_id"].as_str().unwrap()
     );
-    let cleared = loop {
-        let (_, now) = app.get(&exchange_path).await;
-        if now["attention"].is_null() || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let cleared = app
+        .poll(&exchange_path, Duration::from_secs(20), |e| {
+            e["attention"].is_null()
+        })
+        .await;
     assert_eq!(cleared["attention"], Value::Null, "{cleared}");
     let of = OrderLedger::of(&app.settled_ledger().await, &id(&order));
     assert_eq!(of.refund_amounts(), ["2.00"]);

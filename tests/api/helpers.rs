@@ -363,6 +363,19 @@ impl TestApp {
         }
     }
 
+    /// `GET` of `path` until its answer satisfies `done` or `limit` passed; the
+    /// last answer, for the caller to assert on.
+    pub async fn poll(&self, path: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, now) = self.get(path).await;
+            if done(&now) || start.elapsed() > limit {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until the simulator's ledger satisfies `done`.
     pub async fn wait_for_ledger(&self, limit: Duration, done: impl Fn(&Ledger) -> bool) -> Ledger {
         let start = Instant::now();
