@@ -265,6 +265,11 @@ impl Orders {
     }
 }
 
+/// One exchange or claim (`field`) of an answer, and whether its saga goes on.
+fn one(field: &str, answer: Answer) -> Value {
+    json!({ field: answer.body, "accepted": answer.accepted() })
+}
+
 /// A REST return as `OrderReturn`: its id is `id`, and what was refunded is
 /// `"0.00"` until it is refunded.
 fn order_return(mut rest: Value) -> Value {
@@ -417,6 +422,121 @@ impl OrderService for Orders {
         let path = "/orders/{order_id}/returns/{return_id}/reject";
         let answer = self.return_command(path, request).await?;
         Ok(Response::new(from_json(answer)?))
+    }
+
+    async fn create_exchange(
+        &self,
+        request: Request<CreateExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let path = "/orders/{order_id}/exchanges";
+        self.unary(Method::POST, path, request, |a| one("exchange", a))
+            .await
+    }
+
+    async fn get_exchange(
+        &self,
+        request: Request<GetExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let path = "/orders/{order_id}/exchanges/{exchange_id}";
+        self.unary(Method::GET, path, request, |a| one("exchange", a))
+            .await
+    }
+
+    async fn list_exchanges(
+        &self,
+        request: Request<ListExchangesRequest>,
+    ) -> Result<Response<ListExchangesResponse>, Status> {
+        let path = "/orders/{order_id}/exchanges";
+        self.unary(Method::GET, path, request, |a| a.body).await
+    }
+
+    async fn receive_exchange(
+        &self,
+        request: Request<ReceiveExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let path = "/orders/{order_id}/exchanges/{exchange_id}/receive";
+        self.unary(Method::POST, path, request, |a| one("exchange", a))
+            .await
+    }
+
+    async fn pay_exchange(
+        &self,
+        request: Request<PayExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let path = "/orders/{order_id}/exchanges/{exchange_id}/payments";
+        self.unary(Method::POST, path, request, |a| one("exchange", a))
+            .await
+    }
+
+    async fn cancel_exchange(
+        &self,
+        request: Request<CancelExchangeRequest>,
+    ) -> Result<Response<ExchangeResponse>, Status> {
+        let path = "/orders/{order_id}/exchanges/{exchange_id}/cancel";
+        self.unary(Method::POST, path, request, |a| one("exchange", a))
+            .await
+    }
+
+    async fn create_claim(
+        &self,
+        request: Request<CreateClaimRequest>,
+    ) -> Result<Response<ClaimResponse>, Status> {
+        let path = "/orders/{order_id}/claims";
+        self.unary(Method::POST, path, request, |a| one("claim", a))
+            .await
+    }
+
+    async fn get_claim(
+        &self,
+        request: Request<GetClaimRequest>,
+    ) -> Result<Response<ClaimResponse>, Status> {
+        let path = "/orders/{order_id}/claims/{claim_id}";
+        self.unary(Method::GET, path, request, |a| one("claim", a))
+            .await
+    }
+
+    async fn list_claims(
+        &self,
+        request: Request<ListClaimsRequest>,
+    ) -> Result<Response<ListClaimsResponse>, Status> {
+        let path = "/orders/{order_id}/claims";
+        self.unary(Method::GET, path, request, |a| a.body).await
+    }
+
+    async fn receive_claim(
+        &self,
+        request: Request<ClaimCommandRequest>,
+    ) -> Result<Response<ClaimResponse>, Status> {
+        let path = "/orders/{order_id}/claims/{claim_id}/receive";
+        self.unary(Method::POST, path, request, |a| one("claim", a))
+            .await
+    }
+
+    async fn resolve_claim(
+        &self,
+        request: Request<ResolveClaimRequest>,
+    ) -> Result<Response<ClaimResponse>, Status> {
+        let path = "/orders/{order_id}/claims/{claim_id}/resolve";
+        self.unary(Method::POST, path, request, |a| one("claim", a))
+            .await
+    }
+
+    async fn reject_claim(
+        &self,
+        request: Request<ClaimCommandRequest>,
+    ) -> Result<Response<ClaimResponse>, Status> {
+        let path = "/orders/{order_id}/claims/{claim_id}/reject";
+        self.unary(Method::POST, path, request, |a| one("claim", a))
+            .await
+    }
+
+    async fn get_ledger(
+        &self,
+        request: Request<GetLedgerRequest>,
+    ) -> Result<Response<GetLedgerResponse>, Status> {
+        let path = "/orders/{order_id}/ledger";
+        self.unary(Method::GET, path, request, |a| json!({ "ledger": a.body }))
+            .await
     }
 
     async fn list_returns(

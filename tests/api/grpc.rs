@@ -810,3 +810,153 @@ async fn the_same_key_from_two_customers_makes_two_orders_over_grpc() {
     assert_eq!(made[0], made[2], "a repeat is the first order again");
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 2);
 }
+
+/// api-changes.md §11: an exchange, a claim and the ledger over gRPC, each the
+/// same as its REST twin, and their refusals with the REST problem code.
+#[tokio::test]
+async fn exchanges_claims_and_the_ledger_over_grpc() {
+    let app = TestApp::spawn().await;
+    let mut grpc = client(&app).await;
+    let order = grpc
+        .create_order(mug(Uuid::new_v4(), Some("pm_card_visa")))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    crate::helpers::advance(&app, &order.id, &["processing", "shipped", "delivered"]).await;
+    let dearer = NewOrderItem {
+        product_id: Uuid::new_v4().to_string(),
+        product_sku: "SKU-MUG-L".into(),
+        product_name: "Mug, large".into(),
+        warehouse_id: Uuid::new_v4().to_string(),
+        quantity: 1,
+        unit_price: "60.00".into(),
+        ..Default::default()
+    };
+    let asked = grpc
+        .create_exchange(CreateExchangeRequest {
+            order_id: order.id.clone(),
+            return_items: vec![ReturnItem {
+                item_id: 1,
+                quantity: 1,
+                reason: "too small".into(),
+            }],
+            new_items: vec![dearer],
+            idempotency_key: "exchange-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exchange
+        .unwrap();
+    assert_eq!(asked.status(), ExchangeStatus::Requested);
+    assert_eq!(
+        (asked.return_value.as_str(), asked.difference.as_str()),
+        ("49.05", "10.95")
+    );
+
+    let settled = grpc
+        .receive_exchange(ReceiveExchangeRequest {
+            order_id: order.id.clone(),
+            exchange_id: asked.exchange_id.clone(),
+            idempotency_key: "exchange-1-receive".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exchange
+        .unwrap();
+    assert_eq!(settled.status(), ExchangeStatus::Settled);
+    let charge = settled
+        .settlement
+        .as_ref()
+        .unwrap()
+        .charge
+        .as_ref()
+        .unwrap();
+    assert_eq!(charge.amount, "10.95");
+    let path = format!("/orders/{}/exchanges/{}", order.id, asked.exchange_id);
+    let (_, rest_exchange) = app.get(&path).await;
+    assert_eq!(
+        rest_exchange["settlement"]["charge"]["payment_id"],
+        charge.payment_id.as_str()
+    );
+    assert_eq!(settled.new_items[0].item_id, Some(2));
+    let listed = grpc
+        .list_exchanges(ListExchangesRequest {
+            order_id: order.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.exchanges.len(), 1);
+
+    let claim = grpc
+        .create_claim(CreateClaimRequest {
+            order_id: order.id.clone(),
+            items: vec![ClaimItem {
+                item_id: 2,
+                quantity: 1,
+                claim_type: ClaimType::Damaged as i32,
+                note: Some("cracked".into()),
+            }],
+            idempotency_key: "claim-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .claim
+        .unwrap();
+    assert_eq!(claim.status(), ClaimStatus::Open);
+    let resolved = grpc
+        .resolve_claim(ResolveClaimRequest {
+            order_id: order.id.clone(),
+            claim_id: claim.claim_id.clone(),
+            resolution: ClaimResolution::Replacement as i32,
+            idempotency_key: "claim-1-resolve".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .claim
+        .unwrap();
+    assert_eq!(
+        (resolved.status(), resolved.resolution()),
+        (ClaimStatus::Resolved, ClaimResolution::Replacement)
+    );
+    assert_eq!(resolved.replacement_items[0].total_price, "60.00");
+    let missing = grpc
+        .get_claim(GetClaimRequest {
+            order_id: order.id.clone(),
+            claim_id: Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&missing, Code::NotFound, "claim_not_found");
+
+    let ledger = grpc
+        .get_ledger(GetLedgerRequest {
+            order_id: order.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ledger
+        .unwrap();
+    let (_, rest_ledger) = app.get(&format!("/orders/{}/ledger", order.id)).await;
+    assert_eq!(ledger.charged, rest_ledger["charged"].as_str().unwrap());
+    assert_eq!(ledger.payments.len(), 2);
+    let charge_move = ledger
+        .movements
+        .iter()
+        .find(|m| m.kind == "charge" && m.exchange_id.is_some());
+    assert_eq!(
+        charge_move.and_then(|m| m.exchange_id.clone()),
+        Some(asked.exchange_id.clone())
+    );
+}
