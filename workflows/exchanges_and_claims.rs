@@ -73,19 +73,18 @@ pub struct Expiry {
     pub after: Duration,
 }
 
-/// The refusal of units of `list` (`items`, `return_items`) naming `ids`.
-fn refused(e: DomainError, list: &str, ids: &[i32]) -> Refusal {
+/// Why units of `list` (`items`, `return_items`), which names the items `ids`,
+/// cannot be taken: the field at fault for an unknown item or one named twice.
+pub(super) fn refuse_units(e: DomainError, list: &str, ids: &[i32]) -> Refusal {
     let message = e.to_string();
-    let field = |at: Option<usize>| Some(format!("{list}[{}].item_id", at.unwrap_or(0)));
+    let field = |at: Option<usize>| format!("{list}[{}].item_id", at.unwrap_or(0));
     match e {
-        DomainError::UnknownItem(id) => Refusal::ValidationFailed {
-            field: field(ids.iter().position(|i| *i == id)),
-            message,
-        },
-        DomainError::ItemNamedTwice(id) => Refusal::ValidationFailed {
-            field: field(ids.iter().rposition(|i| *i == id)),
-            message,
-        },
+        DomainError::UnknownItem(id) => {
+            Refusal::invalid(field(ids.iter().position(|i| *i == id)), message)
+        }
+        DomainError::ItemNamedTwice(id) => {
+            Refusal::invalid(field(ids.iter().rposition(|i| *i == id)), message)
+        }
         DomainError::QuantityExceeded { .. } => Refusal::QuantityExceeded { message },
         DomainError::ReturnWindowClosed => Refusal::ReturnWindowClosed { message },
         _ => Refusal::InvalidTransition { message },
@@ -126,13 +125,13 @@ pub async fn exchange(
             Ok(priced) => priced,
             Err(e) => {
                 let ids: Vec<i32> = req.return_items.iter().map(|i| i.item_id).collect();
-                return Ok((refused(e, "return_items", &ids).into(), None));
+                return Ok((refuse_units(e, "return_items", &ids).into(), None));
             }
         };
     let new_value = Money::sum(new_items.iter().map(|l| l.total_price));
     let Some(new_value) = new_value else {
         return Ok((
-            refused(DomainError::AmountOverflow, "new_items", &[]).into(),
+            refuse_units(DomainError::AmountOverflow, "new_items", &[]).into(),
             None,
         ));
     };
@@ -291,7 +290,7 @@ pub async fn claim(
     let (at, terms) = saga.now_with(ReturnTerms::of(deps)).await?;
     if let Err(e) = order.check_claim(&req.items, at, terms.window()) {
         let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-        return Ok((refused(e, "items", &ids).into(), None));
+        return Ok((refuse_units(e, "items", &ids).into(), None));
     }
     let wait = chrono::Duration::from_std(terms.parcel_wait).unwrap_or(chrono::Duration::days(14));
     let claim = Claim {
@@ -390,7 +389,7 @@ pub async fn move_claim(
         ClaimMove::Resolve => {
             let resolution = req.resolution.unwrap_or(Resolution::Refund);
             match order.replacement_of(id, resolution, req.warehouse_id) {
-                Err(e) => Ok(refused(e, "items", &[]).into()),
+                Err(e) => Ok(refuse_units(e, "items", &[]).into()),
                 Ok(replacement) => resolve_claim(&mut saga, order, id, resolution, replacement)
                     .await
                     .map(|resolved| match resolved {

@@ -11,7 +11,7 @@ use super::change_order;
 use super::change_requests::{self, AcceptRequest, DecideRequest, NewRequest};
 use super::create_order::create_order;
 use super::exchanges_and_claims::{
-    self as after_delivery, ClaimCommand, ClaimMove, ClaimRequest, ExchangeCommand,
+    self as after_delivery, refuse_units, ClaimCommand, ClaimMove, ClaimRequest, ExchangeCommand,
     ExchangeRequest, Expiry,
 };
 use super::expire_draft::expire_draft;
@@ -25,8 +25,8 @@ use super::set_status::set_status;
 use super::undo::{settle, Ending};
 use super::Deps;
 use crate::domain::{
-    Compensation, DomainError, ItemQuantity, Money, NewOrder, Order, OrderStatus, OrderView,
-    PaymentStatus, Refusal, RequestStatus, ReturnItem, ReturnStatus,
+    Compensation, ItemQuantity, Money, NewOrder, Order, OrderStatus, OrderView, PaymentStatus,
+    Refusal, RequestStatus, ReturnItem, ReturnStatus,
 };
 use crate::downstream::Rejection;
 use restate_sdk::prelude::*;
@@ -701,7 +701,7 @@ impl OrderObject {
             Ok(plan) => plan,
             Err(e) => {
                 let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-                return Ok(refuse_items(&ids, e).into());
+                return Ok(refuse_units(e, "items", &ids).into());
             }
         };
 
@@ -761,7 +761,7 @@ impl OrderObject {
         let (at, terms) = saga.now_with(ReturnTerms::of(&self.deps)).await?;
         if let Err(e) = order.check_return(&req.items, at, terms.window()) {
             let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-            return Ok(refuse_items(&ids, e).into());
+            return Ok(refuse_units(e, "items", &ids).into());
         }
         let result = request_return(&mut saga, order, req.return_id, req.items, (at, terms)).await;
         saga.finish().await;
@@ -852,7 +852,7 @@ impl OrderObject {
             Ok(plan) => plan,
             Err(e) => {
                 let ids: Vec<i32> = req.items.iter().map(|i| i.item_id).collect();
-                return Ok(refuse_items(&ids, e).into());
+                return Ok(refuse_units(e, "items", &ids).into());
             }
         };
         let name = format!("refund_items@{}", ctx.invocation_id());
@@ -969,24 +969,6 @@ impl OrderObject {
             (OrderStatus::Draft, PaymentStatus::Failed) => Refusal::PaymentDeclined.into(),
             _ => CommandOutcome::Done(Rested::from(&order)),
         })
-    }
-}
-
-/// The refusal of a command on the items `ids` (in the order the request named
-/// them) that the order's rules do not allow.
-fn refuse_items(ids: &[i32], error: DomainError) -> Refusal {
-    let field = |at: Option<usize>| format!("items[{}].item_id", at.unwrap_or(0));
-    let message = error.to_string();
-    match error {
-        DomainError::UnknownItem(id) => {
-            Refusal::invalid(field(ids.iter().position(|i| *i == id)), message)
-        }
-        DomainError::ItemNamedTwice(id) => {
-            Refusal::invalid(field(ids.iter().rposition(|i| *i == id)), message)
-        }
-        DomainError::QuantityExceeded { .. } => Refusal::QuantityExceeded { message },
-        DomainError::ReturnWindowClosed => Refusal::ReturnWindowClosed { message },
-        _ => Refusal::InvalidTransition { message },
     }
 }
 
