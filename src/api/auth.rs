@@ -79,6 +79,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The refusal of a staff call to a customer.
+pub(super) const FOR_STAFF: &str = "this call is for staff, services and operators";
+
 /// A caller who may manage orders (staff, a service, an operator); a customer is
 /// `403` before anything else is looked at.
 pub(super) struct Staff(pub Caller);
@@ -90,9 +93,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Staff {
         let caller = Caller::from_request_parts(parts, state).await?;
         match caller.may_manage() {
             true => Ok(Staff(caller)),
-            false => Err(ApiError::Forbidden(
-                "this call is for staff, services and operators",
-            )),
+            false => Err(ApiError::Forbidden(FOR_STAFF)),
         }
     }
 }

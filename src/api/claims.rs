@@ -1,6 +1,7 @@
 //! Claims (api-changes.md §7): damaged, missing or wrong units, resolved by a
 //! refund, a replacement, or both.
 
+use super::auth::FOR_STAFF;
 use super::body::{Rules, Valid};
 use super::cancel::units_rules;
 use super::commands::{command, existing, reason_rules, Answer, ReasonBody};
@@ -94,8 +95,6 @@ impl Rules for ResolveBody {
         reason_rules(&self.reason)
     }
 }
-
-const FOR_STAFF: &str = "this call is for staff, services and operators";
 
 #[utoipa::path(
     post,

@@ -1,6 +1,7 @@
 //! Exchanges (api-changes.md §6): units of a delivered order sent back for other
 //! items, settled as one net amount when the parcel arrives.
 
+use super::auth::FOR_STAFF;
 use super::body::{Rules, Valid};
 use super::cancel::units_rules;
 use super::changes::{payment_rules, PaymentBody};
@@ -190,8 +191,6 @@ async fn exchange_of(
         read_model::get_one(&state.db, Kind::Exchanges, id, exchange_id).await?;
     Ok((exchange_id, found.ok_or(Refusal::ExchangeNotFound)?))
 }
-
-const FOR_STAFF: &str = "this call is for staff, services and operators";
 
 #[utoipa::path(
     post,

@@ -308,10 +308,7 @@ impl Order {
     ) -> Result<(), DomainError> {
         let claim = self.find_claim(id).ok_or(DomainError::UnknownReturn(id))?;
         if claim.status == ClaimStatus::Received {
-            for unit in claim.asks() {
-                self.item_mut(unit.item_id)?.returned_quantity += unit.quantity;
-            }
-            self.held_runs.retain(|h| h.return_id != id);
+            self.return_held(id, claim.asks())?;
         } else {
             self.free_held_runs(id);
         }

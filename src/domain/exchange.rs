@@ -3,10 +3,9 @@
 //! are held from the request on, like a return's, so their share (`return_value`)
 //! is fixed then; the new items are priced as a change's added items are.
 
-use super::proration::Run;
 use super::{
-    AddedBy, Attention, Delta, DomainError, Failure, HeldRuns, MadeCharge, MadeRefund, Money,
-    NewItem, Order, OrderItem, ReturnItem,
+    AddedBy, Attention, Delta, DomainError, Failure, MadeCharge, MadeRefund, Money, NewItem, Order,
+    OrderItem, ReturnItem,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -190,26 +189,6 @@ impl Order {
         Ok(())
     }
 
-    /// Holds `runs` for return, exchange or claim `id`.
-    pub(super) fn hold_runs(&mut self, id: Uuid, runs: impl IntoIterator<Item = Run>) {
-        let runs: Vec<Run> = runs.into_iter().collect();
-        self.take_free_runs(&runs);
-        self.held_runs.push(HeldRuns {
-            return_id: id,
-            runs,
-        });
-    }
-
-    /// Frees the places that `id` held: a later give-back takes them first.
-    pub(super) fn free_held_runs(&mut self, id: Uuid) {
-        let (freed, held): (Vec<HeldRuns>, Vec<HeldRuns>) = std::mem::take(&mut self.held_runs)
-            .into_iter()
-            .partition(|h| h.return_id == id);
-        self.held_runs = held;
-        self.free_runs
-            .extend(freed.into_iter().flat_map(|h| h.runs));
-    }
-
     /// The parcel of exchange `id` arrived and was restocked: its units count as
     /// returned, for good.
     pub fn record_exchange_received(
@@ -221,10 +200,7 @@ impl Order {
             return Err(DomainError::UnknownReturn(id));
         };
         if exchange.status == ExchangeStatus::Requested {
-            for unit in exchange.asks() {
-                self.item_mut(unit.item_id)?.returned_quantity += unit.quantity;
-            }
-            self.held_runs.retain(|h| h.return_id != id);
+            self.return_held(id, exchange.asks())?;
         }
         let version = self.version;
         let exchange = self.exchange_mut(id)?;

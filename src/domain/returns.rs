@@ -177,17 +177,46 @@ impl Order {
         self.plan_give_back(asks, None, false)
     }
 
+    /// Holds `runs` for return, exchange or claim `id`.
+    pub(super) fn hold_runs(&mut self, id: Uuid, runs: impl IntoIterator<Item = Run>) {
+        let runs: Vec<Run> = runs.into_iter().collect();
+        self.take_free_runs(&runs);
+        self.held_runs.push(HeldRuns {
+            return_id: id,
+            runs,
+        });
+    }
+
+    /// Frees the places that `id` held: a later give-back takes them first.
+    pub(super) fn free_held_runs(&mut self, id: Uuid) {
+        let (freed, held): (Vec<HeldRuns>, Vec<HeldRuns>) = std::mem::take(&mut self.held_runs)
+            .into_iter()
+            .partition(|h| h.return_id == id);
+        self.held_runs = held;
+        self.free_runs
+            .extend(freed.into_iter().flat_map(|h| h.runs));
+    }
+
+    /// The units `asks` that `id` held came back: they count as returned from
+    /// now on, and keep the places they took.
+    pub(super) fn return_held(
+        &mut self,
+        id: Uuid,
+        asks: Vec<ItemQuantity>,
+    ) -> Result<(), DomainError> {
+        for unit in asks {
+            self.item_mut(unit.item_id)?.returned_quantity += unit.quantity;
+        }
+        self.held_runs.retain(|h| h.return_id != id);
+        Ok(())
+    }
+
     /// Records a new return, `requested` until its parcel arrives or `expires_at`.
     /// Its units take their places under the cumulative rule now, so their share
     /// is fixed from the request on.
     pub fn request_return(&mut self, new: Return) -> Result<(), DomainError> {
         let plan = self.plan_give_back(&new.asks(), None, false)?;
-        let runs: Vec<Run> = plan.lines.into_iter().flat_map(|l| l.runs).collect();
-        self.take_free_runs(&runs);
-        self.held_runs.push(HeldRuns {
-            return_id: new.return_id,
-            runs,
-        });
+        self.hold_runs(new.return_id, plan.lines.into_iter().flat_map(|l| l.runs));
         self.returns.push(new);
         Ok(())
     }
@@ -262,10 +291,7 @@ impl Order {
         at: DateTime<Utc>,
     ) -> Result<(), DomainError> {
         let items = self.find_return(id).map(|r| r.asks()).unwrap_or_default();
-        for unit in items {
-            self.item_mut(unit.item_id)?.returned_quantity += unit.quantity;
-        }
-        self.held_runs.retain(|h| h.return_id != id);
+        self.return_held(id, items)?;
         let version = self.version;
         let ret = self.return_mut(id)?;
         let status = match refund {
@@ -296,13 +322,7 @@ impl Order {
         } else {
             let version = self.version;
             self.return_mut(id)?.close(status, version, at);
-            let (freed, held) = std::mem::take(&mut self.held_runs)
-                .into_iter()
-                .partition(|h| h.return_id == id);
-            self.held_runs = held;
-            let freed: Vec<HeldRuns> = freed;
-            self.free_runs
-                .extend(freed.into_iter().flat_map(|h| h.runs));
+            self.free_held_runs(id);
         }
         self.drop_owed(
             |c| matches!(c, Compensation::RefundPayment { return_id: Some(r), .. } if *r == id),
